@@ -1,0 +1,1 @@
+//! Example issuer (being built).

@@ -1,0 +1,41 @@
+//! # certbridge
+//!
+//! A framework for writing cert-manager *external issuers*. An adapter implements one trait,
+//! [`Signer`], with two methods — [`Signer::sign`] turns a normalized [`SignRequest`] into an
+//! [`Issued`] chain, [`Signer::check`] tells whether an issuer is usable — and declares its issuer
+//! spec type with [`IssuerSpec`]. Everything else is the framework's: the CertificateRequest and
+//! Kubernetes CertificateSigningRequest controllers, issuer readiness, retries, events, metrics,
+//! probes, leader election and the command line (`run`, `check -f`, `sign -f`, `crds`).
+//!
+//! Errors are the control surface: what a [`SignError`] variant is named is what the controller
+//! does with it (see [`error`]).
+//!
+//! ```ignore
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     certbridge::run(MySigner::default()).await
+//! }
+//! ```
+
+pub mod cli;
+pub mod context;
+pub mod crd;
+pub mod error;
+pub mod issuer;
+pub mod pki;
+pub mod request;
+pub mod resources;
+pub mod signer;
+
+pub use cli::run;
+pub use context::SignContext;
+pub use error::{RequestCondition, SignError};
+pub use issuer::{Issuer, IssuerScope, IssuerSpec};
+pub use pki::{Csr, Issued, KeyKind};
+pub use request::{ExtKeyUsage, KeyUsage, RequestKind, RequestObject, Requester, SignRequest};
+pub use resources::Resources;
+pub use signer::Signer;
+
+/// Re-exported so adapters derive [`IssuerSpec`] types without naming the crate versions.
+pub use async_trait::async_trait;
+pub use schemars;

@@ -1,0 +1,171 @@
+//! Ordering what a CA returns into cert-manager's shape: the chain leaf first up to the highest
+//! non-self-signed certificate, and the CA as a separate best guess (cert-manager's
+//! `ParseSingleCertificateChainPEM`). CAs return chains in every order, with and without the root,
+//! sometimes with duplicates; adapters pass whatever they got and never order by hand.
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// A signed result: what the controller writes to `status.certificate` (and `status.ca`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// PEM chain: leaf first, then intermediates; no self-signed root unless the leaf is one.
+    pub chain_pem: String,
+    /// PEM of the CA that issued the chain: the self-signed root if known, else the highest
+    /// certificate of the chain (when the chain has more than the leaf).
+    pub ca_pem: Option<String>,
+}
+
+struct Cert {
+    der: Vec<u8>,
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+    self_signed: bool,
+}
+
+impl Issued {
+    /// Orders a PEM bundle in any order (duplicates allowed) into leaf-first chain + CA.
+    pub fn from_pem_bundle(bundle: &str) -> Result<Issued, String> {
+        let blocks = pem::parse_many(bundle).map_err(|e| format!("the CA returned invalid PEM: {e}"))?;
+        let ders: Vec<Vec<u8>> =
+            blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(pem::Pem::into_contents).collect();
+        Issued::from_der_certs(ders)
+    }
+
+    /// Like [`Issued::from_pem_bundle`] for DER certificates, plus an optional extra CA/root (e.g. a
+    /// configured CA bundle) used only to pick the CA.
+    pub fn from_der_certs(ders: Vec<Vec<u8>>) -> Result<Issued, String> {
+        let mut certs: Vec<Cert> = Vec::new();
+        for der in ders {
+            if certs.iter().any(|c| c.der == der) {
+                continue;
+            }
+            let (_, x) = X509Certificate::from_der(&der)
+                .map_err(|e| format!("the CA returned a certificate that does not parse: {e}"))?;
+            let subject = x.subject().as_raw().to_vec();
+            let issuer = x.issuer().as_raw().to_vec();
+            let self_signed = subject == issuer && x.verify_signature(None).is_ok();
+            certs.push(Cert { der, subject, issuer, self_signed });
+        }
+        if certs.is_empty() {
+            return Err("the CA returned no certificate".into());
+        }
+        // The leaf is the certificate no other certificate names as its issuer.
+        let is_issuer_of_another =
+            |c: &Cert| certs.iter().any(|o| !std::ptr::eq(o, c) && !o.self_signed && o.issuer == c.subject);
+        let leaves: Vec<usize> = (0..certs.len()).filter(|&i| !is_issuer_of_another(&certs[i])).collect();
+        let leaf = match leaves.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err("the certificates returned by the CA form a loop; no leaf found".into());
+            }
+            _ if certs.len() == 1 => 0,
+            _ => {
+                return Err(format!("the CA returned {} unrelated certificates, not a single chain", leaves.len()));
+            }
+        };
+        let mut order = vec![leaf];
+        while let Some(&cur) = order.last() {
+            if certs[cur].self_signed {
+                break;
+            }
+            match (0..certs.len()).find(|&i| !order.contains(&i) && certs[i].subject == certs[cur].issuer) {
+                Some(next) => order.push(next),
+                None => break,
+            }
+        }
+        if order.len() != certs.len() {
+            return Err("the CA returned certificates that are not part of the leaf's chain".into());
+        }
+        let last = *order.last().expect("non-empty");
+        let (chain, ca): (Vec<usize>, Option<usize>) = if order.len() > 1 && certs[last].self_signed {
+            (order[..order.len() - 1].to_vec(), Some(last))
+        } else if order.len() > 1 {
+            (order.clone(), Some(last))
+        } else {
+            (order.clone(), None)
+        };
+        let to_pem = |i: usize| to_pem(&certs[i].der);
+        Ok(Issued { chain_pem: chain.iter().map(|&i| to_pem(i)).collect(), ca_pem: ca.map(to_pem) })
+    }
+
+    /// Sets the CA when the chain alone does not name one (e.g. the CA certificate is configured
+    /// on the issuer, or returned separately by the CA).
+    pub fn with_ca_if_missing(mut self, ca_pem: Option<String>) -> Issued {
+        if self.ca_pem.is_none() {
+            self.ca_pem = ca_pem;
+        }
+        self
+    }
+
+    /// The DER SubjectPublicKeyInfo of the leaf.
+    pub fn leaf_public_key_der(&self) -> Result<Vec<u8>, String> {
+        let block = pem::parse(&self.chain_pem).map_err(|e| format!("issued chain is not PEM: {e}"))?;
+        let (_, x) =
+            X509Certificate::from_der(block.contents()).map_err(|e| format!("issued leaf does not parse: {e}"))?;
+        Ok(x.public_key().raw.to_vec())
+    }
+}
+
+/// PEM-encodes one DER certificate with LF line endings (the `pem` crate defaults to CRLF).
+pub fn to_pem(der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    fn ca(name: &str, parent: Option<(&CertificateParams, &KeyPair)>) -> (CertificateParams, KeyPair, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = match parent {
+            None => p.self_signed(&key).unwrap(),
+            Some((pp, pk)) => p.signed_by(&key, &Issuer::from_params(pp, pk)).unwrap(),
+        };
+        (p, key, cert.pem())
+    }
+
+    #[test]
+    fn orders_any_order_and_picks_the_root() {
+        let (rp, rk, root) = ca("root", None);
+        let (ip, ik, inter) = ca("inter", Some((&rp, &rk)));
+        let lk = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["x.example.com".into()])
+            .unwrap()
+            .signed_by(&lk, &Issuer::from_params(&ip, &ik))
+            .unwrap()
+            .pem();
+        let shuffled = format!("{root}{inter}{leaf}{inter}");
+        let issued = Issued::from_pem_bundle(&shuffled).unwrap();
+        assert_eq!(issued.chain_pem, format!("{leaf}{inter}"));
+        assert_eq!(issued.ca_pem.as_deref(), Some(root.as_str()));
+        // Without the root, the highest intermediate is the CA and stays in the chain.
+        let issued = Issued::from_pem_bundle(&format!("{inter}{leaf}")).unwrap();
+        assert_eq!(issued.chain_pem, format!("{leaf}{inter}"));
+        assert_eq!(issued.ca_pem.as_deref(), Some(inter.as_str()));
+        // A lone leaf has no CA unless one is supplied.
+        let issued = Issued::from_pem_bundle(&leaf).unwrap().with_ca_if_missing(Some(root.clone()));
+        assert_eq!(issued.chain_pem, leaf);
+        assert_eq!(issued.ca_pem, Some(root));
+        assert_eq!(issued.leaf_public_key_der().unwrap(), rcgen::PublicKeyData::subject_public_key_info(&lk));
+    }
+
+    #[test]
+    fn unrelated_certificates_are_refused() {
+        let (_, _, a) = ca("a", None);
+        let (_, _, b) = ca("b", None);
+        let lk = KeyPair::generate().unwrap();
+        let (ip, ik, _) = ca("i", None);
+        let leaf = CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .signed_by(&lk, &Issuer::from_params(&ip, &ik))
+            .unwrap()
+            .pem();
+        assert!(Issued::from_pem_bundle(&format!("{leaf}{a}{b}")).is_err());
+        assert!(Issued::from_pem_bundle("").unwrap_err().contains("no certificate"));
+    }
+}

@@ -1,0 +1,245 @@
+//! Reading what an issuer references — Secrets, ConfigMaps, service-account tokens — under the
+//! namespace rules, and remembering what was read so the issuer is re-checked when it changes.
+//!
+//! A namespaced issuer reads only in its own namespace; a cluster issuer only in the controller's
+//! cluster resource namespace. Adapters never pick a namespace, so they cannot break the rule.
+//! Missing objects and keys are [`SignError::IssuerNotReady`] naming the object and key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use zeroize::Zeroizing;
+
+use crate::error::SignError;
+
+/// Where objects come from: the API server in `run`, a manifest file in `check -f` / `sign -f`.
+#[async_trait]
+pub trait ResourceSource: Send + Sync {
+    /// The Secret, or `None` when it does not exist.
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, SignError>;
+    /// The ConfigMap, or `None` when it does not exist.
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, SignError>;
+    /// A short-lived token for a service account (TokenRequest API).
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[String],
+        expiration_seconds: i64,
+    ) -> Result<Zeroizing<String>, SignError>;
+}
+
+/// The kind of a referenced object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefKind {
+    /// core/v1 Secret.
+    Secret,
+    /// core/v1 ConfigMap.
+    ConfigMap,
+    /// core/v1 ServiceAccount (token requests).
+    ServiceAccount,
+}
+
+/// An object an issuer read: kind, namespace, name.
+pub type Reference = (RefKind, String, String);
+
+/// An issuer's view of the objects it may read. Cheap to clone.
+#[derive(Clone)]
+pub struct Resources {
+    source: Arc<dyn ResourceSource>,
+    namespace: String,
+    read: Arc<Mutex<BTreeSet<Reference>>>,
+}
+
+impl std::fmt::Debug for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resources").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
+}
+
+impl Resources {
+    /// Resources confined to `namespace` (the issuer's, or the cluster resource namespace).
+    pub fn new(source: Arc<dyn ResourceSource>, namespace: impl Into<String>) -> Self {
+        Resources { source, namespace: namespace.into(), read: Arc::default() }
+    }
+
+    /// Resources served from in-memory objects (tests, `check -f`, `sign -f`).
+    pub fn from_objects(namespace: impl Into<String>, secrets: Vec<Secret>, config_maps: Vec<ConfigMap>) -> Self {
+        let ns = namespace.into();
+        Resources::new(Arc::new(StaticSource::new(&ns, secrets, config_maps)), ns)
+    }
+
+    /// The namespace reads happen in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Every object read so far (the issuer controller watches these).
+    pub fn references(&self) -> BTreeSet<Reference> {
+        self.read.lock().expect("lock poisoned").clone()
+    }
+
+    fn note(&self, kind: RefKind, name: &str) {
+        self.read.lock().expect("lock poisoned").insert((kind, self.namespace.clone(), name.to_owned()));
+    }
+
+    /// All data of a Secret (`data` and `stringData` merged).
+    pub async fn secret(&self, name: &str) -> Result<BTreeMap<String, Zeroizing<Vec<u8>>>, SignError> {
+        self.note(RefKind::Secret, name);
+        let secret = self.source.secret(&self.namespace, name).await?.ok_or_else(|| {
+            SignError::issuer_not_ready(format!(
+                "Secret \"{}/{}\" not found: create it or fix the reference",
+                self.namespace, name
+            ))
+        })?;
+        let mut out: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
+        for (k, v) in secret.data.unwrap_or_default() {
+            out.insert(k, Zeroizing::new(v.0));
+        }
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            out.insert(k, Zeroizing::new(v.into_bytes()));
+        }
+        Ok(out)
+    }
+
+    /// One key of a Secret. Missing Secret or key → issuer not ready, naming both.
+    pub async fn secret_key(&self, name: &str, key: &str) -> Result<Zeroizing<Vec<u8>>, SignError> {
+        let mut data = self.secret(name).await?;
+        data.remove(key).ok_or_else(|| {
+            SignError::issuer_not_ready(format!(
+                "Secret \"{}/{}\" has no key \"{}\": add it or fix the reference",
+                self.namespace, name, key
+            ))
+        })
+    }
+
+    /// One key of a Secret as UTF-8 text with surrounding whitespace removed (tokens, PINs).
+    pub async fn secret_string(&self, name: &str, key: &str) -> Result<Zeroizing<String>, SignError> {
+        let bytes = self.secret_key(name, key).await?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            SignError::issuer_not_ready(format!(
+                "Secret \"{}/{}\" key \"{}\" is not UTF-8 text",
+                self.namespace, name, key
+            ))
+        })?;
+        Ok(Zeroizing::new(text.trim().to_owned()))
+    }
+
+    /// One key of a ConfigMap (`data`, or UTF-8 `binaryData`).
+    pub async fn config_map_key(&self, name: &str, key: &str) -> Result<String, SignError> {
+        self.note(RefKind::ConfigMap, name);
+        let cm = self.source.config_map(&self.namespace, name).await?.ok_or_else(|| {
+            SignError::issuer_not_ready(format!(
+                "ConfigMap \"{}/{}\" not found: create it or fix the reference",
+                self.namespace, name
+            ))
+        })?;
+        if let Some(v) = cm.data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = cm.binary_data.as_ref().and_then(|d| d.get(key)) {
+            return String::from_utf8(v.0.clone()).map_err(|_| {
+                SignError::issuer_not_ready(format!(
+                    "ConfigMap \"{}/{}\" key \"{}\" is not UTF-8 text",
+                    self.namespace, name, key
+                ))
+            });
+        }
+        Err(SignError::issuer_not_ready(format!(
+            "ConfigMap \"{}/{}\" has no key \"{}\": add it or fix the reference",
+            self.namespace, name, key
+        )))
+    }
+
+    /// A short-lived token for the service account `name` in the issuer's namespace, with the
+    /// given audiences (TokenRequest API).
+    pub async fn service_account_token(
+        &self,
+        name: &str,
+        audiences: &[String],
+        expiration_seconds: i64,
+    ) -> Result<Zeroizing<String>, SignError> {
+        self.note(RefKind::ServiceAccount, name);
+        self.source.service_account_token(&self.namespace, name, audiences, expiration_seconds).await
+    }
+}
+
+/// Objects held in memory.
+pub struct StaticSource {
+    secrets: BTreeMap<(String, String), Secret>,
+    config_maps: BTreeMap<(String, String), ConfigMap>,
+}
+
+impl StaticSource {
+    /// Objects without a namespace are placed in `default_namespace`.
+    pub fn new(default_namespace: &str, secrets: Vec<Secret>, config_maps: Vec<ConfigMap>) -> Self {
+        let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            (m.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()), m.name.clone().unwrap_or_default())
+        };
+        StaticSource {
+            secrets: secrets.into_iter().map(|s| (key(&s.metadata), s)).collect(),
+            config_maps: config_maps.into_iter().map(|c| (key(&c.metadata), c)).collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl ResourceSource for StaticSource {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, SignError> {
+        Ok(self.secrets.get(&(namespace.to_owned(), name.to_owned())).cloned())
+    }
+
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, SignError> {
+        Ok(self.config_maps.get(&(namespace.to_owned(), name.to_owned())).cloned())
+    }
+
+    async fn service_account_token(
+        &self,
+        _: &str,
+        name: &str,
+        _: &[String],
+        _: i64,
+    ) -> Result<Zeroizing<String>, SignError> {
+        Err(SignError::issuer_not_ready(format!(
+            "cannot request a token for service account \"{name}\" without a cluster: use a static token Secret for offline checks"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(ns: &str, name: &str, k: &str, v: &str) -> Secret {
+        Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            data: Some([(k.to_owned(), ByteString(v.as_bytes().to_vec()))].into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_only_in_its_namespace_and_names_what_is_missing() {
+        let res = Resources::from_objects(
+            "team-a",
+            vec![secret("team-a", "creds", "token", " s3cr3t\n"), secret("team-b", "other", "token", "x")],
+            vec![],
+        );
+        assert_eq!(&*res.secret_string("creds", "token").await.unwrap(), "s3cr3t");
+        let e = res.secret_key("other", "token").await.unwrap_err();
+        assert_eq!(e, SignError::issuer_not_ready("Secret \"team-a/other\" not found: create it or fix the reference"));
+        let e = res.secret_key("creds", "password").await.unwrap_err();
+        assert!(e.to_string().contains("has no key \"password\""), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"));
+        let refs = res.references();
+        assert!(refs.contains(&(RefKind::Secret, "team-a".into(), "other".into())));
+        assert_eq!(refs.len(), 2);
+    }
+}

@@ -1,0 +1,1 @@
+//! certbridge ejbca issuer (being built).

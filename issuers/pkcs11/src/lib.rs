@@ -1,0 +1,1 @@
+//! certbridge pkcs11 issuer (being built).

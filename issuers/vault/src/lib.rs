@@ -1,0 +1,1 @@
+//! certbridge vault issuer (being built).
