@@ -1,0 +1,76 @@
+//! Signing with a CA whose certificate and key come from a Secret.
+
+use certbridge::pki::{certificate_params, subject_public_key};
+use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+use rcgen::{KeyPair, PublicKeyData};
+use x509_parser::pem::parse_x509_pem;
+use x509_parser::time::ASN1Time;
+
+use crate::spec::LocalCaSpec;
+
+/// The LocalCA signer. Stateless: the CA is read from its Secret on every call, so a rotated CA
+/// is used as soon as the Secret changes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalCaSigner;
+
+/// A CA loaded from its Secret.
+struct Ca {
+    /// `tls.crt` as stored: the CA certificate first, then any chain above it.
+    pem: String,
+    issuer: rcgen::Issuer<'static, KeyPair>,
+    not_after: ASN1Time,
+}
+
+impl Ca {
+    /// Reads and cross-checks the Secret. Every problem is "issuer not ready" rather than
+    /// permanent, so fixing the Secret (which triggers a re-check) brings the issuer back.
+    async fn load(spec: &LocalCaSpec, resources: &Resources) -> Result<Ca, SignError> {
+        let name = &spec.secret_name;
+        let bad =
+            |what: &str| SignError::issuer_not_ready(format!("Secret \"{}/{name}\" {what}", resources.namespace()));
+        let pem = resources.secret_string(name, "tls.crt").await?;
+        let key = resources.secret_string(name, "tls.key").await?;
+        // The parse error is not shown: it could quote part of the key.
+        let key = KeyPair::from_pem(&key).map_err(|_| {
+            bad("key \"tls.key\" is not an unencrypted PKCS#8 private key (\"BEGIN PRIVATE KEY\"): convert it with `openssl pkcs8 -topk8 -nocrypt`")
+        })?;
+        let (_, block) =
+            parse_x509_pem(pem.as_bytes()).map_err(|_| bad("key \"tls.crt\" does not start with a PEM certificate"))?;
+        let cert = block.parse_x509().map_err(|_| bad("key \"tls.crt\" holds a certificate that does not parse"))?;
+        if !cert.is_ca() {
+            return Err(bad("key \"tls.crt\" is not a CA certificate (basicConstraints CA:TRUE is missing)"));
+        }
+        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(bad("key \"tls.key\" does not match the certificate in \"tls.crt\""));
+        }
+        let not_after = cert.validity().not_after;
+        let issuer = rcgen::Issuer::from_ca_cert_der(&block.contents.clone().into(), key)
+            .map_err(|e| bad(&format!("key \"tls.crt\" cannot be used as an issuer: {e}")))?;
+        Ok(Ca { pem: pem.to_string(), issuer, not_after })
+    }
+}
+
+#[async_trait]
+impl Signer for LocalCaSigner {
+    type Spec = LocalCaSpec;
+
+    async fn sign(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<LocalCaSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
+        let ca = Ca::load(&issuer.spec, ctx.resources()).await?;
+        let mut params = certificate_params(request, None)?;
+        // Like cert-manager's CA issuer: a leaf never outlives its CA.
+        params.not_after = params.not_after.min(ca.not_after.to_datetime());
+        let leaf = params
+            .signed_by(&subject_public_key(request)?, &ca.issuer)
+            .map_err(|e| SignError::permanent(format!("signing failed: {e}")))?;
+        Issued::from_pem_bundle(&format!("{}\n{}", leaf.pem(), ca.pem)).map_err(SignError::permanent)
+    }
+
+    async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<(), SignError> {
+        Ca::load(&issuer.spec, resources).await.map(drop)
+    }
+}

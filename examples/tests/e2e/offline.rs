@@ -1,0 +1,101 @@
+//! The signer on its own, with the Secret served from memory (what `check -f` / `sign -f` do).
+
+use std::time::Duration;
+
+use certbridge::issuer::{Issuer, IssuerScope};
+use certbridge::{Resources, SignContext, SignError, SignRequest, Signer};
+use certbridge_example_ca::{LocalCaSigner, LocalCaSpec};
+
+use crate::support::{TestCa, openssl, tls_secret};
+
+fn issuer(secret_name: &str) -> Issuer<LocalCaSpec> {
+    Issuer {
+        name: "ca".into(),
+        namespace: Some("team-a".into()),
+        scope: IssuerScope::Namespaced,
+        uid: String::new(),
+        generation: 1,
+        annotations: Default::default(),
+        spec: LocalCaSpec { secret_name: secret_name.into() },
+    }
+}
+
+async fn check(secret: k8s_openapi::api::core::v1::Secret) -> Result<(), SignError> {
+    LocalCaSigner.check(&issuer("ca-key-pair"), &Resources::from_objects("team-a", vec![secret], vec![])).await
+}
+
+#[tokio::test]
+async fn signs_a_chain_openssl_verifies_for_each_ca_key_type() {
+    for alg in [&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"][..], &["rsa:2048"], &["ed25519"]] {
+        let ca = TestCa::new(alg);
+        let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
+        let csr = ca.csr("web", &["web.example.com", "www.example.com"]);
+        let req = SignRequest::from_csr_pem(&csr, Duration::from_secs(3600), false, &["server auth"]).unwrap();
+        let mut ctx = SignContext::offline(resources.clone());
+        LocalCaSigner.check(&issuer("ca-key-pair"), &resources).await.unwrap();
+        let issued = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut ctx).await.unwrap();
+        assert_eq!(issued.ca_pem.as_deref().map(str::trim), Some(ca.read("ca.crt").trim()), "{alg:?}");
+        ca.assert_verifies("web", &issued.chain_pem);
+        let text = openssl(ca.dir.path(), &["x509", "-in", "web.crt", "-noout", "-text"]);
+        assert!(text.contains("DNS:web.example.com, DNS:www.example.com"), "{text}");
+        assert!(text.contains("TLS Web Server Authentication"), "{text}");
+        assert!(text.contains("Issuer: CN = certbridge test CA"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_leaf_never_outlives_its_ca() {
+    let ca = TestCa::new(&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
+    let req =
+        SignRequest::from_csr_pem(&ca.csr("long", &["long.example"]), Duration::from_secs(90 * 86400), false, &[""; 0])
+            .unwrap();
+    let issued = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap();
+    std::fs::write(ca.path("long.crt"), &issued.chain_pem).unwrap();
+    let leaf_end = openssl(ca.dir.path(), &["x509", "-in", "long.crt", "-noout", "-enddate"]);
+    let ca_end = openssl(ca.dir.path(), &["x509", "-in", "ca.crt", "-noout", "-enddate"]);
+    assert_eq!(leaf_end, ca_end);
+}
+
+#[tokio::test]
+async fn check_names_what_is_wrong_with_the_secret_and_never_leaks_the_key() {
+    let ca = TestCa::new(&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let other = TestCa::new(&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let (crt, key) = (ca.read("ca.crt"), ca.read("ca.key"));
+
+    let e = check(tls_secret("team-a", "ca-key-pair", &crt, &other.read("ca.key"))).await.unwrap_err();
+    assert!(matches!(e, SignError::IssuerNotReady(_)), "{e:?}");
+    assert!(e.to_string().contains("\"tls.key\" does not match the certificate"), "{e}");
+
+    let e = check(tls_secret("team-a", "other-name", &crt, &key)).await.unwrap_err();
+    assert!(e.to_string().contains("Secret \"team-a/ca-key-pair\" not found"), "{e}");
+
+    // A leaf certificate is not a CA.
+    let leaf = ca.csr("leaf", &["leaf.example"]);
+    let req = SignRequest::from_csr_pem(&leaf, Duration::from_secs(3600), false, &[""; 0]).unwrap();
+    let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
+    let issued = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap();
+    let e = check(tls_secret("team-a", "ca-key-pair", &issued.chain_pem, &ca.read("leaf.key"))).await.unwrap_err();
+    assert!(e.to_string().contains("is not a CA certificate"), "{e}");
+
+    // A traditional (SEC1) EC key: rejected with the conversion command, the key's bytes never shown.
+    openssl(ca.dir.path(), &["ec", "-in", "ca.key", "-out", "ca-sec1.key"]);
+    let sec1 = ca.read("ca-sec1.key");
+    assert!(sec1.contains("BEGIN EC PRIVATE KEY"));
+    let e = check(tls_secret("team-a", "ca-key-pair", &crt, &sec1)).await.unwrap_err();
+    assert!(e.to_string().contains("openssl pkcs8 -topk8 -nocrypt"), "{e}");
+    let body: String = sec1.lines().filter(|l| !l.starts_with("-----")).collect();
+    for chunk in body.as_bytes().chunks(16) {
+        assert!(!e.to_string().contains(std::str::from_utf8(chunk).unwrap()), "{e}");
+    }
+
+    let e = check(tls_secret("team-a", "ca-key-pair", "not a certificate", &key)).await.unwrap_err();
+    assert!(e.to_string().contains("\"tls.crt\" does not start with a PEM certificate"), "{e}");
+}
+
+#[test]
+fn an_empty_secret_name_is_rejected_naming_the_field() {
+    use certbridge::IssuerSpec;
+    let e = LocalCaSpec { secret_name: " ".into() }.validate().unwrap_err();
+    assert!(e.contains("spec.secretName"), "{e}");
+}
