@@ -17,8 +17,10 @@
 //! }
 //! ```
 
+pub mod api;
 pub mod cli;
 pub mod context;
+pub(crate) mod controllers;
 pub mod crd;
 pub mod error;
 pub mod issuer;
