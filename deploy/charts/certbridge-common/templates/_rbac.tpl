@@ -1,0 +1,174 @@
+{{/*
+Least-privilege RBAC. Each rule is listed with the reason it exists in deploy/README.md ("RBAC");
+deploy/check.sh fails when the controllers use a verb or resource these rules do not grant.
+*/}}
+{{- define "certbridge.rbac" -}}
+{{- $fullname := include "certbridge.fullname" . -}}
+{{- $group := include "certbridge.group" . -}}
+{{- $issuers := include "certbridge.issuerPlural" . -}}
+{{- $clusterIssuers := include "certbridge.clusterIssuerPlural" . -}}
+{{- $sa := include "certbridge.serviceAccountName" . -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ $fullname }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+rules:
+  # Requests addressed to this issuer: watch them; patch stores per-request state as annotations
+  # state.{{ $group }}/<key> so an asynchronous CA's request survives a restart.
+  - apiGroups: ["cert-manager.io"]
+    resources: ["certificaterequests"]
+    verbs: ["get", "list", "watch", "patch"]
+  - apiGroups: ["cert-manager.io"]
+    resources: ["certificaterequests/status"]
+    verbs: ["patch"]
+  - apiGroups: ["certificates.k8s.io"]
+    resources: ["certificatesigningrequests"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: ["certificates.k8s.io"]
+    resources: ["certificatesigningrequests/status"]
+    verbs: ["update", "patch"]
+  # Kubernetes only lets a controller write status.certificate for signers it may "sign" for;
+  # CSRs are served by the cluster-scoped kind only.
+  - apiGroups: ["certificates.k8s.io"]
+    resources: ["signers"]
+    resourceNames: [{{ printf "%s.%s/*" $clusterIssuers $group | quote }}]
+    verbs: ["sign"]
+  - apiGroups: [{{ $group | quote }}]
+    resources: [{{ $issuers | quote }}, {{ $clusterIssuers | quote }}]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: [{{ $group | quote }}]
+    resources: [{{ printf "%s/status" $issuers | quote }}, {{ printf "%s/status" $clusterIssuers | quote }}]
+    verbs: ["patch"]
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+  {{- if .Values.namespacedIssuers.enabled }}
+  # A namespaced issuer reads the Secrets and ConfigMaps it references in its own namespace, which
+  # can be any namespace. Disable namespacedIssuers to drop this cluster-wide read.
+  - apiGroups: [""]
+    resources: ["secrets", "configmaps"]
+    verbs: ["get", "list", "watch"]
+  {{- if .Values.rbac.serviceAccountTokens }}
+  - apiGroups: [""]
+    resources: ["serviceaccounts/token"]
+    verbs: ["create"]
+  {{- end }}
+  {{- end }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ $fullname }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $fullname }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ .Release.Namespace }}
+---
+# A cluster issuer reads Secrets and ConfigMaps only in the cluster resource namespace.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ printf "%s-cluster-resources" $fullname }}
+  namespace: {{ include "certbridge.clusterResourceNamespace" . }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets", "configmaps"]
+    verbs: ["get", "list", "watch"]
+  {{- if .Values.rbac.serviceAccountTokens }}
+  - apiGroups: [""]
+    resources: ["serviceaccounts/token"]
+    verbs: ["create"]
+  {{- end }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ printf "%s-cluster-resources" $fullname }}
+  namespace: {{ include "certbridge.clusterResourceNamespace" . }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ printf "%s-cluster-resources" $fullname }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ .Release.Namespace }}
+{{- if include "certbridge.leaderElect" . }}
+---
+# Leader election holds a coordination.k8s.io Lease in the release namespace.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ printf "%s-leader-election" $fullname }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+rules:
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    verbs: ["get", "create", "update", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ printf "%s-leader-election" $fullname }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ printf "%s-leader-election" $fullname }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ .Release.Namespace }}
+{{- end }}
+{{- if .Values.approver.enabled }}
+---
+# cert-manager's built-in approver approves a request only if its own service account may
+# "approve" the issuer's signer name (cert-manager.io signers, <plural>.<group>/*).
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ printf "%s-approver" $fullname }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+rules:
+  - apiGroups: ["cert-manager.io"]
+    resources: ["signers"]
+    verbs: ["approve"]
+    resourceNames:
+      {{- if .Values.namespacedIssuers.enabled }}
+      - {{ printf "%s.%s/*" $issuers $group | quote }}
+      {{- end }}
+      - {{ printf "%s.%s/*" $clusterIssuers $group | quote }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ printf "%s-approver" $fullname }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ printf "%s-approver" $fullname }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ required "approver.serviceAccount.name: name cert-manager's controller service account" .Values.approver.serviceAccount.name }}
+    namespace: {{ required "approver.serviceAccount.namespace: cert-manager's namespace" .Values.approver.serviceAccount.namespace }}
+{{- end }}
+{{- end }}

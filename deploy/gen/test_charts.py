@@ -1,0 +1,261 @@
+"""Tests of the charts (rendered with several values) and of the template renderer itself.
+
+Run: python3 -m unittest discover -s deploy/gen -p 'test_*.py'   (deploy/check.sh does)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import generate  # noqa: E402
+import gotemplate  # noqa: E402
+from gotemplate import Renderer, TemplateError, render_chart  # noqa: E402
+
+CHARTS = os.path.join(generate.DEPLOY, "charts")
+ISSUERS = generate.load_issuers()
+
+
+def render(name: str, overrides: dict | None = None, namespace: str = "certbridge") -> list[gotemplate.Document]:
+    return render_chart(os.path.join(CHARTS, f"certbridge-{name}"), "rel", namespace, overrides)
+
+
+def objects(docs, kind):
+    return [d.obj for d in docs if d.kind == kind]
+
+
+def one(docs, kind, name=None):
+    found = [o for o in objects(docs, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def container(docs):
+    return one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def rules_of(docs, kind, name):
+    return one(docs, kind, name)["rules"]
+
+
+def grants(rules, group, resource, verb, resource_name=None):
+    """Kubernetes RBAC rule matching (no wildcards are used by these charts, so none are honoured)."""
+    for r in rules:
+        if group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", []):
+            names = r.get("resourceNames")
+            if not names or resource_name is None or resource_name in names:
+                return True
+    return False
+
+
+class EveryChart(unittest.TestCase):
+    def test_hardened_pod_and_probes(self):
+        for issuer in ISSUERS:
+            with self.subTest(issuer=issuer["name"]):
+                docs = render(issuer["name"])
+                pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+                c = container(docs)
+                self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+                self.assertEqual(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
+                sc = c["securityContext"]
+                self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+                self.assertTrue(sc["readOnlyRootFilesystem"])
+                self.assertFalse(sc["allowPrivilegeEscalation"])
+                self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "health"})
+                self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "health"})
+                self.assertIn("limits", c["resources"])
+                self.assertEqual(c["image"], f"ghcr.io/certbridge/{issuer['binary']}:{generate.APP_VERSION}")
+                self.assertEqual(c["args"][0], "run")
+                self.assertIn("--cluster-resource-namespace=cert-manager", c["args"])
+                self.assertNotIn("--leader-elect", c["args"])
+                self.assertEqual(one(docs, "Deployment")["spec"]["strategy"]["type"], "Recreate")
+                self.assertEqual(objects(docs, "PodDisruptionBudget"), [])
+                self.assertEqual(objects(docs, "ServiceMonitor"), [])
+                svc = one(docs, "Service")
+                self.assertEqual(svc["spec"]["selector"], one(docs, "Deployment")["spec"]["selector"]["matchLabels"])
+
+    def test_rbac_is_derived_from_the_issuer_kinds(self):
+        for issuer in ISSUERS:
+            with self.subTest(issuer=issuer["name"]):
+                docs = render(issuer["name"])
+                g, k = issuer["group"], issuer["kind"].lower()
+                rules = rules_of(docs, "ClusterRole", "rel-certbridge-" + issuer["name"])
+                for plural in (f"{k}issuers", f"{k}clusterissuers"):
+                    for verb in ("get", "list", "watch"):
+                        self.assertTrue(grants(rules, g, plural, verb), plural)
+                    self.assertTrue(grants(rules, g, f"{plural}/status", "patch"))
+                    self.assertFalse(grants(rules, g, plural, "update"), "issuer specs are the user's")
+                self.assertTrue(grants(rules, "certificates.k8s.io", "signers", "sign", f"{k}clusterissuers.{g}/*"))
+                self.assertFalse(
+                    grants(rules, "certificates.k8s.io", "signers", "sign", f"{k}issuers.{g}/*"),
+                    "Kubernetes CSRs are served by the cluster-scoped kind only",
+                )
+                self.assertFalse(grants(rules, "", "secrets", "create"))
+                self.assertFalse(grants(rules, "", "secrets", "update"))
+                approver = rules_of(docs, "ClusterRole", f"rel-certbridge-{issuer['name']}-approver")
+                self.assertEqual(approver[0]["resourceNames"], [f"{k}issuers.{g}/*", f"{k}clusterissuers.{g}/*"])
+                binding = one(docs, "ClusterRoleBinding", f"rel-certbridge-{issuer['name']}-approver")
+                self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": "cert-manager",
+                                                        "namespace": "cert-manager"}])  # fmt: skip
+                role = one(docs, "Role", f"rel-certbridge-{issuer['name']}-cluster-resources")
+                self.assertEqual(role["metadata"]["namespace"], "cert-manager")
+                tokens = grants(rules, "", "serviceaccounts/token", "create")
+                self.assertEqual(tokens, bool(issuer.get("rbacServiceAccountTokens")), "only vault requests SA tokens")
+
+    def test_no_lease_rights_without_leader_election(self):
+        docs = render("example-ca")
+        self.assertFalse(any("leases" in r["resources"] for o in objects(docs, "Role") for r in o["rules"]))
+
+
+class Values(unittest.TestCase):
+    def test_replicas_turn_on_leader_election_and_pdb(self):
+        docs = render("ejbca", {"replicaCount": 2})
+        self.assertIn("--leader-elect", container(docs)["args"])
+        dep = one(docs, "Deployment")
+        self.assertEqual(dep["spec"]["replicas"], 2)
+        self.assertEqual(dep["spec"]["strategy"]["rollingUpdate"], {"maxSurge": 1, "maxUnavailable": 0})
+        self.assertEqual(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"], 1)
+        lease = rules_of(docs, "Role", "rel-certbridge-ejbca-leader-election")
+        self.assertEqual(one(docs, "Role", "rel-certbridge-ejbca-leader-election")["metadata"]["namespace"], "certbridge")
+        for verb in ("get", "create", "update", "patch"):
+            self.assertTrue(grants(lease, "coordination.k8s.io", "leases", verb))
+        self.assertFalse(grants(lease, "coordination.k8s.io", "leases", "delete"))
+
+    def test_leader_election_forced_with_one_replica(self):
+        docs = render("ejbca", {"leaderElection": {"enabled": True}})
+        self.assertIn("--leader-elect", container(docs)["args"])
+        self.assertEqual(objects(docs, "PodDisruptionBudget"), [])
+        self.assertEqual(one(docs, "Deployment")["spec"]["strategy"]["type"], "RollingUpdate")
+
+    def test_disabling_namespaced_issuers_drops_cluster_wide_secret_reads(self):
+        docs = render("vault", {"namespacedIssuers": {"enabled": False}})
+        rules = rules_of(docs, "ClusterRole", "rel-certbridge-vault")
+        for res in ("secrets", "configmaps", "serviceaccounts/token"):
+            for verb in ("get", "list", "watch", "create"):
+                self.assertFalse(grants(rules, "", res, verb), f"{res} {verb}")
+        role = rules_of(docs, "Role", "rel-certbridge-vault-cluster-resources")
+        self.assertTrue(grants(role, "", "secrets", "watch"))
+        self.assertTrue(grants(role, "", "serviceaccounts/token", "create"))
+        approver = rules_of(docs, "ClusterRole", "rel-certbridge-vault-approver")
+        self.assertEqual(approver[0]["resourceNames"], ["vaultclusterissuers.vault.certbridge.io/*"])
+
+    def test_approver_and_service_monitor_switches(self):
+        docs = render("pkcs11", {"approver": {"enabled": False}, "serviceMonitor": {"enabled": True}})
+        self.assertEqual([o["metadata"]["name"] for o in objects(docs, "ClusterRole")], ["rel-certbridge-pkcs11"])
+        sm = one(docs, "ServiceMonitor")
+        self.assertEqual(sm["spec"]["endpoints"][0]["port"], "metrics")
+        self.assertEqual(sm["spec"]["endpoints"][0]["path"], "/metrics")
+
+    def test_cluster_resource_namespace_and_watch_namespace(self):
+        docs = render("vault", {"clusterResourceNamespace": "vault-creds", "watchNamespace": "team-a"})
+        args = container(docs)["args"]
+        self.assertIn("--cluster-resource-namespace=vault-creds", args)
+        self.assertIn("--namespace=team-a", args)
+        self.assertEqual(one(docs, "Role", "rel-certbridge-vault-cluster-resources")["metadata"]["namespace"], "vault-creds")
+        docs = render("vault", {"clusterResourceNamespace": ""}, namespace="issuers")
+        self.assertIn("--cluster-resource-namespace=issuers", container(docs)["args"])
+
+    def test_controller_flags_and_extras(self):
+        docs = render(
+            "example-ca",
+            {
+                "controller": {"maxRetryDuration": "10m", "concurrency": 8, "logFormat": "text"},
+                "extraArgs": ["--issuer-recheck-interval=1m"],
+                "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+                "image": {"digest": "sha256:abc"},
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+            },
+        )
+        c = container(docs)
+        self.assertIn("--max-retry-duration=10m", c["args"])
+        self.assertIn("--concurrency=8", c["args"])
+        self.assertIn("--log-format=text", c["args"])
+        self.assertEqual(c["args"][-1], "--issuer-recheck-interval=1m")
+        self.assertIn({"name": "HTTPS_PROXY", "value": "http://proxy:3128"}, c["env"])
+        self.assertEqual(c["image"], "ghcr.io/certbridge/certbridge-example-ca@sha256:abc")
+        self.assertEqual(one(docs, "Deployment")["spec"]["template"]["spec"]["nodeSelector"], {"kubernetes.io/os": "linux"})
+
+    def test_pkcs11_module_allow_list_and_mounts(self):
+        docs = render(
+            "pkcs11",
+            {
+                "pkcs11": {
+                    "allowedModules": ["/opt/hsm/libcs.so", "/usr/lib/softhsm/libsofthsm2.so"],
+                    "env": [{"name": "SOFTHSM2_CONF", "value": "/etc/pkcs11/softhsm2.conf"}],
+                    "mounts": [
+                        {"name": "hsm-config", "mountPath": "/etc/pkcs11", "volume": {"secret": {"secretName": "cfg"}}},
+                        {"name": "tokens", "mountPath": "/var/lib/softhsm/tokens", "writable": True,
+                         "volume": {"persistentVolumeClaim": {"claimName": "tokens"}}},
+                    ],
+                }
+            },
+        )  # fmt: skip
+        c = container(docs)
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        self.assertEqual(env[generate_env_name()], "/opt/hsm/libcs.so,/usr/lib/softhsm/libsofthsm2.so")
+        self.assertEqual(env["SOFTHSM2_CONF"], "/etc/pkcs11/softhsm2.conf")
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        self.assertTrue(mounts["hsm-config"]["readOnly"])
+        self.assertFalse(mounts["tokens"]["readOnly"])
+        vols = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(vols["hsm-config"]["secret"], {"secretName": "cfg"})
+        self.assertEqual(vols["tokens"]["persistentVolumeClaim"], {"claimName": "tokens"})
+        # Other charts have no PKCS#11 settings at all.
+        self.assertNotIn(generate_env_name(), {e["name"] for e in container(render("vault"))["env"]})
+
+    def test_bad_values_fail_with_a_message_naming_the_value(self):
+        with self.assertRaisesRegex(TemplateError, "serviceAccount.name is required"):
+            render("vault", {"serviceAccount": {"create": False}})
+        with self.assertRaisesRegex(TemplateError, r"pkcs11.mounts\[\].volume is required"):
+            render("pkcs11", {"pkcs11": {"mounts": [{"name": "x", "mountPath": "/x"}]}})
+        docs = render("vault", {"serviceAccount": {"create": False, "name": "existing"}})
+        self.assertEqual(objects(docs, "ServiceAccount"), [])
+        self.assertEqual(one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"], "existing")
+        self.assertEqual(one(docs, "ClusterRoleBinding", "rel-certbridge-vault")["subjects"][0]["name"], "existing")
+
+
+def generate_env_name() -> str:
+    return "CERTBRIDGE_PKCS11_ALLOWED_MODULES"
+
+
+class RendererFollowsGo(unittest.TestCase):
+    def run_tpl(self, src: str, data=None) -> str:
+        r = Renderer()
+        return r.render(r.add(src, "t"), data if data is not None else {})
+
+    def test_trim_markers_and_comments(self):
+        self.assertEqual(self.run_tpl("a  {{- 1 -}}  b"), "a1b")
+        self.assertEqual(self.run_tpl("a\n{{- /* c }} */ -}}\nb"), "ab")
+        self.assertEqual(self.run_tpl("a {{-3}} b"), "a -3 b")
+
+    def test_values_numbers_are_floats_so_comparisons_need_int(self):
+        vals = {"Values": gotemplate.helm_values({"n": 2})}
+        with self.assertRaisesRegex(TemplateError, "incompatible types"):
+            self.run_tpl("{{ gt .Values.n 1 }}", vals)
+        self.assertEqual(self.run_tpl("{{ gt (int .Values.n) 1 }} {{ .Values.n }}", vals), "true 2")
+
+    def test_missing_keys_render_empty_but_nil_field_access_fails(self):
+        self.assertEqual(self.run_tpl("[{{ .a }}]", {"a": None}), "[]")
+        with self.assertRaisesRegex(TemplateError, "nil pointer"):
+            self.run_tpl("{{ .a.b }}", {})
+
+    def test_and_or_short_circuit_and_return_operands(self):
+        self.assertEqual(self.run_tpl("{{ or .a \"x\" }}|{{ and .a .a.b }}", {"a": None}), "x|")
+
+    def test_range_scopes_and_maps_in_key_order(self):
+        src = '{{- $p := "-" }}{{ range $k, $v := .m }}{{ $p }}{{ $k }}={{ $v }}{{ end }}{{ range .l }}[{{ . }}]{{ else }}none{{ end }}'
+        self.assertEqual(self.run_tpl(src, {"m": {"b": "2", "a": "1"}, "l": []}), "-a=1-b=2none")
+
+    def test_unsupported_functions_are_errors_not_guesses(self):
+        with self.assertRaisesRegex(TemplateError, 'function "sha256sum" is not supported'):
+            self.run_tpl('{{ sha256sum "x" }}')
+
+    def test_to_yaml_is_sorted_and_has_no_trailing_newline(self):
+        v = gotemplate.helm_values({"b": 1, "a": [{"y": True}]})
+        self.assertEqual(self.run_tpl("{{ toYaml . }}", v), "a:\n- y: true\nb: 1")
+
+
+if __name__ == "__main__":
+    unittest.main()
