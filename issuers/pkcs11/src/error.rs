@@ -1,0 +1,177 @@
+//! What can go wrong talking to an HSM, and how each fault maps onto certbridge's error taxonomy.
+
+use certbridge::SignError;
+use cryptoki::error::{Error, RvError};
+
+/// A PKCS#11 failure, described without secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    /// The module could not be loaded or initialized.
+    #[error("PKCS#11 module {path} cannot be used: {source}")]
+    Module {
+        /// Module path.
+        path: String,
+        /// Why.
+        source: Error,
+    },
+    /// No token matches the selector.
+    #[error(
+        "no token matches {selector} in module {module} (tokens present: {present}): fix spec.token or initialize the token"
+    )]
+    TokenNotFound {
+        /// The selector, e.g. `label "ca"`.
+        selector: String,
+        /// Module path.
+        module: String,
+        /// Labels of the tokens that are present.
+        present: String,
+    },
+    /// Several tokens match.
+    #[error("{count} tokens match {selector}: select one with spec.token.serial")]
+    TokenAmbiguous {
+        /// The selector.
+        selector: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// The token was there and is gone (removed, device error).
+    #[error("token {label:?} (serial {serial}) is not present: reconnect it; signing resumes when it returns")]
+    TokenAbsent {
+        /// Label.
+        label: String,
+        /// Serial.
+        serial: String,
+    },
+    /// The PIN was refused by the token.
+    #[error(
+        "the user PIN in spec.pinSecretRef is incorrect for token {label:?}{}: put the right PIN in the Secret (it is not retried until it changes, so the token is not locked out)",
+        if *.remembered { " (refused before, not sent again)" } else { "" }
+    )]
+    WrongPin {
+        /// Token label.
+        label: String,
+        /// Whether this PIN was refused earlier and so was not sent to the token again.
+        remembered: bool,
+    },
+    /// The token locked the PIN.
+    #[error("the user PIN of token {label:?} is locked: unlock it with the SO PIN, then update spec.pinSecretRef")]
+    PinLocked {
+        /// Token label.
+        label: String,
+    },
+    /// No private key matches spec.key.
+    #[error("no private key matches {selector} on token {token:?}: fix spec.key or create the key in the token")]
+    KeyNotFound {
+        /// The selector, e.g. `label "ca-p256"`.
+        selector: String,
+        /// Token label.
+        token: String,
+    },
+    /// Several private keys match spec.key.
+    #[error("{count} private keys match {selector} on token {token:?}: set both spec.key.label and spec.key.id")]
+    KeyAmbiguous {
+        /// The selector.
+        selector: String,
+        /// Token label.
+        token: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 {op} failed: {rv}")]
+    Call {
+        /// The operation, e.g. `C_Sign`.
+        op: &'static str,
+        /// The PKCS#11 return value (short name, no secret).
+        rv: String,
+        /// The classification used for retries.
+        fault: Fault,
+    },
+}
+
+/// How a failed PKCS#11 call can be recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The session is gone: drop it, use another.
+    Session,
+    /// The application is no longer logged in: log in again.
+    LoggedOut,
+    /// A cached object handle is stale: look the object up again.
+    Object,
+    /// The token went away or the slot changed: reopen everything.
+    Token,
+    /// The module was finalized under us: initialize it again.
+    Module,
+    /// The PIN is wrong, expired or locked: never retry with the same PIN.
+    Pin,
+    /// Anything else: not recoverable by reopening.
+    Other,
+}
+
+impl Fault {
+    /// Classifies a cryptoki error.
+    pub fn of(e: &Error) -> Fault {
+        let Error::Pkcs11(rv, _) = e else { return Fault::Other };
+        match rv {
+            RvError::SessionHandleInvalid | RvError::SessionClosed => Fault::Session,
+            RvError::UserNotLoggedIn => Fault::LoggedOut,
+            RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid => Fault::Object,
+            RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::DeviceRemoved
+            | RvError::DeviceError
+            | RvError::SlotIdInvalid => Fault::Token,
+            RvError::CryptokiNotInitialized => Fault::Module,
+            RvError::PinIncorrect
+            | RvError::PinInvalid
+            | RvError::PinLenRange
+            | RvError::PinExpired
+            | RvError::PinLocked => Fault::Pin,
+            _ => Fault::Other,
+        }
+    }
+}
+
+impl HsmError {
+    /// A failed call to `op`.
+    pub fn call(op: &'static str, e: Error) -> HsmError {
+        let fault = Fault::of(&e);
+        let rv = match &e {
+            Error::Pkcs11(rv, _) => format!("{rv:?}"),
+            other => other.to_string(),
+        };
+        HsmError::Call { op, rv, fault }
+    }
+
+    /// The fault class (Other for errors that are not PKCS#11 return values).
+    pub fn fault(&self) -> Fault {
+        match self {
+            HsmError::Call { fault, .. } => *fault,
+            HsmError::TokenAbsent { .. } => Fault::Token,
+            _ => Fault::Other,
+        }
+    }
+
+    /// The reaction when proving the issuer (`check`): PIN problems and ambiguous selectors are
+    /// permanent (retrying a wrong PIN would lock the token); the rest may heal and is retried.
+    pub fn for_check(self) -> SignError {
+        match &self {
+            HsmError::WrongPin { .. }
+            | HsmError::PinLocked { .. }
+            | HsmError::TokenAmbiguous { .. }
+            | HsmError::KeyAmbiguous { .. } => SignError::permanent(self.to_string()),
+            _ => SignError::issuer_not_ready(self.to_string()),
+        }
+    }
+
+    /// The reaction while signing a request: issuer-level problems make the issuer not ready (its
+    /// check then decides); a failed signature operation is retried with backoff.
+    pub fn for_sign(self) -> SignError {
+        match &self {
+            HsmError::Call { fault: Fault::Other, .. } | HsmError::TokenAbsent { .. } => {
+                SignError::transient(self.to_string())
+            }
+            _ => SignError::issuer_not_ready(self.to_string()),
+        }
+    }
+}

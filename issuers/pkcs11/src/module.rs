@@ -1,0 +1,129 @@
+//! PKCS#11 modules: which ones the controller may load, and one initialized context per module for
+//! the whole process (`C_Initialize` may run only once per process and library).
+//!
+//! The allow-list is the controller's, not the issuer's: a namespaced user writing an issuer must not
+//! be able to make the controller `dlopen` an arbitrary shared library. The framework's command line
+//! has no adapter flags, so the list comes from the environment variable
+//! [`ALLOWED_MODULES_ENV`] (colon-separated absolute paths), default [`DEFAULT_MODULE`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
+
+/// The environment variable holding the allow-list.
+pub const ALLOWED_MODULES_ENV: &str = "CERTBRIDGE_PKCS11_ALLOWED_MODULES";
+/// The module allowed when the variable is unset: Debian's SoftHSM2.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The modules this controller may load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedModules(Vec<PathBuf>);
+
+impl AllowedModules {
+    /// Reads [`ALLOWED_MODULES_ENV`], or the default.
+    pub fn from_env() -> AllowedModules {
+        match std::env::var(ALLOWED_MODULES_ENV) {
+            Ok(v) if !v.trim().is_empty() => AllowedModules::new(v.split(':').filter(|s| !s.is_empty())),
+            _ => AllowedModules::new([DEFAULT_MODULE]),
+        }
+    }
+
+    /// An explicit list.
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<Path>>(paths: I) -> AllowedModules {
+        AllowedModules(paths.into_iter().map(|p| p.as_ref().to_path_buf()).collect())
+    }
+
+    /// The path to load for `requested`, if it is on the list. Both sides are compared after
+    /// resolving symlinks and `..`, so `/usr/lib/softhsm/../../tmp/x.so` cannot sneak in, and the
+    /// resolved path is what gets loaded (a symlink swapped later does not change what was allowed).
+    pub fn resolve(&self, requested: &str) -> Result<PathBuf, String> {
+        let deny = || {
+            format!(
+                "PKCS#11 module {requested:?} is not allowed by this controller (allowed: {}): use an allowed module or add it to {ALLOWED_MODULES_ENV} on the controller",
+                self.0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let req = Path::new(requested);
+        if !req.is_absolute() {
+            return Err(deny());
+        }
+        let listed = self.0.iter().any(|a| a == req);
+        let canonical = std::fs::canonicalize(req);
+        let matches_canonical =
+            canonical.as_ref().is_ok_and(|c| self.0.iter().any(|a| std::fs::canonicalize(a).is_ok_and(|ac| ac == *c)));
+        if !listed && !matches_canonical {
+            return Err(deny());
+        }
+        canonical.map_err(|e| {
+            format!("PKCS#11 module {requested:?} is allowed but cannot be found ({e}): install it on the controller")
+        })
+    }
+}
+
+/// A loaded, initialized module.
+#[derive(Debug)]
+pub struct Module {
+    /// The canonical path it was loaded from.
+    pub path: PathBuf,
+    /// The process-wide context.
+    pub ctx: Pkcs11,
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
+    MODULES.get_or_init(Default::default)
+}
+
+/// The process-wide module at `path` (a canonical, allowed path), loading and initializing it on
+/// first use.
+pub fn load(path: &Path) -> Result<Arc<Module>, Error> {
+    let mut modules = registry().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = modules.get(path) {
+        return Ok(m.clone());
+    }
+    let ctx = Pkcs11::new(path)?;
+    initialize(&ctx)?;
+    let m = Arc::new(Module { path: path.to_path_buf(), ctx });
+    modules.insert(path.to_path_buf(), m.clone());
+    Ok(m)
+}
+
+/// `C_Initialize` with OS locking; "already initialized" (another context in this process, or a
+/// re-initialization after a finalize) counts as success.
+pub fn initialize(ctx: &Pkcs11) -> Result<(), Error> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_modules_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.so");
+        std::fs::write(&real, b"").unwrap();
+        let link = dir.path().join("link.so");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let evil = dir.path().join("evil.so");
+        std::fs::write(&evil, b"").unwrap();
+        let allowed = AllowedModules::new([&link]);
+        assert_eq!(allowed.resolve(link.to_str().unwrap()).unwrap(), real.canonicalize().unwrap());
+        // The target of an allowed symlink is the same library.
+        assert!(allowed.resolve(real.to_str().unwrap()).is_ok());
+        let e = allowed.resolve(evil.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("not allowed") && e.contains(ALLOWED_MODULES_ENV), "{e}");
+        let sneaky =
+            format!("{}/../{}/evil.so", dir.path().display(), dir.path().file_name().unwrap().to_str().unwrap());
+        assert!(allowed.resolve(&sneaky).is_err());
+        assert!(allowed.resolve("relative.so").is_err());
+        let missing = AllowedModules::new(["/nonexistent/lib.so"]);
+        assert!(missing.resolve("/nonexistent/lib.so").unwrap_err().contains("cannot be found"));
+    }
+}

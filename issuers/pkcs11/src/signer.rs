@@ -1,0 +1,151 @@
+//! The certbridge `Signer` for PKCS#11: reads the PIN and chain through `Resources`, keeps one
+//! prepared CA per issuer generation and inputs, and runs HSM work on blocking threads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::ca::{Inputs, PreparedCa, prepare};
+use crate::module::AllowedModules;
+use crate::spec::{ChainKind, Pkcs11IssuerSpec};
+
+/// Environment variable for the session pool size per token (default 4, the controller's default
+/// concurrency).
+pub const SESSIONS_ENV: &str = "CERTBRIDGE_PKCS11_SESSIONS";
+
+/// Signs with CA keys held in PKCS#11 tokens.
+pub struct Pkcs11Signer {
+    allowed: AllowedModules,
+    max_sessions: usize,
+    prepared: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    inputs: [u8; 32],
+    ca: Arc<PreparedCa>,
+}
+
+impl Default for Pkcs11Signer {
+    fn default() -> Self {
+        Pkcs11Signer::new()
+    }
+}
+
+impl Pkcs11Signer {
+    /// A signer configured from the environment (module allow-list, session pool size).
+    pub fn new() -> Self {
+        let max_sessions =
+            std::env::var(SESSIONS_ENV).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(4);
+        Pkcs11Signer::with_config(AllowedModules::from_env(), max_sessions)
+    }
+
+    /// A signer with an explicit allow-list and session pool size.
+    pub fn with_config(allowed: AllowedModules, max_sessions: usize) -> Self {
+        Pkcs11Signer { allowed, max_sessions, prepared: Mutex::new(HashMap::new()) }
+    }
+
+    /// The prepared CA for `issuer`, preparing it if the issuer or its inputs changed. `fresh`
+    /// forces a new preparation (what `check` does: it must prove the issuer can sign *now*).
+    pub async fn prepared(
+        &self,
+        issuer: &Issuer<Pkcs11IssuerSpec>,
+        resources: &Resources,
+        fresh: bool,
+    ) -> Result<Arc<PreparedCa>, PrepareFailure> {
+        let spec = &issuer.spec;
+        use certbridge::IssuerSpec;
+        spec.validate().map_err(|m| PrepareFailure(crate::ca::PrepareError::Permanent(m)))?;
+        let pin = resources
+            .secret_string(&spec.pin_secret_ref.name, &spec.pin_secret_ref.key)
+            .await
+            .map_err(PrepareFailure::resource)?;
+        let chain = match spec.ca_chain_ref.kind {
+            ChainKind::Secret => {
+                let bytes = resources
+                    .secret_key(&spec.ca_chain_ref.name, &spec.ca_chain_ref.key)
+                    .await
+                    .map_err(PrepareFailure::resource)?;
+                String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    PrepareFailure(crate::ca::PrepareError::Permanent(format!(
+                        "Secret {:?} key {:?} (spec.caChainRef) is not PEM text",
+                        spec.ca_chain_ref.name, spec.ca_chain_ref.key
+                    )))
+                })?
+            }
+            ChainKind::ConfigMap => resources
+                .config_map_key(&spec.ca_chain_ref.name, &spec.ca_chain_ref.key)
+                .await
+                .map_err(PrepareFailure::resource)?,
+        };
+        let fingerprint: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(crate::token::pin_fingerprint(&pin));
+            h.update(chain.as_bytes());
+            h.update(serde_json::to_vec(spec).unwrap_or_default());
+            h.finalize().into()
+        };
+        let key = issuer.cache_key();
+        if !fresh
+            && let Some(c) = self.prepared.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && c.inputs == fingerprint
+        {
+            return Ok(c.ca.clone());
+        }
+        let spec = spec.clone();
+        let allowed = self.allowed.clone();
+        let max_sessions = self.max_sessions;
+        let ca = tokio::task::spawn_blocking(move || {
+            let pin: Zeroizing<String> = pin;
+            prepare(Inputs { spec: &spec, pin: &pin, chain_pem: &chain, allowed: &allowed, max_sessions })
+        })
+        .await
+        .map_err(|e| PrepareFailure(crate::ca::PrepareError::NotReady(format!("HSM worker failed: {e}"))))?
+        .map_err(PrepareFailure)?;
+        let ca = Arc::new(ca);
+        let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        // Entries of older generations of the same issuer are dead weight.
+        let prefix = key.split('@').next().unwrap_or_default().to_owned();
+        cache.retain(|k, _| k.split('@').next() != Some(prefix.as_str()));
+        cache.insert(key, Cached { inputs: fingerprint, ca: ca.clone() });
+        Ok(ca)
+    }
+}
+
+/// Why an issuer could not be prepared (converted to the reaction of `check` or `sign`).
+#[derive(Debug)]
+pub struct PrepareFailure(pub crate::ca::PrepareError);
+
+impl PrepareFailure {
+    fn resource(e: SignError) -> PrepareFailure {
+        PrepareFailure(crate::ca::PrepareError::NotReady(e.to_string()))
+    }
+}
+
+#[certbridge::async_trait]
+impl Signer for Pkcs11Signer {
+    type Spec = Pkcs11IssuerSpec;
+
+    async fn sign(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<Pkcs11IssuerSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
+        let ca = self.prepared(issuer, ctx.resources(), false).await.map_err(|f| f.0.for_sign())?;
+        let request = request.clone();
+        let issued = tokio::task::spawn_blocking(move || ca.sign(&request))
+            .await
+            .map_err(|e| SignError::transient(format!("HSM worker failed: {e}")))??;
+        tracing::info!(issuer = %issuer.display_name(), "signed with the HSM key");
+        Ok(issued)
+    }
+
+    async fn check(&self, issuer: &Issuer<Pkcs11IssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+        let ca = self.prepared(issuer, resources, true).await.map_err(|f| f.0.for_check())?;
+        ca.still_valid()
+    }
+}
