@@ -259,3 +259,47 @@ class RendererFollowsGo(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RbacEvaluation(unittest.TestCase):
+    """The request → attributes → RBAC decision the controller audit in check.sh relies on."""
+
+    def setUp(self):
+        import rbac
+
+        self.rbac = rbac
+        docs = render("vault", {"replicaCount": 2, "namespacedIssuers": {"enabled": False}})
+        self.authz = rbac.Authorizer([d.obj for d in docs], "certbridge", "rel-certbridge-vault")
+
+    def allowed(self, method, path):
+        a = self.rbac.request_attributes(method, path)
+        self.assertIsNotNone(a, path)
+        return self.authz.allows(a)
+
+    def test_request_attributes(self):
+        ra = self.rbac.request_attributes
+        self.assertEqual(str(ra("GET", "/apis/cert-manager.io/v1/certificaterequests?watch=true&resourceVersion=5")),
+                         "watch cert-manager.io/certificaterequests (cluster-wide)")  # fmt: skip
+        self.assertEqual(ra("PATCH", "/apis/cert-manager.io/v1/namespaces/a/certificaterequests/r/status").resource,
+                         "certificaterequests/status")  # fmt: skip
+        self.assertEqual(ra("POST", "/api/v1/namespaces/cert-manager/serviceaccounts/vault/token").verb, "create")
+        self.assertEqual(ra("GET", "/api/v1/namespaces/x/secrets").verb, "list")
+        self.assertIsNone(ra("GET", "/apis/cert-manager.io/v1"))
+        self.assertIsNone(ra("GET", "/version"))
+
+    def test_grants_and_denials(self):
+        self.assertTrue(self.allowed("PATCH", "/apis/cert-manager.io/v1/namespaces/a/certificaterequests/r/status"))
+        self.assertTrue(self.allowed("GET", "/apis/vault.certbridge.io/v1alpha1/vaultissuers?watch=1"))
+        self.assertTrue(self.allowed("GET", "/api/v1/namespaces/cert-manager/secrets/creds"))
+        self.assertTrue(self.allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/certbridge/leases/l"))
+        # namespaced issuers are off: no Secret reads outside the cluster resource namespace
+        self.assertFalse(self.allowed("GET", "/api/v1/namespaces/team-a/secrets/creds"))
+        self.assertFalse(self.allowed("GET", "/api/v1/secrets?watch=true"))
+        self.assertFalse(self.allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/l"))
+        self.assertFalse(self.allowed("DELETE", "/apis/coordination.k8s.io/v1/namespaces/certbridge/leases/l"))
+        self.assertFalse(self.allowed("PUT", "/apis/vault.certbridge.io/v1alpha1/vaultclusterissuers/x"))
+        self.assertFalse(self.allowed("POST", "/api/v1/namespaces/team-a/events"), "core events are not granted")
+        sign = self.rbac.Attributes("sign", "certificates.k8s.io", "signers", "", "vaultclusterissuers.vault.certbridge.io/x")
+        self.assertTrue(self.authz.allows(sign))
+        other = self.rbac.Attributes("sign", "certificates.k8s.io", "signers", "", "vaultissuers.vault.certbridge.io/x")
+        self.assertFalse(self.authz.allows(other))
