@@ -194,7 +194,7 @@ class Values(unittest.TestCase):
         )  # fmt: skip
         c = container(docs)
         env = {e["name"]: e.get("value") for e in c["env"]}
-        self.assertEqual(env[generate_env_name()], "/opt/hsm/libcs.so,/usr/lib/softhsm/libsofthsm2.so")
+        self.assertEqual(env[generate_env_name()], "/opt/hsm/libcs.so:/usr/lib/softhsm/libsofthsm2.so")
         self.assertEqual(env["SOFTHSM2_CONF"], "/etc/pkcs11/softhsm2.conf")
         mounts = {m["name"]: m for m in c["volumeMounts"]}
         self.assertTrue(mounts["hsm-config"]["readOnly"])
@@ -210,6 +210,8 @@ class Values(unittest.TestCase):
             render("vault", {"serviceAccount": {"create": False}})
         with self.assertRaisesRegex(TemplateError, r"pkcs11.mounts\[\].volume is required"):
             render("pkcs11", {"pkcs11": {"mounts": [{"name": "x", "mountPath": "/x"}]}})
+        with self.assertRaisesRegex(TemplateError, "pkcs11.allowedModules: \"lib.so\" must be an absolute path"):
+            render("pkcs11", {"pkcs11": {"allowedModules": ["lib.so"]}})
         docs = render("vault", {"serviceAccount": {"create": False, "name": "existing"}})
         self.assertEqual(objects(docs, "ServiceAccount"), [])
         self.assertEqual(one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"], "existing")

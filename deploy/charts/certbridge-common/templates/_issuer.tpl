@@ -1,13 +1,18 @@
 {{/*
 Issuer-specific additions to the Deployment. Only the PKCS#11 chart has a `pkcs11` block: the
-allow-list of module paths the controller may load, the module's own environment (SOFTHSM2_CONF,
+allow-list of module paths the controller may load (colon-separated, as the controller reads it), the module's own environment (SOFTHSM2_CONF,
 vendor variables) and the volumes that bring the module, its configuration and its token store into
 the read-only container.
 */}}
 {{- define "certbridge.issuerEnv" -}}
 {{- with .Values.pkcs11 }}
+{{- range .allowedModules }}
+{{- if or (not (hasPrefix "/" .)) (contains ":" .) }}
+{{- fail (printf "pkcs11.allowedModules: %q must be an absolute path without ':'" .) }}
+{{- end }}
+{{- end }}
 - name: CERTBRIDGE_PKCS11_ALLOWED_MODULES
-  value: {{ join "," (required "pkcs11.allowedModules must list at least one module path" .allowedModules) | quote }}
+  value: {{ join ":" (required "pkcs11.allowedModules must list at least one module path" .allowedModules) | quote }}
 {{- with .env }}
 {{ toYaml . }}
 {{- end }}
