@@ -1,0 +1,522 @@
+//! The [`Signer`] for EJBCA: resolves what to ask for (spec + per-request annotations), enrolls,
+//! maps EJBCA's answers to the [`SignError`] taxonomy, and makes a request survive a controller
+//! restart without being enrolled twice.
+//!
+//! ## Never enrolling twice
+//! Before the enroll call the signer saves a *marker* in the request's state (`enroll-started`,
+//! plus the resolved end-entity name, CA and profiles) with [`SignContext::save_state`]. Any later
+//! call for the same request that sees the marker first *looks for* the certificate at EJBCA
+//! (`POST /v1/certificate/search`: the end entity's certificates at that CA issued since the
+//! marker, matched by the CSR's public key) and returns it if found. Only when nothing is found,
+//! and EJBCA never said the request is waiting for approval, does it enroll again. This closes the
+//! window between "EJBCA issued" and "the controller recorded it": a crash, a timeout, a reset
+//! connection or a garbled 201 body all end in a lookup, not a second certificate.
+//!
+//! On `202` (approval required) the state records `phase=approval-pending` (and the approval id
+//! when EJBCA's message names one) before returning [`SignError::Pending`]; a restarted controller
+//! then polls: search → finalize (if the id is known) → still pending. It never enrolls again.
+//!
+//! Remaining risk (documented in the README): a crash after EJBCA *received* an enroll that went
+//! to approval but before the `202` was saved looks, on restart, like "enroll never reached
+//! EJBCA"; the signer then enrolls again and EJBCA holds two approval requests for the same end
+//! entity (EJBCA itself refuses an identical waiting request, see README). No second certificate
+//! is issued without an administrator approving both.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use certbridge::{Issued, Issuer, IssuerSpec, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+
+use crate::auth::Credentials;
+use crate::client::{CertificateResponse, EjbcaClient, EjbcaError, EnrollOutcome, EnrollRequest, base_url};
+use crate::spec::{DEFAULT_TIMEOUT_SECONDS, EjbcaIssuerSpec, GROUP};
+
+/// Annotation keys (under `ejbca.certbridge.io/`) that override the spec per request.
+pub mod annotations {
+    /// Overrides `spec.certificateAuthorityName`.
+    pub const CA: &str = "certificateAuthorityName";
+    /// Overrides `spec.certificateProfileName`.
+    pub const CERTIFICATE_PROFILE: &str = "certificateProfileName";
+    /// Overrides `spec.endEntityProfileName`.
+    pub const END_ENTITY_PROFILE: &str = "endEntityProfileName";
+    /// Overrides `spec.endEntityName`.
+    pub const END_ENTITY_NAME: &str = "endEntityName";
+    /// cert-manager's annotation naming the Certificate a request belongs to.
+    pub const CERTIFICATE_NAME: &str = "cert-manager.io/certificate-name";
+}
+
+/// State keys (stored as `state.ejbca.certbridge.io/<key>` on the request).
+mod state {
+    pub const STARTED: &str = "enroll-started";
+    pub const USERNAME: &str = "username";
+    pub const CA: &str = "ca";
+    pub const CERT_PROFILE: &str = "certificate-profile";
+    pub const EE_PROFILE: &str = "end-entity-profile";
+    pub const PHASE: &str = "phase";
+    pub const APPROVAL_ID: &str = "approval-id";
+    pub const ENROLL_ATTEMPTS: &str = "enroll-attempts";
+    pub const PHASE_ENROLLING: &str = "enrolling";
+    pub const PHASE_APPROVAL: &str = "approval-pending";
+}
+
+/// How far back of the marker a certificate may be dated and still be ours (clock skew between
+/// the controller and EJBCA).
+const CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
+
+/// The EJBCA signer. Clients (and their OAuth token caches) are kept per issuer and rebuilt when
+/// the issuer's spec, credentials or CA bundle change.
+pub struct EjbcaSigner {
+    clients: Mutex<HashMap<String, CachedClient>>,
+    pending_requeue: Duration,
+}
+
+impl Default for EjbcaSigner {
+    fn default() -> Self {
+        EjbcaSigner::new()
+    }
+}
+
+/// A client and the fingerprint of what it was built from.
+type CachedClient = (Vec<u8>, Arc<EjbcaClient>);
+
+/// What one request is enrolled as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    /// End-entity name (EJBCA username).
+    pub username: String,
+    /// CA name.
+    pub ca: String,
+    /// Certificate profile name.
+    pub certificate_profile: String,
+    /// End-entity profile name.
+    pub end_entity_profile: String,
+}
+
+impl EjbcaSigner {
+    /// A signer asking again every 30 s while EJBCA waits for an approval.
+    pub fn new() -> Self {
+        EjbcaSigner { clients: Mutex::default(), pending_requeue: Duration::from_secs(30) }
+    }
+
+    /// How soon a request waiting for EJBCA approval is asked about again.
+    pub fn with_pending_requeue(mut self, d: Duration) -> Self {
+        self.pending_requeue = d;
+        self
+    }
+
+    /// The client for `issuer`, reusing the cached one when nothing it was built from changed.
+    pub async fn client(
+        &self,
+        issuer: &Issuer<EjbcaIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<Arc<EjbcaClient>, SignError> {
+        let spec = &issuer.spec;
+        spec.validate().map_err(SignError::permanent)?;
+        let base = base_url(&spec.hostname).map_err(SignError::permanent)?;
+        let (credentials, cred_fp) = Credentials::load(resources, &spec.ejbca_secret_name).await?;
+        let bundle = match &spec.ca_bundle {
+            None => None,
+            Some(b) => Some(match (&b.secret_name, &b.config_map_name) {
+                (Some(s), _) => {
+                    let bytes = resources.secret_key(s, &b.key).await?;
+                    String::from_utf8(bytes.to_vec()).map_err(|_| {
+                        SignError::issuer_not_ready(format!(
+                            "spec.caBundle: Secret {s:?} key {:?} is not PEM text",
+                            b.key
+                        ))
+                    })?
+                }
+                (None, Some(c)) => resources.config_map_key(c, &b.key).await?,
+                (None, None) => {
+                    return Err(SignError::permanent(
+                        "spec.caBundle sets neither secretName nor configMapName: set one",
+                    ));
+                }
+            }),
+        };
+        let timeout = Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
+        let mut h = Sha256::new();
+        h.update(issuer.cache_key().as_bytes());
+        h.update(base.as_bytes());
+        h.update(cred_fp);
+        h.update(bundle.as_deref().unwrap_or("").as_bytes());
+        h.update(timeout.as_secs().to_be_bytes());
+        let fingerprint = h.finalize().to_vec();
+        let slot =
+            format!("{}/{}/{}#{}", issuer.kind(), issuer.namespace.as_deref().unwrap_or(""), issuer.name, issuer.uid);
+        if let Some((fp, c)) = self.clients.lock().expect("lock poisoned").get(&slot)
+            && *fp == fingerprint
+        {
+            return Ok(c.clone());
+        }
+        let client = Arc::new(EjbcaClient::new(base, credentials, bundle.as_deref(), timeout)?);
+        self.clients.lock().expect("lock poisoned").insert(slot, (fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    /// CA, profiles and end-entity name for `request`: annotations under `ejbca.certbridge.io/`
+    /// win over the spec.
+    pub fn enrollment(request: &SignRequest, spec: &EjbcaIssuerSpec) -> Result<Enrollment, SignError> {
+        let pick = |key: &str, spec_value: &str| -> Result<String, SignError> {
+            match request.object.annotation(GROUP, key) {
+                Some(v) if v.trim().is_empty() => {
+                    Err(SignError::permanent(format!("annotation {GROUP}/{key} is empty: remove it or set a value")))
+                }
+                Some(v) => Ok(v.trim().to_owned()),
+                None => Ok(spec_value.to_owned()),
+            }
+        };
+        let ca = pick(annotations::CA, &spec.certificate_authority_name)?;
+        let certificate_profile = pick(annotations::CERTIFICATE_PROFILE, &spec.certificate_profile_name)?;
+        let end_entity_profile = pick(annotations::END_ENTITY_PROFILE, &spec.end_entity_profile_name)?;
+        let naming = match request.object.annotation(GROUP, annotations::END_ENTITY_NAME) {
+            Some(v) if v.trim().is_empty() => {
+                return Err(SignError::permanent(format!(
+                    "annotation {GROUP}/{} is empty: remove it or set cn, dns, uri, ip, certificateName or a literal name",
+                    annotations::END_ENTITY_NAME
+                )));
+            }
+            Some(v) => Some(v.trim().to_owned()),
+            None => spec.end_entity_name.clone(),
+        };
+        let username = end_entity_name(naming.as_deref(), request)?;
+        Ok(Enrollment { username, ca, certificate_profile, end_entity_profile })
+    }
+
+    async fn resume(
+        &self,
+        client: &EjbcaClient,
+        request: &SignRequest,
+        e: &Enrollment,
+        ctx: &mut SignContext,
+    ) -> Result<Option<Issued>, SignError> {
+        let started = ctx.state(state::STARTED).unwrap_or_default().to_owned();
+        if let Some(issued) = self.find_issued(client, request, e, &started).await? {
+            info!(username = %e.username, ca = %e.ca, "found the certificate of an earlier enrollment; not enrolling again");
+            return Ok(Some(issued));
+        }
+        if ctx.state(state::PHASE) != Some(state::PHASE_APPROVAL) {
+            return Ok(None);
+        }
+        let Some(id) = ctx.state(state::APPROVAL_ID).and_then(|s| s.parse::<i32>().ok()) else {
+            return Err(SignError::pending(
+                format!(
+                    "EJBCA is waiting for an administrator to approve the enrollment of end entity {:?}",
+                    e.username
+                ),
+                self.pending_requeue,
+            ));
+        };
+        let password = new_password();
+        match client.finalize(id, &password).await {
+            Ok(EnrollOutcome::Issued(resp)) => Ok(Some(self.assemble(client, e, &resp).await?)),
+            Ok(EnrollOutcome::Pending { message, .. }) => {
+                Err(SignError::pending(format!("EJBCA approval request {id}: {message}"), self.pending_requeue))
+            }
+            Err(err) => Err(err.to_sign_error(&format!("finalize approval request {id}"))),
+        }
+    }
+
+    /// The certificate EJBCA issued for this request after `started`, if any.
+    async fn find_issued(
+        &self,
+        client: &EjbcaClient,
+        request: &SignRequest,
+        e: &Enrollment,
+        started: &str,
+    ) -> Result<Option<Issued>, SignError> {
+        let since = jiff::Timestamp::from_second(
+            started
+                .parse::<jiff::Timestamp>()
+                .map_err(|_| {
+                    SignError::permanent(format!("request state {}={started:?} is not a timestamp", state::STARTED))
+                })?
+                .as_second()
+                - CLOCK_SKEW.as_secs() as i64,
+        )
+        .map_err(|e| SignError::permanent(format!("request state {}: {e}", state::STARTED)))?;
+        let found = client
+            .search_certificates(&e.username, &e.ca, &since.to_string(), 100)
+            .await
+            .map_err(|err| err.to_sign_error("certificate search"))?;
+        for cert in found {
+            let Ok((leaf, _)) = cert.decode() else { continue };
+            let Ok((_, x)) = x509_parser::parse_x509_certificate(&leaf) else { continue };
+            if x.public_key().raw == request.csr.public_key_der.as_slice() {
+                let resp = CertificateResponse { certificate_chain: None, ..cert };
+                return Ok(Some(self.assemble(client, e, &resp).await?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Orders leaf + chain (fetching the CA chain when the answer has none) with the framework's
+    /// chain helper: leaf first, intermediates, the root as CA.
+    async fn assemble(
+        &self,
+        client: &EjbcaClient,
+        e: &Enrollment,
+        resp: &CertificateResponse,
+    ) -> Result<Issued, SignError> {
+        let (leaf, mut chain) =
+            resp.decode().map_err(|m| SignError::transient(format!("EJBCA answer for {:?}: {m}", e.username)))?;
+        if chain.is_empty() {
+            chain = self.ca_chain(client, &e.ca).await?;
+        }
+        let mut ders = vec![leaf];
+        ders.extend(chain);
+        Issued::from_der_certs(ders).map_err(|m| SignError::permanent(format!("EJBCA CA {:?}: {m}", e.ca)))
+    }
+
+    async fn ca_chain(&self, client: &EjbcaClient, ca: &str) -> Result<Vec<Vec<u8>>, SignError> {
+        let cas = client.list_cas().await.map_err(|err| err.to_sign_error("CA lookup"))?;
+        let info = cas.iter().find(|c| c.name == ca).ok_or_else(|| {
+            SignError::permanent(format!("EJBCA does not list CA {ca:?} (it lists {:?})", names(&cas)))
+        })?;
+        let dn = info
+            .subject_dn
+            .as_deref()
+            .ok_or_else(|| SignError::transient(format!("EJBCA lists CA {ca:?} without a subject DN")))?;
+        let pem_text = client.ca_chain_pem(dn).await.map_err(|err| err.to_sign_error("CA chain download"))?;
+        let blocks = pem::parse_many(&pem_text)
+            .map_err(|err| SignError::transient(format!("EJBCA CA chain of {ca:?} is not PEM: {err}")))?;
+        Ok(blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(pem::Pem::into_contents).collect())
+    }
+}
+
+fn names(cas: &[crate::client::CaInfo]) -> Vec<&str> {
+    cas.iter().map(|c| c.name.as_str()).collect()
+}
+
+/// A fresh end-entity enrollment code: 24 random alphanumerics (~143 bits).
+fn new_password() -> Zeroizing<String> {
+    Zeroizing::new(rand::rng().sample_iter(rand::distr::Alphanumeric).take(24).map(char::from).collect())
+}
+
+/// EJBCA's `end_time` format: UTC `YYYY-MM-DD HH:MM:SS` (RFC 3339 is refused).
+pub fn end_time(now: jiff::Timestamp, duration: Duration) -> Result<String, SignError> {
+    let span = jiff::SignedDuration::try_from(duration)
+        .map_err(|_| SignError::permanent(format!("the requested duration {duration:?} is too long")))?;
+    let end = now
+        .checked_add(span)
+        .map_err(|_| SignError::permanent(format!("the requested duration {duration:?} is too long")))?;
+    Ok(end.strftime("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+/// The end-entity name for `request` under the naming rule `naming` (Keyfactor's rules: `cn`,
+/// `dns`, `uri`, `ip`, `certificateName`, or a literal; none → CN, DNS, URI, IP, Certificate name).
+pub fn end_entity_name(naming: Option<&str>, request: &SignRequest) -> Result<String, SignError> {
+    let csr = &request.csr;
+    let cn = || csr.common_name.clone().filter(|s| !s.trim().is_empty());
+    let dns = || csr.dns_names.first().cloned();
+    let uri = || csr.uris.first().cloned();
+    let ip = || csr.ip_addresses.first().map(ToString::to_string);
+    let cert_name =
+        || request.object.annotations.get(annotations::CERTIFICATE_NAME).cloned().filter(|s| !s.trim().is_empty());
+    let missing = |what: &str| {
+        SignError::permanent(format!(
+            "failed to determine the EJBCA end entity name: endEntityName is {:?} but the request has no {what}; choose another endEntityName",
+            naming.unwrap_or_default()
+        ))
+    };
+    match naming {
+        Some("cn") => cn().ok_or_else(|| missing("common name")),
+        Some("dns") => dns().ok_or_else(|| missing("DNS name")),
+        Some("uri") => uri().ok_or_else(|| missing("URI")),
+        Some("ip") => ip().ok_or_else(|| missing("IP address")),
+        Some("certificateName") => cert_name().ok_or_else(|| missing(&format!("{} annotation", annotations::CERTIFICATE_NAME))),
+        Some(literal) => Ok(literal.to_owned()),
+        None => cn().or_else(dns).or_else(uri).or_else(ip).or_else(cert_name).ok_or_else(|| {
+            SignError::permanent(
+                "failed to determine the EJBCA end entity name: the CSR has no common name, DNS name, URI or IP address and the request names no Certificate; set spec.endEntityName",
+            )
+        }),
+    }
+}
+
+#[async_trait]
+impl Signer for EjbcaSigner {
+    type Spec = EjbcaIssuerSpec;
+
+    async fn sign(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<EjbcaIssuerSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
+        let client = self.client(issuer, ctx.resources()).await?;
+        // A request already started is finished with what it was started with, even if the
+        // spec or its annotations changed since.
+        let resumed = ctx.state(state::STARTED).is_some();
+        let e = match (
+            ctx.state(state::USERNAME),
+            ctx.state(state::CA),
+            ctx.state(state::CERT_PROFILE),
+            ctx.state(state::EE_PROFILE),
+        ) {
+            (Some(u), Some(c), Some(cp), Some(ep)) if resumed => Enrollment {
+                username: u.to_owned(),
+                ca: c.to_owned(),
+                certificate_profile: cp.to_owned(),
+                end_entity_profile: ep.to_owned(),
+            },
+            _ => Self::enrollment(request, &issuer.spec)?,
+        };
+        if resumed {
+            if let Some(issued) = self.resume(&client, request, &e, ctx).await? {
+                return Ok(issued);
+            }
+            debug!(username = %e.username, "no certificate from an earlier attempt; enrolling");
+        }
+
+        let now = jiff::Timestamp::now();
+        let end = end_time(now, request.duration)?;
+        let attempts: u32 = ctx.state(state::ENROLL_ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0);
+        // The marker goes out before the call: whatever happens next, a later call looks first.
+        if !resumed {
+            // Keep the earliest marker on later attempts: a certificate from the first one must
+            // still be found.
+            ctx.set_state(state::STARTED, now.to_string());
+        }
+        ctx.set_state(state::USERNAME, e.username.clone());
+        ctx.set_state(state::CA, e.ca.clone());
+        ctx.set_state(state::CERT_PROFILE, e.certificate_profile.clone());
+        ctx.set_state(state::EE_PROFILE, e.end_entity_profile.clone());
+        ctx.set_state(state::PHASE, state::PHASE_ENROLLING);
+        ctx.set_state(state::ENROLL_ATTEMPTS, (attempts + 1).to_string());
+        ctx.remove_state(state::APPROVAL_ID);
+        ctx.save_state().await.map_err(|err| err.context("saving the enrollment marker before calling EJBCA"))?;
+        let password = new_password();
+        let body = EnrollRequest {
+            certificate_request: &request.csr_pem,
+            certificate_profile_name: &e.certificate_profile,
+            end_entity_profile_name: &e.end_entity_profile,
+            certificate_authority_name: &e.ca,
+            username: &e.username,
+            password: &password,
+            include_chain: true,
+            response_format: "DER",
+            end_time: end,
+        };
+        info!(username = %e.username, ca = %e.ca, certificate_profile = %e.certificate_profile,
+              end_entity_profile = %e.end_entity_profile, "enrolling PKCS#10 request at EJBCA");
+        match client.enroll(&body).await {
+            Ok(EnrollOutcome::Issued(resp)) => self.assemble(&client, &e, &resp).await,
+            Ok(EnrollOutcome::Pending { message, approval_id }) => {
+                ctx.set_state(state::PHASE, state::PHASE_APPROVAL);
+                if let Some(id) = approval_id {
+                    ctx.set_state(state::APPROVAL_ID, id.to_string());
+                }
+                ctx.save_state().await.map_err(|err| err.context("saving the approval state"))?;
+                info!(username = %e.username, ?approval_id, "EJBCA requires approval");
+                Err(SignError::pending(format!("EJBCA: {message}"), self.pending_requeue).with_condition(
+                    "EjbcaApproval",
+                    "False",
+                    "WaitingForApproval",
+                ))
+            }
+            Err(err) => {
+                let sign_err = err.to_sign_error("enroll");
+                if matches!(err, EjbcaError::Transport(_) | EjbcaError::BadBody(_)) {
+                    warn!(username = %e.username, error = %sign_err, "enrollment outcome unknown; the next attempt looks for the certificate first");
+                }
+                Err(sign_err)
+            }
+        }
+    }
+
+    async fn check(&self, issuer: &Issuer<EjbcaIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+        let client = self.client(issuer, resources).await?;
+        let as_check = |err: EjbcaError, op: &str| match err.status() {
+            // Fixing credentials does not change the spec: keep re-checking instead of Failed.
+            Some(401 | 403) => SignError::issuer_not_ready(err.to_sign_error(op).to_string()),
+            _ => match err.to_sign_error(op) {
+                SignError::Transient(m) => SignError::issuer_not_ready(m),
+                other => other,
+            },
+        };
+        let status = client.status().await.map_err(|err| as_check(err, "status"))?;
+        if status.status.as_deref() != Some("OK") {
+            return Err(SignError::issuer_not_ready(format!(
+                "EJBCA status: the certificate REST resource reports {:?}, not \"OK\"",
+                status.status
+            )));
+        }
+        let cas = client.list_cas().await.map_err(|err| as_check(err, "CA lookup"))?;
+        let ca = &issuer.spec.certificate_authority_name;
+        if !cas.iter().any(|c| &c.name == ca) {
+            return Err(SignError::permanent(format!(
+                "spec.certificateAuthorityName {ca:?} is not a CA these credentials can see in EJBCA (it lists {:?}): fix the name or the credentials' role",
+                names(&cas)
+            )));
+        }
+        debug!(revision = ?status.revision, "EJBCA issuer checked");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(f: impl FnOnce(&mut rcgen::CertificateParams), annotations: &[(&str, &str)]) -> SignRequest {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        f(&mut p);
+        let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+        let mut r = SignRequest::from_csr_pem::<&str>(&pem, Duration::from_secs(3600), false, &[]).unwrap();
+        r.object.annotations = annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        r
+    }
+
+    #[test]
+    fn end_entity_names_follow_keyfactor() {
+        let full = request(
+            |p| {
+                p.distinguished_name.push(rcgen::DnType::CommonName, "cn.example.com");
+                p.subject_alt_names.push(rcgen::SanType::DnsName("dns.example.com".try_into().unwrap()));
+                p.subject_alt_names.push(rcgen::SanType::URI("spiffe://x/y".try_into().unwrap()));
+                p.subject_alt_names.push(rcgen::SanType::IpAddress("10.1.2.3".parse().unwrap()));
+            },
+            &[(annotations::CERTIFICATE_NAME, "my-cert")],
+        );
+        assert_eq!(end_entity_name(None, &full).unwrap(), "cn.example.com");
+        assert_eq!(end_entity_name(Some("dns"), &full).unwrap(), "dns.example.com");
+        assert_eq!(end_entity_name(Some("uri"), &full).unwrap(), "spiffe://x/y");
+        assert_eq!(end_entity_name(Some("ip"), &full).unwrap(), "10.1.2.3");
+        assert_eq!(end_entity_name(Some("certificateName"), &full).unwrap(), "my-cert");
+        assert_eq!(end_entity_name(Some("shared-ee"), &full).unwrap(), "shared-ee");
+        let ip_only = request(|p| p.subject_alt_names.push(rcgen::SanType::IpAddress("::1".parse().unwrap())), &[]);
+        assert_eq!(end_entity_name(None, &ip_only).unwrap(), "::1");
+        let e = end_entity_name(Some("cn"), &ip_only).unwrap_err();
+        assert!(matches!(e, SignError::Permanent(ref m) if m.contains("no common name")), "{e}");
+        let named = request(|p| p.subject_alt_names.push(rcgen::SanType::URI("urn:a".try_into().unwrap())), &[]);
+        assert_eq!(end_entity_name(None, &named).unwrap(), "urn:a");
+        let nothing = request(|_| {}, &[]);
+        assert!(end_entity_name(None, &nothing).unwrap_err().to_string().contains("set spec.endEntityName"));
+        let only_name = request(|_| {}, &[(annotations::CERTIFICATE_NAME, "c1")]);
+        assert_eq!(end_entity_name(None, &only_name).unwrap(), "c1");
+    }
+
+    #[test]
+    fn end_time_is_ejbca_format() {
+        let now: jiff::Timestamp = "2026-05-01T12:00:00Z".parse().unwrap();
+        assert_eq!(end_time(now, Duration::from_secs(86400 + 61)).unwrap(), "2026-05-02 12:01:01");
+        assert!(end_time(now, Duration::from_secs(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn passwords_are_fresh() {
+        let a = new_password();
+        let b = new_password();
+        assert_eq!(a.len(), 24);
+        assert_ne!(*a, *b);
+    }
+}
