@@ -1,0 +1,223 @@
+//! The [`Signer`] for Vault / OpenBao: cert-manager's sign request, the chain ordered by the
+//! framework, and Vault's answers mapped onto the error taxonomy:
+//!
+//! | Vault answer | on sign | on check |
+//! |---|---|---|
+//! | 403 on sign | forget the token, obtain a new one, retry once; still 403 → `Permanent` | – |
+//! | other 4xx on sign (role refuses a name, TTL over max, unknown role) | `Permanent` with Vault's `errors` | – |
+//! | 429, 5xx, no answer | `Transient` | `IssuerNotReady` |
+//! | login refused | `IssuerNotReady` | `IssuerNotReady` |
+//! | `sys/health` 501 / 503 / other | – | `IssuerNotReady` naming the state |
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+
+use crate::auth::{load_tls, scrub};
+use crate::client::{Health, VaultClient, VaultError};
+use crate::session::Session;
+use crate::spec::{SignPath, VaultSpec};
+use crate::tls;
+
+/// Signs through a Vault or OpenBao PKI secrets engine. Keeps one client and one cached token
+/// per issuer (per spec generation).
+pub struct VaultSigner {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Default for VaultSigner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VaultSigner {
+    /// A signer with no cached sessions.
+    pub fn new() -> VaultSigner {
+        tls::install_default_provider();
+        VaultSigner { sessions: Mutex::new(HashMap::new()) }
+    }
+
+    fn cached(&self, key: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    /// The issuer's session. `refresh` re-reads the TLS Secrets and replaces the session (and so
+    /// its token) when they changed; otherwise a cached session is used as is.
+    async fn session(
+        &self,
+        issuer: &Issuer<VaultSpec>,
+        resources: &Resources,
+        refresh: bool,
+    ) -> Result<Arc<Session>, SignError> {
+        let key = issuer.cache_key();
+        let cached = self.cached(&key);
+        if let Some(s) = &cached
+            && !refresh
+        {
+            return Ok(s.clone());
+        }
+        let material = load_tls(issuer, resources).await?;
+        let fingerprint = material.fingerprint();
+        if let Some(s) = cached
+            && s.tls_fingerprint == fingerprint
+        {
+            return Ok(s);
+        }
+        let client = VaultClient::new(&issuer.spec.server, issuer.spec.namespace.as_deref(), &material)
+            .map_err(|e| SignError::issuer_not_ready(format!("connecting to Vault: {e}")))?;
+        let session = Arc::new(Session::new(client, fingerprint));
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        // Sessions of earlier generations of this issuer will never be used again.
+        let identity = key.split('@').next().unwrap_or(&key).to_owned();
+        sessions.retain(|k, _| k.split('@').next() != Some(identity.as_str()));
+        sessions.insert(key, session.clone());
+        Ok(session)
+    }
+}
+
+#[async_trait]
+impl Signer for VaultSigner {
+    type Spec = VaultSpec;
+
+    async fn sign(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<VaultSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
+        let path = SignPath::parse(&issuer.spec.path).map_err(SignError::permanent)?.api_path();
+        let resources = ctx.resources().clone();
+        let session = self.session(issuer, &resources, false).await?;
+        let body = sign_body(request);
+        let token = session.token(issuer, &resources).await?;
+        let data = match session.client.sign(&path, &token.secret, &body).await {
+            Ok(data) => data,
+            Err(e) if e.is_permission_denied() => {
+                tracing::warn!(
+                    issuer = %issuer.display_name(),
+                    error = %scrub(&e.to_string(), &[&token.secret]),
+                    "Vault denied the cached token; obtaining a new one and retrying once"
+                );
+                session.invalidate(token.id).await;
+                let token = session.token(issuer, &resources).await?;
+                session.client.sign(&path, &token.secret, &body).await.map_err(|e| {
+                    let mut err = sign_error(&session.client, &path, &e, &token.secret);
+                    if e.is_permission_denied() {
+                        err = err.context(
+                            "denied again with a fresh token (the token's policies must allow \"update\" on this path)",
+                        );
+                    }
+                    err
+                })?
+            }
+            Err(e) => return Err(sign_error(&session.client, &path, &e, &token.secret)),
+        };
+        let issued = Issued::from_pem_bundle(&data.pem_bundle()).map_err(|e| {
+            SignError::permanent(format!("Vault at {} returned an unusable chain: {e}", session.client.server()))
+        })?;
+        for warning in &data.warnings {
+            tracing::info!(issuer = %issuer.display_name(), warning = %warning, "Vault signed with a warning");
+        }
+        tracing::debug!(issuer = %issuer.display_name(), serial = data.serial_number.as_deref().unwrap_or(""), "Vault signed the request");
+        Ok(issued)
+    }
+
+    async fn check(&self, issuer: &Issuer<VaultSpec>, resources: &Resources) -> Result<(), SignError> {
+        let session = self.session(issuer, resources, true).await?;
+        let server = session.client.server().to_owned();
+        match session.client.health().await {
+            Ok(Health::Ready(_)) => {}
+            Ok(Health::NotInitialized) => {
+                return Err(SignError::issuer_not_ready(format!(
+                    "Vault at {server} is not initialized (sys/health: 501): initialize and unseal it"
+                )));
+            }
+            Ok(Health::Sealed) => {
+                return Err(SignError::issuer_not_ready(format!(
+                    "Vault at {server} is sealed (sys/health: 503): unseal it"
+                )));
+            }
+            Ok(Health::Other(code)) => {
+                return Err(SignError::issuer_not_ready(format!(
+                    "Vault at {server} is not healthy (sys/health: HTTP {code})"
+                )));
+            }
+            Err(e) => {
+                return Err(SignError::issuer_not_ready(format!("Vault at {server} is unreachable: {e}")));
+            }
+        }
+        session.verify(issuer, resources).await
+    }
+}
+
+/// cert-manager's sign body: strings only, the CSR's names as comma-separated lists, the
+/// duration as Go prints it, and the CN kept out of the SANs.
+pub(crate) fn sign_body(request: &SignRequest) -> Value {
+    let csr = &request.csr;
+    let ips: Vec<String> = csr.ip_addresses.iter().map(ToString::to_string).collect();
+    json!({
+        "common_name": csr.common_name.as_deref().unwrap_or(""),
+        "alt_names": csr.dns_names.join(","),
+        "ip_sans": ips.join(","),
+        "uri_sans": csr.uris.join(","),
+        "ttl": go_duration(request.duration),
+        "csr": request.csr_pem,
+        "exclude_cn_from_sans": "true",
+    })
+}
+
+/// Go's `time.Duration.String()` for whole and fractional seconds (`2160h0m0s`, `1m30s`, `0.5s`).
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if secs == 0 && nanos == 0 {
+        return "0s".into();
+    }
+    let frac = if nanos == 0 { String::new() } else { format!(".{nanos:09}").trim_end_matches('0').to_owned() };
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}{frac}s")
+    } else if m > 0 {
+        format!("{m}m{s}{frac}s")
+    } else {
+        format!("{s}{frac}s")
+    }
+}
+
+fn sign_error(client: &VaultClient, path: &str, e: &VaultError, token: &str) -> SignError {
+    let msg = format!("Vault at {} refused {path}: {}", client.server(), scrub(&e.to_string(), &[token]));
+    if e.is_transient() { SignError::transient(msg) } else { SignError::permanent(msg) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(Duration::from_secs(90 * 24 * 3600)), "2160h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn errors_map_onto_the_taxonomy() {
+        let c = VaultClient::new("http://127.0.0.1:1", None, &Default::default()).unwrap();
+        let refuse = VaultError::Status { status: 400, errors: vec!["common name x not allowed".into()] };
+        let e = sign_error(&c, "pki/sign/web", &refuse, "tok");
+        assert!(matches!(e, SignError::Permanent(ref m) if m.ends_with("HTTP 400: common name x not allowed")), "{e}");
+        let busy = VaultError::Status { status: 429, errors: vec![] };
+        assert!(matches!(sign_error(&c, "p", &busy, "t"), SignError::Transient(_)));
+        let down = VaultError::Transport("connection refused".into());
+        assert!(matches!(sign_error(&c, "p", &down, "t"), SignError::Transient(_)));
+        let echo = VaultError::Status { status: 400, errors: vec!["bad token hvs.SECRET".into()] };
+        assert!(!sign_error(&c, "p", &echo, "hvs.SECRET").to_string().contains("hvs.SECRET"));
+    }
+}
