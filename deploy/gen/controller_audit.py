@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Runs a real certbridge controller the way the chart deploys it and checks that the chart's RBAC
+allows every Kubernetes API call it makes.
+
+  1. starts the embedded API server (kube-sim) with cert-manager's CRDs, installs the committed CRDs of
+     the example issuer, creates a CA Secret, a LocalCAIssuer and a LocalCAClusterIssuer;
+  2. renders the certbridge-example-ca chart (2 replicas, so leader election is on) and starts
+     `certbridge-example-ca` with exactly the Deployment's arguments and environment (only the listen
+     addresses move to free loopback ports), talking to the API server through a recording proxy;
+  3. issues a CertificateRequest through each issuer kind and a Kubernetes CSR through the cluster
+     issuer, checks /healthz, /readyz and /metrics on the ports the chart's probes and Service use,
+     and stops the controller with SIGTERM (it must exit 0);
+  4. maps every recorded request to its RBAC attributes (plus the `sign` check Kubernetes makes when a
+     CSR's certificate is written) and fails if the rendered RBAC does not allow one of them.
+
+Usage: controller_audit.py --target-dir DIR   (binaries kube-sim and certbridge-example-ca in DIR/debug)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import generate  # noqa: E402
+import gotemplate  # noqa: E402
+import rbac  # noqa: E402
+
+REPO = os.path.dirname(generate.DEPLOY)
+ISSUER = "example-ca"
+RELEASE = "certbridge-example-ca"
+NAMESPACE = "certbridge"
+GROUP = "example.certbridge.io"
+SIGNER = f"localcaclusterissuers.{GROUP}/ca"
+OVERRIDES = {"replicaCount": 2}
+WAIT = 90.0  # seconds before a step is declared hung (a hang guard, not a speed assertion)
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+
+
+class Failure(Exception):
+    pass
+
+
+# --- the recording proxy ------------------------------------------------------------------------------
+
+
+class RecordingProxy(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: str, ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        u = urlsplit(upstream)
+        self.upstream_host, self.upstream_port = u.hostname or "127.0.0.1", u.port or (443 if u.scheme == "https" else 80)
+        self.upstream_tls = ssl_context if u.scheme == "https" else None
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, str]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def connect(self) -> http.client.HTTPConnection:
+        if self.upstream_tls:
+            return http.client.HTTPSConnection(self.upstream_host, self.upstream_port, context=self.upstream_tls)
+        return http.client.HTTPConnection(self.upstream_host, self.upstream_port)
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: RecordingProxy
+
+    def log_message(self, *_: object) -> None:  # the recording is the log
+        pass
+
+    def _forward(self) -> None:
+        with self.server.lock:
+            self.server.requests.append((self.command, self.path))
+        body = None
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                chunk = self.rfile.read(size + 2)[:size]
+                if not size:
+                    break
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        elif self.headers.get("Content-Length"):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"}
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        conn = self.server.connect()
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            self.send_response_only(resp.status, resp.reason)
+            length = resp.getheader("Content-Length")
+            for k, v in resp.getheaders():
+                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                    self.send_header(k, v)
+            if length is not None:
+                self.send_header("Content-Length", length)
+                self.end_headers()
+                self.wfile.write(resp.read())
+            else:  # streamed (watch): re-chunk as it arrives
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                while data := resp.read1(65536):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, http.client.HTTPException, OSError):
+            self.close_connection = True
+        finally:
+            conn.close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check, timeout: float = WAIT, logs: str | None = None):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - keep polling; report the last error on timeout
+            last = e
+        time.sleep(0.3)
+    tail = ""
+    if logs and os.path.exists(logs):
+        with open(logs, encoding="utf-8", errors="replace") as f:
+            tail = "\n--- controller log (tail) ---\n" + "".join(f.readlines()[-40:])
+    raise Failure(f"timed out waiting for {what}" + (f" (last error: {last})" if last else "") + tail)
+
+
+class Cluster:
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        p = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args], input=stdin,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        if p.returncode:
+            raise Failure(f"kubectl {' '.join(args)} failed: {p.stderr.strip()}")
+        return p.stdout
+
+    def apply(self, obj: dict | str) -> None:
+        text = obj if isinstance(obj, str) else json.dumps(obj)
+        self.kubectl("apply", "--server-side", "--field-manager=audit", "-f", "-", stdin=text)
+
+    def get(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", "-o", "json", *args))
+
+
+def ready(obj: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in obj.get("status", {}).get("conditions", []))
+
+
+def openssl(*args: str, cwd: str) -> None:
+    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if p.returncode:
+        raise Failure(f"openssl {' '.join(args)} failed: {p.stderr.strip()}")
+
+
+# --- the scenario -------------------------------------------------------------------------------------
+
+
+def run(target_dir: str) -> list[tuple[str, str]]:
+    kube_sim = os.path.join(target_dir, "debug", "kube-sim")
+    controller = os.path.join(target_dir, "debug", "certbridge-example-ca")
+    for b in (kube_sim, controller):
+        if not os.access(b, os.X_OK):
+            raise Failure(f"{b} is missing: build it (deploy/check.sh runs cargo build for it)")
+    for tool in ("kubectl", "openssl"):
+        if not shutil.which(tool):
+            raise Failure(f"{tool} is missing: run scripts/test.sh, which installs what the tests need")
+
+    docs = gotemplate.render_chart(os.path.join(generate.DEPLOY, "charts", RELEASE), RELEASE, NAMESPACE, OVERRIDES)
+    deployment = next(d.obj for d in docs if d.kind == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probe_port = container["livenessProbe"]["httpGet"]["port"]
+    metrics_service = next(d.obj for d in docs if d.kind == "Service")
+    metrics_port = metrics_service["spec"]["ports"][0]["targetPort"]
+
+    procs: list[subprocess.Popen] = []
+    proxy: RecordingProxy | None = None
+    with tempfile.TemporaryDirectory(prefix="certbridge-audit-") as work:
+        try:
+            admin = os.path.join(work, "admin.kubeconfig")
+            sim = subprocess.Popen(
+                [kube_sim, "--addr", "127.0.0.1:0", "--kubeconfig-out", admin,
+                 "--crds", os.path.join(REPO, "framework", "testkit", "crds")],
+                stdout=subprocess.PIPE, stderr=open(os.path.join(work, "kube-sim.log"), "w"), text=True,
+            )  # fmt: skip
+            procs.append(sim)
+            wait_for("kube-sim's kubeconfig", lambda: os.path.exists(admin) and os.path.getsize(admin) > 0)
+            with open(admin, encoding="utf-8") as f:
+                kc = yaml.safe_load(f)
+            cluster = kc["clusters"][0]["cluster"]
+            ctx = None
+            if cluster["server"].startswith("https"):
+                ctx = ssl.create_default_context()
+                if cluster.get("certificate-authority-data"):
+                    ctx.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+                elif cluster.get("insecure-skip-tls-verify"):
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+            proxy = RecordingProxy(cluster["server"], ctx)
+            threading.Thread(target=proxy.serve_forever, daemon=True).start()
+            # The controller's kubeconfig: same credentials, through the proxy.
+            ckc = json.loads(json.dumps(kc))
+            ckc["clusters"][0]["cluster"] = {"server": proxy.url}
+            controller_kc = os.path.join(work, "controller.kubeconfig")
+            with open(controller_kc, "w", encoding="utf-8") as f:
+                yaml.safe_dump(ckc, f)
+
+            k = Cluster(admin)
+            wait_for("the API server", lambda: k.kubectl("get", "namespaces") is not None)
+            with open(os.path.join(generate.DEPLOY, "crds", f"{ISSUER}.yaml"), encoding="utf-8") as f:
+                k.apply(f.read())
+            for ns in (NAMESPACE, "cert-manager", "team-a"):
+                k.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=audit CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                    cwd=work)  # fmt: skip
+            tls = {}
+            for key, fname in (("tls.crt", "ca.crt"), ("tls.key", "ca.key")):
+                with open(os.path.join(work, fname), "rb") as f:
+                    tls[key] = base64.b64encode(f.read()).decode()
+            for ns in ("team-a", "cert-manager"):
+                k.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                         "metadata": {"name": "ca", "namespace": ns}, "data": tls})  # fmt: skip
+            k.apply({"apiVersion": f"{GROUP}/v1alpha1", "kind": "LocalCAIssuer",
+                     "metadata": {"name": "ca", "namespace": "team-a"}, "spec": {"secretName": "ca"}})  # fmt: skip
+            k.apply({"apiVersion": f"{GROUP}/v1alpha1", "kind": "LocalCAClusterIssuer",
+                     "metadata": {"name": "ca"}, "spec": {"secretName": "ca"}})  # fmt: skip
+
+            # The controller, exactly as the Deployment runs it.
+            health, metrics = free_port(), free_port()
+            args = []
+            for a in container["args"]:
+                if a.startswith("--health-addr="):
+                    a = f"--health-addr=127.0.0.1:{health}"
+                elif a.startswith("--metrics-addr="):
+                    a = f"--metrics-addr=127.0.0.1:{metrics}"
+                args.append(a)
+            env = {"PATH": os.environ.get("PATH", ""), "KUBECONFIG": controller_kc}
+            for e in container["env"]:
+                if "value" in e:
+                    env[e["name"]] = e["value"]
+                elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+                    env[e["name"]] = NAMESPACE
+                else:
+                    raise Failure(f"env {e['name']}: the audit cannot reproduce {e}")
+            log = os.path.join(work, "controller.log")
+            ctrl = subprocess.Popen([controller, *args], env=env, stdout=open(log, "w"),
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+            procs.append(ctrl)
+            for kind in ("localcaissuer/ca -n team-a", "localcaclusterissuer/ca"):
+                wait_for(f"{kind} Ready", lambda kind=kind: ready(k.get(*kind.split())), logs=log)
+
+            # Probes and metrics on the ports the chart wires (health → probes, metrics → Service).
+            assert probe_port == "health" and metrics_port == "metrics" and set(ports) == {"health", "metrics"}
+            for path in ("/healthz", "/readyz"):
+                wait_for(f"{path} = 200", lambda p=path: urllib.request.urlopen(
+                    f"http://127.0.0.1:{health}{p}", timeout=5).status == 200, logs=log)  # fmt: skip
+
+            # A CertificateRequest through each kind, approved the way cmctl does.
+            for name, kind in (("via-issuer", "LocalCAIssuer"), ("via-cluster-issuer", "LocalCAClusterIssuer")):
+                openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}.example.com",
+                        "-addext", f"subjectAltName=DNS:{name}.example.com", cwd=work)  # fmt: skip
+                with open(os.path.join(work, f"{name}.csr"), "rb") as f:
+                    csr = base64.b64encode(f.read()).decode()
+                k.apply({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                         "metadata": {"name": name, "namespace": "team-a"},
+                         "spec": {"request": csr, "duration": "24h", "usages": ["digital signature", "server auth"],
+                                  "issuerRef": {"group": GROUP, "kind": kind, "name": "ca"}}})  # fmt: skip
+                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                k.kubectl("patch", "certificaterequest", name, "-n", "team-a", "--subresource=status", "--type=merge",
+                          "-p", json.dumps({"status": {"conditions": [{"type": "Approved", "status": "True",
+                          "reason": "cmctl", "message": "approved by the audit", "lastTransitionTime": now}]}}))  # fmt: skip
+                cr = wait_for(f"CertificateRequest {name} Ready",
+                              lambda n=name: (lambda o: o if ready(o) else None)(k.get("certificaterequest", n, "-n", "team-a")),
+                              logs=log)  # fmt: skip
+                if "BEGIN CERTIFICATE" not in base64.b64decode(cr["status"].get("certificate", "")).decode():
+                    raise Failure(f"CertificateRequest {name} is Ready without a certificate")
+
+            # A Kubernetes CSR through the cluster issuer.
+            openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", "kcsr.key", "-out", "kcsr.csr", "-subj", "/CN=kube-csr.example.com", cwd=work)  # fmt: skip
+            with open(os.path.join(work, "kcsr.csr"), "rb") as f:
+                req = base64.b64encode(f.read()).decode()
+            k.apply({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+                     "metadata": {"name": "audit-csr"},
+                     "spec": {"request": req, "signerName": SIGNER, "expirationSeconds": 86400,
+                              "usages": ["digital signature", "key encipherment", "server auth"]}})  # fmt: skip
+            k.kubectl("certificate", "approve", "audit-csr")
+            wait_for("CSR audit-csr certificate", lambda: k.get("csr", "audit-csr").get("status", {}).get("certificate"),
+                     logs=log)  # fmt: skip
+
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
+            if "certbridge_" not in text:
+                raise Failure("/metrics serves no certbridge_ metric families")
+
+            ctrl.send_signal(signal.SIGTERM)
+            try:
+                code = ctrl.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                raise Failure("the controller did not exit after SIGTERM") from None
+            if code != 0:
+                with open(log, encoding="utf-8", errors="replace") as f:
+                    raise Failure(f"the controller exited {code} after SIGTERM:\n" + "".join(f.readlines()[-30:]))
+        finally:
+            for p in reversed(procs):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            if proxy:
+                proxy.shutdown()
+                proxy.server_close()
+        assert proxy is not None
+        return list(proxy.requests)
+
+
+def audit(requests: list[tuple[str, str]]) -> int:
+    docs = gotemplate.render_chart(os.path.join(generate.DEPLOY, "charts", RELEASE), RELEASE, NAMESPACE, OVERRIDES)
+    sa = next(d.obj for d in docs if d.kind == "ServiceAccount")["metadata"]["name"]
+    authz = rbac.Authorizer([d.obj for d in docs], NAMESPACE, sa)
+    used: dict[str, rbac.Attributes] = {}
+    for method, path in requests:
+        a = rbac.request_attributes(method, path)
+        if a is None:
+            continue
+        if a.group == "certificates.k8s.io" and a.resource == "certificatesigningrequests/status" and a.verb in ("update", "patch"):
+            # Kubernetes also requires `sign` on the CSR's signer to set status.certificate.
+            implied = rbac.Attributes("sign", "certificates.k8s.io", "signers", "", SIGNER)
+            used[str(implied)] = implied
+        shape = rbac.Attributes(a.verb, a.group, a.resource, a.namespace, "" if a.resource != "signers" else a.name)
+        used[str(shape)] = a
+    denied = [key for key, a in sorted(used.items()) if not authz.allows(a)]
+    for key in sorted(used):
+        print(f"  {'DENIED ' if key in denied else 'allowed'}  {key}")
+    expected = [
+        "watch cert-manager.io/certificaterequests (cluster-wide)",
+        "patch cert-manager.io/certificaterequests/status in team-a",
+        f"sign certificates.k8s.io/signers {SIGNER} (cluster-wide)",
+        f"patch {GROUP}/localcaclusterissuers/status (cluster-wide)",
+    ]
+    missing = [e for e in expected if e not in used]
+    if missing:
+        print(f"the recording lacks calls every run makes ({missing}): the audit saw too little to judge", file=sys.stderr)
+        return 1
+    if denied:
+        print(f"\n{len(denied)} API call(s) the controller makes are not allowed by the chart's RBAC: add them to "
+              "deploy/charts/certbridge-common/templates/_rbac.tpl and the RBAC table in deploy/README.md", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"all {len(used)} kinds of API call the controller made are allowed by the chart's RBAC")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
+    args = ap.parse_args()
+    try:
+        requests = run(args.target_dir)
+    except Failure as e:
+        print(f"controller audit failed: {e}", file=sys.stderr)
+        return 1
+    return audit(requests)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
