@@ -77,6 +77,18 @@ pub enum HsmError {
         /// How many matched.
         count: usize,
     },
+    /// The private key is not the kind of key the CA certificate holds.
+    #[error(
+        "the private key ({selector}) is a {found} key but the CA certificate in spec.caChainRef holds a {expected} key: point spec.key at the CA's key"
+    )]
+    KeyTypeMismatch {
+        /// The selector.
+        selector: String,
+        /// The key's CKA_KEY_TYPE.
+        found: String,
+        /// What the certificate needs.
+        expected: String,
+    },
     /// A PKCS#11 call failed.
     #[error("PKCS#11 {op} failed: {rv}")]
     Call {
@@ -159,7 +171,8 @@ impl HsmError {
             HsmError::WrongPin { .. }
             | HsmError::PinLocked { .. }
             | HsmError::TokenAmbiguous { .. }
-            | HsmError::KeyAmbiguous { .. } => SignError::permanent(self.to_string()),
+            | HsmError::KeyAmbiguous { .. }
+            | HsmError::KeyTypeMismatch { .. } => SignError::permanent(self.to_string()),
             _ => SignError::issuer_not_ready(self.to_string()),
         }
     }

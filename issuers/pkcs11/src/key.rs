@@ -12,7 +12,7 @@ use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::session::{Session, SessionState};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::error::HsmError;
@@ -99,6 +99,16 @@ impl Scheme {
             }),
             _ => Ok(raw),
         }
+    }
+}
+
+/// A key type as people name it.
+fn key_type_name(kt: KeyType) -> String {
+    match kt {
+        KeyType::RSA => "RSA".into(),
+        KeyType::EC => "EC".into(),
+        KeyType::EC_EDWARDS => "EdDSA".into(),
+        other => other.to_string(),
     }
 }
 
@@ -256,6 +266,15 @@ impl CaKey {
         let h = match found.as_slice() {
             [h] => *h,
             [] => {
+                // Private objects are invisible when logged out: that is a logout, not a missing key.
+                let state = s.get_session_info().map_err(|e| HsmError::call("C_GetSessionInfo", e))?.session_state();
+                if !matches!(state, SessionState::RoUser | SessionState::RwUser) {
+                    return Err(HsmError::Call {
+                        op: "C_FindObjects",
+                        rv: "UserNotLoggedIn".into(),
+                        fault: crate::error::Fault::LoggedOut,
+                    });
+                }
                 return Err(HsmError::KeyNotFound {
                     selector: self.selector.to_string(),
                     token: self.token.label().to_owned(),
@@ -274,14 +293,10 @@ impl CaKey {
         if let Some(Attribute::KeyType(kt)) = attrs.first()
             && *kt != self.scheme.key_type()
         {
-            return Err(HsmError::Call {
-                op: "key lookup",
-                rv: format!(
-                    "the private key ({}) is a {kt} key but the CA certificate holds a {} key: point spec.key at the CA's key",
-                    self.selector,
-                    self.scheme.key_type()
-                ),
-                fault: crate::error::Fault::Other,
+            return Err(HsmError::KeyTypeMismatch {
+                selector: self.selector.to_string(),
+                found: key_type_name(*kt),
+                expected: key_type_name(self.scheme.key_type()),
             });
         }
         *self.handle.write().unwrap_or_else(|p| p.into_inner()) = Some(h);

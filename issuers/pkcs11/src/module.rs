@@ -77,9 +77,12 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
     MODULES.get_or_init(Default::default)
 }
 
-/// The process-wide module at `path` (a canonical, allowed path), loading and initializing it on
+/// The process-wide module at `path` (an allowed path), loading and initializing it on
 /// first use.
 pub fn load(path: &Path) -> Result<Arc<Module>, Error> {
+    // One entry per library file, whatever path (symlink) named it.
+    let canonical = std::fs::canonicalize(path);
+    let path = canonical.as_deref().unwrap_or(path);
     let mut modules = registry().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(m) = modules.get(path) {
         return Ok(m.clone());

@@ -232,6 +232,12 @@ impl Token {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
                 g.pin = Some(new_pin);
                 g.pin_fp = Some(fp);
+                // Keep the session: closing the last session of a token logs the process out.
+                if g.open < self.max_sessions {
+                    g.open += 1;
+                    g.idle.push(session);
+                    self.freed.notify_one();
+                }
                 Ok(())
             }
             Err(e) => {
@@ -386,7 +392,13 @@ impl Token {
                 Err(e) => e,
             };
             match err.fault() {
-                Fault::Session => lease.discard(),
+                Fault::Session => {
+                    // Sessions rarely die alone (C_CloseAllSessions, a token reset): drop the idle
+                    // ones too rather than trying each of them.
+                    lease.discard();
+                    drop(lease);
+                    self.reset(false);
+                }
                 Fault::LoggedOut => {
                     if let Err(e) = self.relogin(session) {
                         lease.discard();

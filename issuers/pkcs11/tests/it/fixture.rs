@@ -25,6 +25,8 @@ pub const MAIN: &str = "ca";
 pub const BADPIN: &str = "badpin";
 /// A token whose sessions and login the tests break on purpose.
 pub const RECOVER: &str = "recover";
+/// A token for the concurrency test (its session count is checked).
+pub const BURST: &str = "burst";
 pub const PIN: &str = "4321";
 pub const CA_KINDS: [&str; 4] = ["rsa2048", "p256", "p384", "ed25519"];
 
@@ -42,7 +44,7 @@ pub fn hsm() -> &'static Hsm {
             .expect("temp dir")
             .keep();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm/setup-token.sh");
-        for (label, kinds) in [(MAIN, &CA_KINDS[..]), (BADPIN, &["p256"][..]), (RECOVER, &["p256"][..])] {
+        for (label, kinds) in [(MAIN, &CA_KINDS[..]), (BADPIN, &["p256"][..]), (RECOVER, &["p256"][..]), (BURST, &["p256"][..])] {
             let mut cmd = Command::new("bash");
             cmd.arg(&script).arg(&dir).args(["--label", label, "--pin", PIN, "--so-pin", "99999"]);
             for k in kinds {
