@@ -1,0 +1,149 @@
+//! In-memory object storage with one resourceVersion counter for the whole store and a
+//! bounded event history for watches.
+//!
+//! All mutation happens under one mutex (see [`crate::server::Shared`]); every commit
+//! bumps the counter, stamps `metadata.resourceVersion`, appends to the history and
+//! broadcasts, so watchers observe a single total order. Watches older than the retained
+//! history get 410 Gone, as with etcd compaction.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::objects::meta_mut;
+use crate::resources::{Registry, ResKey};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change.
+#[derive(Debug)]
+pub(crate) struct Change {
+    pub rv: u64,
+    pub key: ResKey,
+    pub kind: EventType,
+    pub object: Arc<Value>,
+    /// The previous state (for MODIFIED), so selector watches can synthesise ADDED/DELETED.
+    pub old: Option<Arc<Value>>,
+}
+
+/// (namespace or "", name)
+pub(crate) type ObjKey = (String, String);
+
+pub(crate) struct Store {
+    pub registry: Registry,
+    rv: u64,
+    objects: HashMap<ResKey, BTreeMap<ObjKey, Value>>,
+    log: VecDeque<Arc<Change>>,
+    history: usize,
+    /// Highest resourceVersion no longer in `log`; watches from before it are Gone.
+    compacted: u64,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+impl Store {
+    pub fn new(registry: Registry, history: usize, tx: broadcast::Sender<Arc<Change>>) -> Self {
+        Store {
+            registry,
+            rv: 1,
+            objects: HashMap::new(),
+            log: VecDeque::new(),
+            history: history.max(1),
+            compacted: 1,
+            tx,
+        }
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn get(&self, key: &ResKey, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Objects of a resource, optionally restricted to one namespace, in (namespace, name) order.
+    pub fn list<'a>(&'a self, key: &ResKey, ns: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
+        self.objects
+            .get(key)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(move |((ons, _), _)| ns.is_none_or(|n| n == ons))
+            .map(|(_, v)| v)
+    }
+
+    fn record(&mut self, key: &ResKey, kind: EventType, object: Value, old: Option<Value>) -> Value {
+        let change = Arc::new(Change {
+            rv: self.rv,
+            key: key.clone(),
+            kind,
+            object: Arc::new(object.clone()),
+            old: old.map(Arc::new),
+        });
+        self.log.push_back(change.clone());
+        while self.log.len() > self.history {
+            if let Some(c) = self.log.pop_front() {
+                self.compacted = c.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(change);
+        object
+    }
+
+    /// Stores `obj` (new or replacing) under a fresh resourceVersion and emits ADDED/MODIFIED.
+    pub fn put(&mut self, key: &ResKey, mut obj: Value) -> Value {
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        let ns = crate::objects::namespace(&obj).unwrap_or_default().to_string();
+        let name = crate::objects::name(&obj).unwrap_or_default().to_string();
+        let old = self.objects.entry(key.clone()).or_default().insert((ns, name), obj.clone());
+        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
+        self.record(key, kind, obj, old)
+    }
+
+    /// Deletes an object and emits DELETED carrying the deletion's resourceVersion.
+    pub fn remove(&mut self, key: &ResKey, ns: &str, name: &str) -> Option<Value> {
+        let mut obj = self.objects.get_mut(key)?.remove(&(ns.to_string(), name.to_string()))?;
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        Some(self.record(key, EventType::Deleted, obj, None))
+    }
+
+    /// Deletes every object of a resource (CRD removal).
+    pub fn drop_resource(&mut self, key: &ResKey) {
+        let keys: Vec<ObjKey> = self.objects.get(key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        for (ns, name) in keys {
+            self.remove(key, &ns, &name);
+        }
+        self.objects.remove(key);
+    }
+
+    /// Changes after `since`, or `None` when `since` predates the retained history.
+    pub fn since(&self, since: u64) -> Option<Vec<Arc<Change>>> {
+        if since < self.compacted {
+            return None;
+        }
+        Some(self.log.iter().filter(|c| c.rv > since).cloned().collect())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+}
