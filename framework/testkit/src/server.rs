@@ -104,6 +104,15 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             return Ok(json_response(200, &shared.signer.openid_configuration(&shared.base_url)));
         }
         ["openid", "v1", "jwks"] => return Ok(json_response(200, &shared.signer.jwks())),
+        ["openapi", "v3"] => return Ok(json_response(200, &crate::openapi::index(&shared.lock().registry))),
+        ["openapi", "v3", "api", v] => {
+            let doc = crate::openapi::group_version_doc(&shared.lock().registry, "", v).ok_or_else(not_found_path)?;
+            return Ok(json_response(200, &doc));
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            let doc = crate::openapi::group_version_doc(&shared.lock().registry, g, v).ok_or_else(not_found_path)?;
+            return Ok(json_response(200, &doc));
+        }
         ["api", "v1"] => {
             let doc = discovery::resource_list(&shared.lock().registry, "", "v1").ok_or_else(not_found_path)?;
             return Ok(json_response(200, &doc));
@@ -172,6 +181,14 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         None => {}
     }
 
+    // kubectl's typed clients send protobuf; everything downstream speaks JSON.
+    let mut content_type = header("content-type");
+    let mut body = body;
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        let v = crate::protobuf::decode(&body).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e))?;
+        body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+        content_type = "application/json".into();
+    }
     let accept = header("accept");
     let wants_table = accept.split(',').next().is_some_and(|a| a.contains("as=Table"));
     let req = Req {
@@ -182,7 +199,7 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         sub,
         query,
         body,
-        content_type: header("content-type"),
+        content_type,
         user_agent: header("user-agent"),
     };
 
