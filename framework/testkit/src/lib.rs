@@ -218,6 +218,7 @@ fn internal_create(
         body: serde_json::to_vec(&obj)?.into(),
         content_type: "application/json".into(),
         user_agent: "kube-sim".into(),
+        wants_table: false,
     };
     let (_, v) = rest::create(&mut store, &req).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(v)
@@ -263,6 +264,7 @@ fn install_crds(shared: &server::Shared, yaml: &str) -> anyhow::Result<()> {
                     body: serde_json::to_vec(&body)?.into(),
                     content_type: "application/json".into(),
                     user_agent: "kube-sim".into(),
+                    wants_table: false,
                 };
                 rest::update(&mut store, &req).map_err(|e| anyhow::anyhow!("{e}"))?;
             }

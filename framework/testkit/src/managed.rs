@@ -406,3 +406,54 @@ pub(crate) fn track_update(
     entries.retain(|e| !e.set.is_empty());
     entries
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conditions_schema() -> Value {
+        json!({"properties": {"status": {"properties": {"conditions": {
+            "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+            "items": {"type": "object"}}}}}})
+    }
+
+    #[test]
+    fn fields_v1_round_trips_with_item_markers() {
+        let schema = conditions_schema();
+        let obj = json!({"metadata": {"name": "x", "labels": {"a": "b"}, "finalizers": ["f"]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let set = field_set(&obj, Some(&schema));
+        let enc = encode_fields(&set);
+        assert_eq!(
+            enc,
+            json!({"f:metadata": {"f:labels": {"f:a": {}}, "f:finalizers": {"v:\"f\"": {}}},
+                "f:status": {"f:conditions": {"k:{\"type\":\"Ready\"}": {".": {}, "f:status": {}, "f:type": {}}}}})
+        );
+        assert_eq!(decode_fields(&enc), set);
+    }
+
+    #[test]
+    fn update_moves_ownership_of_changed_fields() {
+        let old = json!({"data": {"a": "1", "b": "2"}});
+        let first = track_update(None, &old, vec![], "alice", "", "v1", None);
+        let new = json!({"data": {"a": "1", "b": "3"}});
+        let entries = track_update(Some(&old), &new, first, "bob", "", "v1", None);
+        let owner = |p: &str| {
+            entries
+                .iter()
+                .filter(|e| e.set.contains(&vec![PathElement::Field("data".into()), PathElement::Field(p.into())]))
+                .map(|e| e.manager.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(owner("a"), ["alice"]);
+        assert_eq!(owner("b"), ["bob"]);
+    }
+
+    #[test]
+    fn remove_at_addresses_list_map_items() {
+        let mut obj = json!({"c": [{"type": "A"}, {"type": "B"}]});
+        remove_at(&mut obj, &[PathElement::Field("c".into()), PathElement::Key("{\"type\":\"A\"}".into())]);
+        assert_eq!(obj, json!({"c": [{"type": "B"}]}));
+    }
+}

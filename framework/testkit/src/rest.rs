@@ -32,6 +32,8 @@ pub(crate) struct Req {
     pub body: Bytes,
     pub content_type: String,
     pub user_agent: String,
+    /// The client asked for `meta.k8s.io/v1 Table` (kubectl get).
+    pub wants_table: bool,
 }
 
 /// A JSON reply with its HTTP status.

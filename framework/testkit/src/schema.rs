@@ -430,3 +430,35 @@ pub(crate) fn list_map_key(item: &Value, keys: &[String]) -> Value {
     }
     Value::Object(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prunes_defaults_and_validates() {
+        let root = json!({"type": "object", "properties": {"spec": {"type": "object", "required": ["n"], "properties": {
+            "n": {"type": "integer", "minimum": 1},
+            "mode": {"type": "string", "default": "fast", "enum": ["fast", "slow"]},
+            "blob": {"type": "string", "format": "byte"},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "ios": {"x-kubernetes-int-or-string": true},
+            "opt": {"type": "string"}
+        }}}});
+        let mut obj = json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a", "junk": 1},
+            "spec": {"n": 2, "unknown": true, "free": {"anything": [1]}, "ios": "50%", "opt": null}, "extra": 1});
+        let (pruned, errs) = process_object(&root, &mut obj);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(pruned, ["metadata.junk", "extra", "spec.unknown"]);
+        assert_eq!(obj["spec"], json!({"n": 2, "mode": "fast", "free": {"anything": [1]}, "ios": "50%"}));
+
+        let mut bad = json!({"spec": {"n": 0, "mode": "medium", "blob": "!!", "ios": 1.5}});
+        let (_, errs) = process_object(&root, &mut bad);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["spec.blob", "spec.ios", "spec.mode", "spec.n"]);
+        let mut missing = json!({"spec": {}});
+        let (_, errs) = process_object(&root, &mut missing);
+        assert_eq!(errs[0].message(), "spec.n: Required value");
+    }
+}

@@ -128,3 +128,37 @@ impl FieldSelector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selector_operators() {
+        let o = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
+        for (sel, want) in [
+            ("app=web", true),
+            ("app==web,tier=front", true),
+            ("app!=web", false),
+            ("tier in (front, back)", true),
+            ("tier notin (front)", false),
+            ("missing notin (x)", true),
+            ("app", true),
+            ("!app", false),
+            ("!missing", true),
+        ] {
+            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
+        }
+        assert!(LabelSelector::parse("tier in front").is_err());
+    }
+
+    #[test]
+    fn field_selector_rejects_unsupported_fields() {
+        let allowed = vec!["metadata.name".to_string(), "spec.signerName".to_string()];
+        let s = FieldSelector::parse("spec.signerName=a/b,metadata.name!=x", &allowed).unwrap();
+        assert!(s.matches(&json!({"metadata": {"name": "y"}, "spec": {"signerName": "a/b"}})));
+        let e = FieldSelector::parse("spec.other=1", &allowed).unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+}

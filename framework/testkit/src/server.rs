@@ -201,6 +201,7 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         body,
         content_type,
         user_agent: header("user-agent"),
+        wants_table,
     };
 
     if verb == Verb::Watch {

@@ -225,3 +225,18 @@ pub(crate) fn table(def: &ResourceDef, version: &str, objs: &[Value], rv: &str, 
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv}, "columnDefinitions": defs, "rows": rows})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonpath_filters_conditions() {
+        let o = json!({"status": {"conditions": [{"type": "Approved", "status": "True"}, {"type": "Ready", "status": "False"}]}, "spec": {"a": [1, 2]}});
+        assert_eq!(jsonpath(&o, ".status.conditions[?(@.type == \"Ready\")].status"), [&json!("False")]);
+        assert_eq!(jsonpath(&o, ".status.conditions[?(@.type==\"Approved\")].status"), [&json!("True")]);
+        assert_eq!(jsonpath(&o, ".spec.a[1]"), [&json!(2)]);
+        assert_eq!(jsonpath(&o, ".spec.a[*]").len(), 2);
+        assert!(jsonpath(&o, ".missing.x").is_empty());
+    }
+}

@@ -68,6 +68,27 @@ fn event(ty: &str, obj: Value) -> Bytes {
     line(&json!({"type": ty, "object": obj}))
 }
 
+/// How event objects are rendered: plain, or as one-row Tables for `kubectl get -w`.
+#[derive(Clone)]
+struct Render {
+    def: Arc<ResourceDef>,
+    version: String,
+    table: Option<Option<String>>,
+}
+
+impl Render {
+    fn object(&self, o: &Value) -> Value {
+        let obj = present(&self.def, &self.version, o);
+        match &self.table {
+            None => obj,
+            Some(include) => {
+                let rv = objects::resource_version(&obj).unwrap_or_default().to_string();
+                crate::table::table(&self.def, &self.version, &[obj], &rv, include.as_deref())
+            }
+        }
+    }
+}
+
 fn bookmark(def: &ResourceDef, version: &str, rv: u64, initial_end: bool) -> Bytes {
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if initial_end {
@@ -97,6 +118,11 @@ pub(crate) fn watch(shared: Arc<Shared>, req: Req) -> ApiResult<Response> {
     let timeout = req.q("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
     let rv_param = req.q("resourceVersion").map(str::to_string);
     let (def, version) = (req.def.clone(), req.version.clone());
+    let render = Render {
+        def: def.clone(),
+        version: version.clone(),
+        table: req.wants_table.then(|| req.q("includeObject").map(String::from)),
+    };
 
     let (initial, mut rx, start_rv, gone) = {
         let store = shared.lock();
@@ -107,7 +133,7 @@ pub(crate) fn watch(shared: Arc<Shared>, req: Req) -> ApiResult<Response> {
             let objs: Vec<Bytes> = store
                 .list(&filter.key, filter.ns.as_deref())
                 .filter(|o| filter.matches(o))
-                .map(|o| event("ADDED", present(&def, &version, o)))
+                .map(|o| event("ADDED", render.object(o)))
                 .collect();
             (objs, rx, current, None)
         } else {
@@ -170,7 +196,7 @@ pub(crate) fn watch(shared: Arc<Shared>, req: Req) -> ApiResult<Response> {
                     Ok(c) => {
                         last_rv = last_rv.max(c.rv);
                         if let Some(t) = filter.translate(&c)
-                            && tx.send(Ok(event(t.as_str(), present(&def, &version, &c.object)))).await.is_err()
+                            && tx.send(Ok(event(t.as_str(), render.object(&c.object)))).await.is_err()
                         {
                             return;
                         }

@@ -273,3 +273,20 @@ async fn kubectl_server_side_apply_conflicts() {
     let managers: Vec<String> = got.metadata.managed_fields.unwrap().into_iter().filter_map(|m| m.manager).collect();
     assert_eq!(managers, ["bob"]);
 }
+
+#[tokio::test]
+async fn kubectl_get_watch_streams_table_rows() {
+    use tokio::io::AsyncBufReadExt as _;
+    let sim = KubeSim::start().await.unwrap();
+    let k = Kubectl::new(&sim);
+    k.ok(&["create", "configmap", "before"]).await;
+    let mut child = k.command(&["get", "configmaps", "--watch"]).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next().await.split_whitespace().collect::<Vec<_>>(), ["NAME", "DATA", "AGE"]);
+    assert!(next().await.starts_with("before "));
+    k.ok(&["create", "configmap", "during", "--from-literal=a=b"]).await;
+    let row = next().await;
+    assert_eq!(row.split_whitespace().take(2).collect::<Vec<_>>(), ["during", "1"], "{row}");
+    child.kill().await.unwrap();
+}
