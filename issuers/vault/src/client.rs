@@ -112,9 +112,13 @@ impl SignedData {
     /// Everything Vault returned as one PEM bundle, in cert-manager's order: `ca_chain`, `issuing_ca`,
     /// `certificate` (the framework sorts it).
     pub fn pem_bundle(&self) -> String {
+        format!("{}{}\n", self.ca_part(), self.certificate.trim_end())
+    }
+
+    /// `ca_chain` and `issuing_ca`: the part of the answer that is the same for every request.
+    pub fn ca_part(&self) -> String {
         let mut parts: Vec<&str> = self.ca_chain.iter().flatten().map(String::as_str).collect();
         parts.extend(self.issuing_ca.as_deref());
-        parts.push(&self.certificate);
         parts.iter().map(|p| format!("{}\n", p.trim_end())).collect()
     }
 }
@@ -349,6 +353,43 @@ mod tests {
             warnings: vec![],
         };
         assert_eq!(d.pem_bundle(), "INT\nROOT\nINT\nLEAF\n");
+    }
+
+    /// A one-shot HTTP responder for the status codes a single OpenBao node cannot produce
+    /// (standby 429, DR secondary 472, performance standby 473).
+    async fn answer_with(status: u16) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(head.starts_with("GET /v1/sys/health HTTP/1.1"), "{head}");
+            assert!(!head.to_ascii_lowercase().contains("x-vault-namespace"), "{head}");
+            let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+            conn.write_all(reply.as_bytes()).await.unwrap();
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn health_codes_map_like_cert_manager() {
+        crate::tls::install_default_provider();
+        for (code, want) in [
+            (200, Health::Ready(200)),
+            (429, Health::Ready(429)),
+            (472, Health::Ready(472)),
+            (473, Health::Ready(473)),
+            (501, Health::NotInitialized),
+            (503, Health::Sealed),
+            (474, Health::Other(474)),
+        ] {
+            let server = answer_with(code).await;
+            let client = VaultClient::new(&server, Some("team-a"), &TlsMaterial::default()).unwrap();
+            assert_eq!(client.health().await.unwrap(), want, "HTTP {code}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! renewed Vault token instead of a login per request.
 
 mod auth;
+mod chain;
 mod client;
 mod session;
 mod signer;

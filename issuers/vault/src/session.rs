@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use certbridge::{Issuer, Resources, SignError};
 
 use crate::auth::Credentials;
+use crate::chain::ChainCache;
 use crate::client::{TokenGrant, VaultClient};
 use crate::spec::VaultSpec;
 
@@ -61,6 +62,7 @@ pub(crate) struct CachedToken {
 /// An issuer's client and cached token.
 pub(crate) struct Session {
     pub client: VaultClient,
+    pub chains: ChainCache,
     pub tls_fingerprint: [u8; 32],
     token: Mutex<Option<Arc<CachedToken>>>,
     next_id: AtomicU64,
@@ -68,7 +70,13 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(client: VaultClient, tls_fingerprint: [u8; 32]) -> Session {
-        Session { client, tls_fingerprint, token: Mutex::new(None), next_id: AtomicU64::new(1) }
+        Session {
+            client,
+            chains: ChainCache::default(),
+            tls_fingerprint,
+            token: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     fn store(&self, grant: TokenGrant, credentials: [u8; 32]) -> Arc<CachedToken> {

@@ -117,7 +117,7 @@ impl Signer for VaultSigner {
             }
             Err(e) => return Err(sign_error(&session.client, &path, &e, &token.secret)),
         };
-        let issued = Issued::from_pem_bundle(&data.pem_bundle()).map_err(|e| {
+        let issued = session.chains.issued(&data).map_err(|e| {
             SignError::permanent(format!("Vault at {} returned an unusable chain: {e}", session.client.server()))
         })?;
         for warning in &data.warnings {

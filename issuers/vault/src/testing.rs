@@ -234,7 +234,21 @@ log_level = "warn"
         token: Option<&str>,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        self.request_in(None, method, path, token, body).await
+    }
+
+    async fn request_in(
+        &self,
+        namespace: Option<&str>,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self.admin.request(method.clone(), format!("{}/v1/{path}", self.addr()));
+        if let Some(ns) = namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
         if let Some(t) = token {
             req = req.header("X-Vault-Token", t);
         }
@@ -253,6 +267,47 @@ log_level = "warn"
     /// An API call with the root token; the JSON answer (`Null` for 204).
     pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         self.request(method, path, Some(&self.root_token), body).await
+    }
+
+    /// An API call with the root token inside an OpenBao namespace.
+    pub async fn api_in(
+        &self,
+        namespace: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.request_in(Some(namespace), method, path, Some(&self.root_token), body).await
+    }
+
+    /// Creates the namespace `namespace` with its own PKI mount [`PKI_MOUNT`] (a root only), role
+    /// [`ROLE`] and policy [`POLICY`]; returns the root certificate and a token valid only there.
+    pub async fn namespace_with_pki(&self, namespace: &str) -> anyhow::Result<(String, String)> {
+        self.api(Method::POST, &format!("sys/namespaces/{namespace}"), Some(json!({}))).await?;
+        self.api_in(namespace, Method::POST, &format!("sys/mounts/{PKI_MOUNT}"), Some(json!({"type": "pki"}))).await?;
+        let root = self
+            .api_in(
+                namespace,
+                Method::POST,
+                &format!("{PKI_MOUNT}/root/generate/internal"),
+                Some(json!({"common_name": format!("{namespace} root"), "key_type": "ec", "key_bits": 256, "ttl": "8760h"})),
+            )
+            .await?;
+        let root_pem = root["data"]["certificate"].as_str().context("root certificate")?.to_owned();
+        self.api_in(
+            namespace,
+            Method::POST,
+            &format!("{PKI_MOUNT}/roles/{ROLE}"),
+            Some(json!({"allowed_domains": ["example.com"], "allow_subdomains": true, "max_ttl": "720h", "key_type": "any"})),
+        )
+        .await?;
+        let policy = format!("path \"{PKI_MOUNT}/sign/*\" {{ capabilities = [\"update\"] }}\n");
+        self.api_in(namespace, Method::PUT, &format!("sys/policies/acl/{POLICY}"), Some(json!({"policy": policy})))
+            .await?;
+        let token = self
+            .api_in(namespace, Method::POST, "auth/token/create", Some(json!({"policies": [POLICY], "ttl": "1h"})))
+            .await?;
+        Ok((root_pem, token["auth"]["client_token"].as_str().context("client_token")?.to_owned()))
     }
 
     /// `sys/unseal` with the key from init, then waits until the node is active.
@@ -420,7 +475,13 @@ log_level = "warn"
             self.api(
                 Method::POST,
                 "auth/kubernetes/config",
-                Some(json!({"kubernetes_host": kube_url, "disable_local_ca_jwt": true})),
+                // kube-sim serves plain HTTP, so the CA is never used; OpenBao insists on one when
+                // it is not to read the pod's service-account directory (which does not exist here).
+                Some(json!({
+                    "kubernetes_host": kube_url,
+                    "disable_local_ca_jwt": true,
+                    "kubernetes_ca_cert": self.listener_ca_pem,
+                })),
             )
             .await?;
         }

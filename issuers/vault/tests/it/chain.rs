@@ -66,3 +66,29 @@ async fn sign_verbatim_endpoint() {
     let issued = sign(&signer, &issuer, &res, &csr(&["anything.example.org"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);
 }
+
+#[tokio::test]
+async fn namespace_is_sent_as_x_vault_namespace() {
+    let (bao, outer) = openbao().await;
+    let (root_pem, token) = bao.namespace_with_pki("team-a").await.unwrap();
+    assert_ne!(root_pem, outer.root_pem);
+    let res = resources(vec![secret("t", &[("token", &token)])]);
+    let mut s = spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("t", "token")), ..Default::default() });
+    s.namespace = Some("team-a".into());
+    let in_namespace = issuer(s.clone());
+    let signer = VaultSigner::new();
+    signer.check(&in_namespace, &res).await.unwrap();
+    let issued = sign(&signer, &in_namespace, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
+    // A self-signed namespace root: the chain is the leaf alone and Vault's issuing_ca is the CA.
+    assert_eq!(pem_blocks(&issued.chain_pem).len(), 1);
+    assert_eq!(pem::parse(issued.ca_pem.as_deref().unwrap()).unwrap(), pem::parse(&root_pem).unwrap());
+    openssl_verify(&root_pem, &issued);
+
+    // Without the namespace the same path is the root namespace's PKI, where the token has no policy.
+    s.namespace = None;
+    let mut outside = issuer(s);
+    outside.name = "outside".into();
+    let err = sign(&signer, &outside, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap_err();
+    assert!(matches!(err, SignError::Permanent(_)), "{err:?}");
+    assert!(err.to_string().contains("HTTP 403"), "{err}");
+}
