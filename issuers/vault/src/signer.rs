@@ -91,6 +91,13 @@ impl Signer for VaultSigner {
         ctx: &mut SignContext,
     ) -> Result<Issued, SignError> {
         let path = SignPath::parse(&issuer.spec.path).map_err(SignError::permanent)?.api_path();
+        if request.is_ca {
+            // Vault's sign endpoints never issue CA certificates; cert-manager silently returns a
+            // leaf for isCA requests, which then fails wherever it is used as a CA.
+            return Err(SignError::permanent(format!(
+                "the request has isCA=true, but Vault's {path} endpoint only issues leaf certificates: set isCA=false, or issue CA certificates with Vault's root/sign-intermediate outside cert-manager"
+            )));
+        }
         let resources = ctx.resources().clone();
         let session = self.session(issuer, &resources, false).await?;
         let body = sign_body(request);

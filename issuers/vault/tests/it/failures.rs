@@ -74,6 +74,20 @@ fn validity_hours(issued: &certbridge::Issued) -> i64 {
 }
 
 #[tokio::test]
+async fn a_ca_request_is_refused_instead_of_returning_a_leaf() {
+    let (bao, _) = openbao().await;
+    let (issuer, res) = token_issuer(&bao).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["ca.example.com".to_string()]).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let csr_pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    let req = SignRequest::from_csr_pem::<&str>(&csr_pem, Duration::from_secs(3600), true, &[]).unwrap();
+    let err = VaultSigner::new().sign(&req, &issuer, &mut SignContext::offline(res)).await.unwrap_err();
+    assert!(matches!(err, SignError::Permanent(_)), "{err:?}");
+    assert!(err.to_string().contains("isCA=true"), "{err}");
+}
+
+#[tokio::test]
 async fn an_invalid_path_is_refused_before_calling_vault() {
     let (bao, _) = openbao().await;
     let (mut issuer, res) = token_issuer(&bao).await;
