@@ -38,6 +38,12 @@ async fn approle() {
     let issued = sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);
 
+    // A missing Secret makes the issuer not ready, naming it.
+    let mut missing = issuer.clone();
+    missing.generation = 3;
+    let err = signer.check(&missing, &resources(vec![])).await.unwrap_err();
+    assert_eq!(err, SignError::issuer_not_ready("Secret \"team-a/approle\" not found: create it or fix the reference"));
+
     // A wrong secret ID makes the issuer not ready, with Vault's reason and without the value.
     let res = resources(vec![secret("approle", &[("secretId", "0000-not-the-secret-id")])]);
     let mut other = issuer.clone();
