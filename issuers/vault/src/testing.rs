@@ -174,13 +174,27 @@ log_level = "warn"
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log"))?;
-        let child = tokio::process::Command::new(&self.bao)
+        let mut command = tokio::process::Command::new(&self.bao);
+        command
             .arg("server")
             .arg(format!("-config={}", self.dir.path().join("server.hcl").display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // Drop handles panics; this also covers the test process being killed outright (a test
+        // runner's timeout), which would otherwise leave the server running.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", self.bao.display()))?;
         self.child = Some(child);
