@@ -5,7 +5,10 @@
 #   2. Charts and plain manifests equal what deploy/gen/generate.py produces from their sources.
 #   3. Chart tests (deploy/gen/test_charts.py): every chart rendered with several values — hardened
 #      pod, probes, flags, least-privilege RBAC per issuer, the values switches, bad values.
-#   4. With helm on PATH: `helm lint` and `helm template` == the committed plain manifests.
+#   4. Controller audit (deploy/gen/controller_audit.py): the example controller runs with the rendered
+#      Deployment's arguments against kube-sim through a recording proxy, issues a CertificateRequest
+#      per issuer kind and a Kubernetes CSR; every API call it made must be allowed by the chart's RBAC.
+#   5. With helm on PATH: `helm lint` and `helm template` == the committed plain manifests.
 #
 # Installs PyYAML into .work/deploy-venv when the system python3 lacks it. Uses $CARGO_TARGET_DIR.
 set -euo pipefail
@@ -29,7 +32,7 @@ for line in "${issuers[@]}"; do
     IFS=$'\t' read -r crate binary name <<<"$line"
     pkgs+=(-p "$crate" --bin "$binary")
 done
-cargo build -q "${pkgs[@]}"
+cargo build -q "${pkgs[@]}" -p certbridge-testkit --bin kube-sim
 for line in "${issuers[@]}"; do
     IFS=$'\t' read -r crate binary name <<<"$line"
     "$target/debug/$binary" crds >"$work/$name.yaml"
@@ -48,7 +51,11 @@ say "charts and manifests are up to date (deploy/gen/generate.py --check)"
 say "chart tests (deploy/gen/test_charts.py)"
 "$py" -m unittest discover -s deploy/gen -p 'test_*.py'
 
-# --- 4. real Helm, when available ------------------------------------------------------------------
+# --- 4. controller audit ----------------------------------------------------------------------------
+say "controller audit: every API call the example controller makes is allowed by the chart's RBAC"
+"$py" deploy/gen/controller_audit.py --target-dir "$target"
+
+# --- 5. real Helm, when available ------------------------------------------------------------------
 if command -v helm >/dev/null 2>&1; then
     say "helm lint and helm template == deploy/manifests"
     "$py" deploy/gen/helm_compare.py

@@ -2,8 +2,8 @@
 """Runs a real certbridge controller the way the chart deploys it and checks that the chart's RBAC
 allows every Kubernetes API call it makes.
 
-  1. starts the embedded API server (kube-sim) with cert-manager's CRDs, installs the committed CRDs of
-     the example issuer, creates a CA Secret, a LocalCAIssuer and a LocalCAClusterIssuer;
+  1. starts the embedded API server (kube-sim) with cert-manager's CRDs and every committed certbridge
+     CRD (deploy/crds/, so each must be accepted), creates a CA Secret, a LocalCAIssuer and a LocalCAClusterIssuer;
   2. renders the certbridge-example-ca chart (2 replicas, so leader election is on) and starts
      `certbridge-example-ca` with exactly the Deployment's arguments and environment (only the listen
      addresses move to free loopback ports), talking to the API server through a recording proxy;
@@ -220,12 +220,16 @@ def run(target_dir: str) -> list[tuple[str, str]]:
         try:
             admin = os.path.join(work, "admin.kubeconfig")
             sim = subprocess.Popen(
-                [kube_sim, "--addr", "127.0.0.1:0", "--kubeconfig-out", admin,
-                 "--crds", os.path.join(REPO, "framework", "testkit", "crds")],
+                [kube_sim, "--addr", "127.0.0.1:0", "--kubeconfig-out", admin, "--cert-manager-crds",
+                 # every committed CRD must be accepted by the API server
+                 "--crds", os.path.join(generate.DEPLOY, "crds")],
                 stdout=subprocess.PIPE, stderr=open(os.path.join(work, "kube-sim.log"), "w"), text=True,
             )  # fmt: skip
             procs.append(sim)
-            wait_for("kube-sim's kubeconfig", lambda: os.path.exists(admin) and os.path.getsize(admin) > 0)
+            # kube-sim prints its address once the kubeconfig is written and it serves.
+            line = sim.stdout.readline() if sim.stdout else ""
+            if "listening" not in line:
+                raise Failure(f"kube-sim did not start (printed {line!r}); see its log in {work}")
             with open(admin, encoding="utf-8") as f:
                 kc = yaml.safe_load(f)
             cluster = kc["clusters"][0]["cluster"]
@@ -248,8 +252,6 @@ def run(target_dir: str) -> list[tuple[str, str]]:
 
             k = Cluster(admin)
             wait_for("the API server", lambda: k.kubectl("get", "namespaces") is not None)
-            with open(os.path.join(generate.DEPLOY, "crds", f"{ISSUER}.yaml"), encoding="utf-8") as f:
-                k.apply(f.read())
             for ns in (NAMESPACE, "cert-manager", "team-a"):
                 k.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
             openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
