@@ -194,9 +194,7 @@ log_level = "warn"
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", self.bao.display()))?;
+        let child = command.spawn().with_context(|| format!("starting {}", self.bao.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

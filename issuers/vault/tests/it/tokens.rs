@@ -127,3 +127,22 @@ async fn a_revoked_static_token_fails_after_one_retry() {
     assert!(matches!(err, SignError::IssuerNotReady(_)), "{err:?}");
     assert!(!err.to_string().contains(&token));
 }
+
+#[tokio::test]
+async fn a_rotated_secret_is_used_at_the_next_check() {
+    let (bao, _) = openbao().await;
+    let (issuer, res) = approle_issuer(&bao, "1h", "24h").await;
+    let signer = VaultSigner::new();
+    let logs = LogCapture::start();
+    signer.check(&issuer, &res).await.unwrap();
+    // The operator rotates the secret ID and destroys the old one; the spec does not change.
+    let new = bao.api(reqwest::Method::POST, "auth/approle/role/certbridge/secret-id", None).await.unwrap();
+    let new_id = new["data"]["secret_id"].as_str().unwrap();
+    let rotated = resources(vec![secret("approle", &[("secretId", new_id)])]);
+    signer.check(&issuer, &rotated).await.unwrap();
+    assert_eq!(logs.count("obtained a Vault token"), 2, "{}", logs.text());
+    sign(&signer, &issuer, &rotated, &csr(&["app.example.com"], &[], &[])).await.unwrap();
+    // An unchanged Secret keeps the token.
+    signer.check(&issuer, &rotated).await.unwrap();
+    assert_eq!(logs.count("obtained a Vault token"), 2, "{}", logs.text());
+}
