@@ -817,8 +817,9 @@ _SPLIT = re.compile(r"(?:^|\s*\n)---\s*")
 
 
 def render_chart(chart_dir: str, release: str, namespace: str, overrides: dict | None = None,
-                 service: str = "Helm") -> list[Document]:  # fmt: skip
-    """`helm template` for a chart directory whose dependencies are file:// library charts."""
+                 service: str = "Helm", notes_out: list[str] | None = None) -> list[Document]:  # fmt: skip
+    """`helm template` for a chart directory whose dependencies are file:// library charts.
+    The rendered NOTES.txt, if any, is appended to `notes_out`."""
     import os
 
     def load_yaml(path: str) -> Any:
@@ -852,11 +853,16 @@ def render_chart(chart_dir: str, release: str, namespace: str, overrides: dict |
     }
     tdir = os.path.join(chart_dir, "templates")
     sources = []
+    notes = None
     for f in sorted(os.listdir(tdir)):
         with open(os.path.join(tdir, f), encoding="utf-8") as fh:
             nodes = r.add(fh.read(), f"{meta['name']}/templates/{f}")
-        if not f.startswith("_") and f.endswith((".yaml", ".yml", ".tpl")):
+        if f == "NOTES.txt":
+            notes = nodes
+        elif not f.startswith("_") and f.endswith((".yaml", ".yml", ".tpl")):
             sources.append((f"{meta['name']}/templates/{f}", nodes))
+    if notes_out is not None and notes is not None:
+        notes_out.append(r.render(notes, ctx).replace("<no value>", ""))
     docs: list[Document] = []
     for source, nodes in sources:
         text = r.render(nodes, ctx).replace("<no value>", "")

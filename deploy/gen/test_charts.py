@@ -104,6 +104,13 @@ class EveryChart(unittest.TestCase):
                 tokens = grants(rules, "", "serviceaccounts/token", "create")
                 self.assertEqual(tokens, bool(issuer.get("rbacServiceAccountTokens")), "only vault requests SA tokens")
 
+    def test_notes_name_the_kinds_and_signer(self):
+        notes: list[str] = []
+        render_chart(os.path.join(CHARTS, "certbridge-vault"), "rel", "certbridge", notes_out=notes)
+        self.assertIn("Kinds: VaultIssuer and VaultClusterIssuer (vault.certbridge.io/v1alpha1)", notes[0])
+        self.assertIn("signerName vaultclusterissuers.vault.certbridge.io/<cluster-issuer-name>", notes[0])
+        self.assertIn("namespace cert-manager", notes[0])
+
     def test_no_lease_rights_without_leader_election(self):
         docs = render("example-ca")
         self.assertFalse(any("leases" in r["resources"] for o in objects(docs, "Role") for r in o["rules"]))
