@@ -1,0 +1,4 @@
+//! Cross-crate end-to-end tests: what no single adapter's tests can show on their own.
+
+mod crds;
+mod kubectl;
