@@ -24,10 +24,15 @@ pub(crate) mod controllers;
 pub mod crd;
 pub mod error;
 pub mod issuer;
+pub(crate) mod kube_source;
+pub(crate) mod metrics;
 pub mod pki;
 pub mod request;
 pub mod resources;
+pub mod runtime;
 pub mod signer;
+pub(crate) mod ssa;
+pub(crate) mod state;
 
 pub use cli::run;
 pub use context::SignContext;

@@ -2,9 +2,12 @@
 //! ([`decision`]) over one normalized request view ([`view`]); Kubernetes reads and writes stay in
 //! the controller modules and [`crate::ssa`].
 
-// Parts are wired up step by step; remove once the controllers use everything.
-#![allow(dead_code)]
-
+pub(crate) mod certificate_request;
+pub(crate) mod csr;
 pub(crate) mod decision;
 pub(crate) mod duration;
+pub(crate) mod issuer;
+pub(crate) mod requests;
+pub(crate) mod shared;
 pub(crate) mod view;
+pub(crate) mod watch;

@@ -1,0 +1,230 @@
+//! The request pass shared by the CertificateRequest and the Kubernetes CSR controllers:
+//! gate → validate → issuer readiness → sign → verify → write status, event, metrics.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use serde::de::DeserializeOwned;
+
+use crate::context::SignContext;
+use crate::controllers::decision::{self, Gate, IssuerState, Outcome};
+use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
+use crate::controllers::view::{Flavor, IssuerTarget, RequestView};
+use crate::issuer::IssuerScope;
+use crate::metrics::RequestLabels;
+use crate::resources::Resources;
+use crate::signer::Signer;
+use crate::state::AnnotationState;
+
+/// How long a pass waits for the issuer caches' first list before it backs off.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Context of a request controller.
+pub(crate) struct RequestCtx<S: Signer> {
+    pub shared: Arc<Shared<S>>,
+    pub namespaced_issuers: Store<DynamicObject>,
+    pub cluster_issuers: Store<DynamicObject>,
+    pub backoff: Backoff,
+}
+
+impl<S: Signer> RequestCtx<S> {
+    fn issuers(&self, scope: IssuerScope) -> &Store<DynamicObject> {
+        match scope {
+            IssuerScope::Namespaced => &self.namespaced_issuers,
+            IssuerScope::Cluster => &self.cluster_issuers,
+        }
+    }
+}
+
+fn controller_name(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::CertificateRequest => "certificaterequests",
+        Flavor::Csr => "certificatesigningrequests",
+    }
+}
+
+/// The backoff key of a request.
+pub(crate) fn backoff_key(view: &RequestView) -> String {
+    format!("{}/{}", view.flavor.kind(), view.display_name())
+}
+
+/// One reconcile pass for a request that names one of our issuers. `api` serves the request
+/// object (used to save the signer's state).
+pub(crate) async fn reconcile<S, K>(
+    ctx: &RequestCtx<S>,
+    view: RequestView,
+    target: IssuerTarget,
+    api: Api<K>,
+) -> Result<Action, Error>
+where
+    S: Signer,
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let shared = &ctx.shared;
+    let field_manager = shared.settings.field_manager(controller_name(view.flavor));
+    let key = backoff_key(&view);
+    let Some(outcome) = decide(ctx, &view, &target, api, &field_manager).await? else {
+        ctx.backoff.reset(&key);
+        return Ok(Action::await_change());
+    };
+    let now = Timestamp::now();
+    match view.flavor {
+        Flavor::CertificateRequest => {
+            crate::ssa::apply_certificate_request(&shared.client, &field_manager, &view, &outcome, now).await?
+        }
+        Flavor::Csr if outcome.writes() => {
+            crate::ssa::apply_csr(&shared.client, &field_manager, &view, &outcome, now).await?
+        }
+        Flavor::Csr => {}
+    }
+    if let Some(ev) = &outcome.event {
+        shared.publish(ev, &object_reference(&view)).await;
+    }
+    let kind = shared.kinds.get(target.scope);
+    if let Some(message) = &outcome.issuer_error {
+        shared.issuer_errors.report(kind, &target, message);
+    }
+    if let Some(verdict) = outcome.verdict {
+        shared
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                kind: view.flavor.kind().to_owned(),
+                issuer_kind: kind.names.kind.clone(),
+                issuer: match &target.namespace {
+                    Some(ns) => format!("{ns}/{}", target.name),
+                    None => target.name.clone(),
+                },
+                result: verdict.label().to_owned(),
+            })
+            .inc();
+    }
+    tracing::debug!(verdict = ?outcome.verdict, next = ?outcome.next, "request pass done");
+    let result = action(&outcome.next);
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
+    result
+}
+
+async fn decide<S, K>(
+    ctx: &RequestCtx<S>,
+    view: &RequestView,
+    target: &IssuerTarget,
+    api: Api<K>,
+    field_manager: &str,
+) -> Result<Option<Outcome>, Error>
+where
+    S: Signer,
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let shared = &ctx.shared;
+    match decision::gate(view, &shared.settings.owner) {
+        Gate::Ignore(why) => {
+            tracing::debug!(why, "ignoring request");
+            return Ok(None);
+        }
+        Gate::Write(outcome) => return Ok(Some(outcome)),
+        Gate::Continue => {}
+    }
+    // A request that can never be signed fails at once, whatever its issuer's state.
+    let request = match view.sign_request() {
+        Ok(r) => r,
+        Err(problem) => return Ok(Some(decision::invalid_request(view, &problem))),
+    };
+
+    let kind = shared.kinds.get(target.scope);
+    let store = ctx.issuers(target.scope);
+    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready()).await.is_err() {
+        return Err(Error::Retry(format!("the {} cache has not synced yet", kind.names.kind)));
+    }
+    let issuer_obj = store.get(&kind.object_ref(target));
+    let state = match &issuer_obj {
+        None => IssuerState::Missing(kind.not_found(&target.name)),
+        Some(obj) => decision::issuer_state(issuer_ready(obj).as_ref(), obj.metadata.generation.unwrap_or(0)),
+    };
+    if let Some(outcome) = decision::waiting_for_issuer(view, &state) {
+        return Ok(Some(outcome));
+    }
+    let Some(issuer_obj) = issuer_obj else { return Ok(None) };
+    let issuer = match typed_issuer::<S::Spec>(&issuer_obj, target.scope) {
+        Ok(i) => i,
+        // The issuer controller has not caught up with a spec change yet.
+        Err(_) => return Ok(decision::waiting_for_issuer(view, &IssuerState::Outdated)),
+    };
+
+    let group = shared.settings.group;
+    let saved = view.state(group);
+    let store = AnnotationState::new(api, &view.name, group, field_manager, &saved);
+    let resources = Resources::new(shared.source.clone(), shared.resource_namespace(target));
+    let mut sign_ctx = SignContext::new(resources, saved, Some(Arc::new(store)));
+    let started = Instant::now();
+    let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).await;
+    shared.metrics.sign_duration.observe(started.elapsed().as_secs_f64());
+    // Saved whatever the outcome: an asynchronous CA's request ID must survive a restart.
+    let saved = sign_ctx.save_state().await;
+    let result = match (result, saved) {
+        (Ok(issued), _) => decision::verify_issued(&request, issued),
+        (Err(e), Ok(())) => Err(e),
+        // Losing the state of a request in flight would submit it twice: retry instead.
+        (Err(crate::SignError::Pending { .. }), Err(save)) => Err(save),
+        (Err(e), Err(save)) => {
+            tracing::warn!(error = %save, "cannot save the request state");
+            Err(e)
+        }
+    };
+    if let Err(e) = &result {
+        tracing::info!(error = %e, "sign did not succeed");
+    }
+    Ok(Some(decision::after_sign(view, result, Timestamp::now(), shared.settings.max_retry_duration)))
+}
+
+fn object_reference(view: &RequestView) -> ObjectReference {
+    let api_version = match view.flavor {
+        Flavor::CertificateRequest => "cert-manager.io/v1",
+        Flavor::Csr => "certificates.k8s.io/v1",
+    };
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(view.flavor.kind().into()),
+        name: Some(view.name.clone()),
+        namespace: view.namespace.clone(),
+        uid: (!view.uid.is_empty()).then(|| view.uid.clone()),
+        ..Default::default()
+    }
+}
+
+/// A fingerprint of what should wake a request (issuer-lib's request predicate): annotations,
+/// the set of conditions and every condition's status except Ready's, and the certificate.
+pub(crate) fn fingerprint(view: &RequestView) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    view.annotations.hash(&mut h);
+    for c in &view.conditions {
+        c.type_.hash(&mut h);
+        if c.type_ != decision::READY {
+            c.status.hash(&mut h);
+        }
+    }
+    view.has_certificate.hash(&mut h);
+    h.finish()
+}
+
+/// A fingerprint of what should wake the requests waiting on an issuer: its Ready condition's
+/// status and observed generation, and its generation.
+pub(crate) fn issuer_readiness_fingerprint(obj: &DynamicObject) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    if let Some(c) = issuer_ready(obj) {
+        c.status.hash(&mut h);
+        c.observed_generation.hash(&mut h);
+    }
+    Some(h.finish())
+}

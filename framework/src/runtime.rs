@@ -1,0 +1,191 @@
+//! Running the controllers in-process: the CertificateRequest, Kubernetes CSR and two issuer
+//! controllers of one signer, sharing one client, recorder, metrics and issuer-error channel.
+//! `certbridge::run`'s `run` subcommand wraps this with leader election, probes and signals;
+//! tests call [`start`] directly against an embedded API server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{Lookup, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::controllers::shared::{IssuerErrors, Kinds, References, Settings, Shared};
+use crate::controllers::{certificate_request, csr, issuer};
+use crate::issuer::{IssuerScope, IssuerSpec};
+use crate::kube_source::ApiSource;
+use crate::metrics::Metrics;
+use crate::signer::Signer;
+
+/// Controller settings (the `run` subcommand's flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch only this namespace (CertificateRequests and namespaced issuers); `None` = all.
+    pub namespace: Option<String>,
+    /// Where cluster issuers read their Secrets and ConfigMaps.
+    pub cluster_resource_namespace: String,
+    /// How long a transient sign error is retried before the request fails.
+    pub max_retry_duration: Duration,
+    /// How often a Ready issuer is checked again.
+    pub issuer_recheck_interval: Duration,
+    /// Concurrent reconciles per controller.
+    pub concurrency: u16,
+    /// Serve cert-manager CertificateRequests.
+    pub certificate_requests: bool,
+    /// Serve Kubernetes CertificateSigningRequests.
+    pub certificate_signing_requests: bool,
+    /// The event reporter's instance (pod name); defaults to the host name.
+    pub instance: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            namespace: None,
+            cluster_resource_namespace: "cert-manager".into(),
+            max_retry_duration: Duration::from_secs(180),
+            issuer_recheck_interval: Duration::from_secs(300),
+            concurrency: 4,
+            certificate_requests: true,
+            certificate_signing_requests: true,
+            instance: None,
+        }
+    }
+}
+
+/// A cache whose first list the controllers wait for before reporting ready.
+pub(crate) trait CacheReady: Send + Sync {
+    /// Resolves once the cache has its first full list.
+    fn wait(&self) -> BoxFuture<'static, ()>;
+}
+
+impl<K> CacheReady for Store<K>
+where
+    K: Lookup + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    fn wait(&self) -> BoxFuture<'static, ()> {
+        let store = self.clone();
+        Box::pin(async move {
+            let _ = store.wait_until_ready().await;
+        })
+    }
+}
+
+/// Running controllers. Dropping the handle does not stop them; call [`ControllerHandle::shutdown`].
+pub struct ControllerHandle {
+    token: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl ControllerHandle {
+    /// Whether every cache has synced (what `/readyz` reports).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// A shared flag that turns true once every cache has synced.
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
+    }
+
+    /// The Prometheus text exposition of the controllers' metrics.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    /// A function rendering the metrics, for a metrics server.
+    pub fn metrics_renderer(&self) -> impl Fn() -> String + Clone + Send + Sync + 'static {
+        let metrics = self.metrics.clone();
+        move || metrics.encode()
+    }
+
+    /// Resolves when any controller stops on its own (it should not) or shutdown is requested.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Stops every controller, letting in-flight reconciles finish.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the controllers of `signer` with `client`.
+pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) -> anyhow::Result<ControllerHandle> {
+    if !opts.certificate_requests && !opts.certificate_signing_requests {
+        anyhow::bail!("both the CertificateRequest and the CertificateSigningRequest controllers are disabled");
+    }
+    let group = <S::Spec as IssuerSpec>::GROUP;
+    let instance =
+        opts.instance.clone().or_else(|| std::env::var("POD_NAME").ok()).or_else(|| std::env::var("HOSTNAME").ok());
+    let recorder = Recorder::new(client.clone(), Reporter { controller: format!("{group}-controller"), instance });
+    let metrics = Arc::new(Metrics::default());
+    let shared = Arc::new(Shared {
+        signer: Arc::new(signer),
+        client: client.clone(),
+        settings: Settings {
+            owner: group.to_owned(),
+            group,
+            cluster_resource_namespace: opts.cluster_resource_namespace.clone(),
+            max_retry_duration: opts.max_retry_duration,
+            issuer_recheck_interval: opts.issuer_recheck_interval,
+        },
+        kinds: Kinds::of::<S::Spec>(),
+        source: Arc::new(ApiSource::new(client)),
+        recorder,
+        metrics: metrics.clone(),
+        issuer_errors: IssuerErrors::default(),
+        references: References::default(),
+    });
+    let token = CancellationToken::new();
+    let concurrency = opts.concurrency.max(1);
+    let mut caches: Vec<Box<dyn CacheReady>> = Vec::new();
+    let mut futures: Vec<BoxFuture<'static, ()>> = Vec::new();
+    for scope in [IssuerScope::Namespaced, IssuerScope::Cluster] {
+        let f =
+            issuer::run(shared.clone(), scope, opts.namespace.clone(), concurrency, stop(&token), &mut caches).await;
+        futures.push(Box::pin(f));
+    }
+    if opts.certificate_requests {
+        let f =
+            certificate_request::run(shared.clone(), opts.namespace.clone(), concurrency, stop(&token), &mut caches)
+                .await;
+        futures.push(Box::pin(f));
+    }
+    if opts.certificate_signing_requests {
+        let f = csr::run(shared.clone(), concurrency, stop(&token), &mut caches).await;
+        futures.push(Box::pin(f));
+    }
+    let mut tasks: Vec<JoinHandle<()>> = futures
+        .into_iter()
+        .map(|f| {
+            let token = token.clone();
+            tokio::spawn(async move {
+                f.await;
+                // A controller that ends by itself leaves the others useless: stop them all.
+                token.cancel();
+            })
+        })
+        .collect();
+    let ready = Arc::new(AtomicBool::new(false));
+    let flag = ready.clone();
+    tasks.push(tokio::spawn(async move {
+        futures::future::join_all(caches.iter().map(|c| c.wait())).await;
+        flag.store(true, Ordering::Release);
+    }));
+    Ok(ControllerHandle { token, tasks, ready, metrics })
+}
+
+fn stop(token: &CancellationToken) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let token = token.clone();
+    async move { token.cancelled().await }
+}
