@@ -1,9 +1,272 @@
 //! The command line every certbridge controller binary shares: `run`, `check -f`, `sign -f`, `crds`.
+//!
+//! `check` and `sign` need no cluster: they load the issuer and the Secrets/ConfigMaps it
+//! references from a manifest file, which is how an operator tests an issuer before deploying it.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::issuer::{IssuerScope, IssuerSpec};
+use crate::runtime::{self, Options};
 use crate::signer::Signer;
 
+mod offline;
+mod serve;
+
+#[derive(Parser)]
+#[command(about = "A cert-manager external issuer built on certbridge", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the issuer CRDs as YAML.
+    Crds,
+    /// Check an issuer from a manifest file, without a cluster. Exit 0 when it is ready.
+    Check {
+        /// Multi-document YAML: the issuer plus the Secrets and ConfigMaps it references.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Where a cluster issuer's Secrets are looked up (objects in the file without a namespace go there).
+        #[arg(long, default_value = "cert-manager")]
+        cluster_resource_namespace: String,
+    },
+    /// Sign a CSR with an issuer from a manifest file, without a cluster. Prints the chain, leaf first.
+    Sign {
+        /// Multi-document YAML: the issuer plus the Secrets and ConfigMaps it references.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The PEM certificate signing request.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Requested validity, e.g. 24h, 90d.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2160h")]
+        duration: Duration,
+        /// Request a CA certificate.
+        #[arg(long)]
+        is_ca: bool,
+        /// A cert-manager usage ("digital signature", "server auth", ...); repeatable.
+        #[arg(long = "usage")]
+        usages: Vec<String>,
+        /// Write the CA certificate here.
+        #[arg(long)]
+        ca_out: Option<PathBuf>,
+        /// Where a cluster issuer's Secrets are looked up.
+        #[arg(long, default_value = "cert-manager")]
+        cluster_resource_namespace: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, then in-cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Where cluster issuers read their Secrets and ConfigMaps.
+    #[arg(long, default_value = "cert-manager")]
+    cluster_resource_namespace: String,
+    /// Run only while holding a Lease (for more than one replica).
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the cluster resource namespace).
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    /// Serve Prometheus metrics on this address (`/metrics`).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve `/healthz` and `/readyz` on this address.
+    #[arg(long)]
+    health_addr: Option<std::net::SocketAddr>,
+    /// Retry transient sign errors this long before failing the request.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3m")]
+    max_retry_duration: Duration,
+    /// Re-check Ready issuers this often.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    issuer_recheck_interval: Duration,
+    /// Concurrent reconciles per controller.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u16,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Do not serve cert-manager CertificateRequests.
+    #[arg(long)]
+    disable_certificate_requests: bool,
+    /// Do not serve Kubernetes CertificateSigningRequests.
+    #[arg(long)]
+    disable_certificate_signing_requests: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Runs the adapter's controller binary: parses the command line and dispatches.
-pub async fn run<S: Signer>(signer: S) -> std::process::ExitCode {
-    let _ = signer;
-    todo!("being built: the shared command line")
+pub async fn run<S: Signer>(signer: S) -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            print!("{}", crate::crd::crds_yaml::<S::Spec>());
+            ExitCode::SUCCESS
+        }
+        Command::Check { file, cluster_resource_namespace } => {
+            init_logging(LogFormat::Text, "warn");
+            offline::check(&signer, &file, &cluster_resource_namespace).await
+        }
+        Command::Sign { file, csr, duration, is_ca, usages, ca_out, cluster_resource_namespace } => {
+            init_logging(LogFormat::Text, "warn");
+            let args = offline::SignArgs { csr, duration, is_ca, usages, ca_out };
+            offline::sign(&signer, &file, &cluster_resource_namespace, args).await
+        }
+        Command::Run(args) => {
+            init_logging(args.log_format, "info");
+            match run_controller(signer, args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "controller stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let group = <S::Spec as IssuerSpec>::GROUP;
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics: Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::default();
+    if let Some(addr) = args.health_addr {
+        serve::health(addr, ready.clone()).await?;
+    }
+    if let Some(addr) = args.metrics_addr {
+        serve::metrics(addr, metrics.clone()).await?;
+    }
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    let lease = if args.leader_elect {
+        let namespace =
+            args.leader_election_namespace.clone().unwrap_or_else(|| args.cluster_resource_namespace.clone());
+        let lease_name = format!("{group}-controller");
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease_name)
+            .with_namespace(&namespace)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut is_leader, task) = manager.watch().await;
+        tracing::info!(lease = %lease_name, namespace = %namespace, "waiting to become the leader");
+        tokio::select! {
+            r = is_leader.wait_for(|l| *l) => { r?; }
+            _ = &mut shutdown => return Ok(()),
+        }
+        tracing::info!("became the leader");
+        Some((is_leader, task))
+    } else {
+        None
+    };
+
+    let opts = Options {
+        namespace: args.namespace,
+        cluster_resource_namespace: args.cluster_resource_namespace,
+        max_retry_duration: args.max_retry_duration,
+        issuer_recheck_interval: args.issuer_recheck_interval,
+        concurrency: args.concurrency,
+        certificate_requests: !args.disable_certificate_requests,
+        certificate_signing_requests: !args.disable_certificate_signing_requests,
+        instance: None,
+    };
+    let handle = runtime::start(signer, client, opts).await?;
+    let _ = metrics.set(Box::new(handle.metrics_renderer()));
+    let flag = handle.ready_flag();
+    let ready_task = tokio::spawn(async move {
+        while !flag.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ready.store(true, Ordering::Release);
+    });
+
+    let lost_leadership = async {
+        match &lease {
+            Some((is_leader, _)) => {
+                let mut rx = is_leader.clone();
+                let _ = rx.wait_for(|l| !*l).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        _ = &mut shutdown => { tracing::info!("shutting down"); Ok(()) }
+        _ = lost_leadership => Err(anyhow::anyhow!("lost the leader lease; exiting so another replica takes over")),
+        _ = handle.stopped() => Err(anyhow::anyhow!("a controller stopped unexpectedly")),
+    };
+    ready_task.abort();
+    handle.shutdown().await;
+    if let Some((is_leader, task)) = lease {
+        // Dropping the last receiver makes the lease manager release the Lease.
+        drop(is_leader);
+        let _ = task.await;
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The scope of a manifest's issuer kind, if it is one of `S`'s.
+fn scope_of<S: IssuerSpec>(kind: &str) -> Option<IssuerScope> {
+    [IssuerScope::Namespaced, IssuerScope::Cluster]
+        .into_iter()
+        .find(|s| crate::issuer::KindNames::of::<S>(*s).kind == kind)
 }
