@@ -120,6 +120,7 @@ class Values(unittest.TestCase):
     def test_replicas_turn_on_leader_election_and_pdb(self):
         docs = render("ejbca", {"replicaCount": 2})
         self.assertIn("--leader-elect", container(docs)["args"])
+        self.assertIn("--leader-election-namespace=certbridge", container(docs)["args"])
         dep = one(docs, "Deployment")
         self.assertEqual(dep["spec"]["replicas"], 2)
         self.assertEqual(dep["spec"]["strategy"]["rollingUpdate"], {"maxSurge": 1, "maxUnavailable": 0})

@@ -68,6 +68,7 @@ spec:
             {{- end }}
             {{- if include "certbridge.leaderElect" . }}
             - --leader-elect
+            - --leader-election-namespace={{ .Release.Namespace }}
             {{- end }}
             - --metrics-addr=0.0.0.0:{{ int .Values.metrics.port }}
             - --health-addr=0.0.0.0:{{ int .Values.health.port }}
