@@ -33,6 +33,8 @@ pub mod runtime;
 pub mod signer;
 pub(crate) mod ssa;
 pub(crate) mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use cli::run;
 pub use context::SignContext;
