@@ -3,6 +3,8 @@
 
 mod auth;
 mod chain;
+mod cli;
+mod controller;
 mod failures;
 mod kubernetes;
 mod secrets;
