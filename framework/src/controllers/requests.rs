@@ -205,7 +205,13 @@ fn object_reference(view: &RequestView) -> ObjectReference {
 pub(crate) fn fingerprint(view: &RequestView) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    view.annotations.hash(&mut h);
+    // The signer's own state annotations are left out: saving state must not re-run `sign`
+    // before the requeue it asked for.
+    for (k, v) in &view.annotations {
+        if !k.starts_with("state.") {
+            (k, v).hash(&mut h);
+        }
+    }
     for c in &view.conditions {
         c.type_.hash(&mut h);
         if c.type_ != decision::READY {

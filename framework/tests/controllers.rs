@@ -1,0 +1,12 @@
+//! The real controllers (`certbridge::runtime::start`) against the embedded API server, driven by
+//! a scriptable test signer. One test binary; one API server per test.
+
+#[path = "controllers/support.rs"]
+mod support;
+
+#[path = "controllers/certificate_requests.rs"]
+mod certificate_requests;
+#[path = "controllers/csrs.rs"]
+mod csrs;
+#[path = "controllers/issuers.rs"]
+mod issuers;
