@@ -26,6 +26,8 @@ pub(super) struct SignArgs {
 
 /// Prints one line naming the cause and returns a failure code.
 fn fail(message: impl std::fmt::Display) -> ExitCode {
+    // One line, whatever the adapter's message contains.
+    let message = message.to_string().replace(['\r', '\n'], " ");
     eprintln!("error: {message}");
     ExitCode::FAILURE
 }
@@ -129,4 +131,88 @@ pub(super) async fn sign<S: Signer>(
     }
     print!("{}", issued.chain_pem);
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::{Issued, SignError};
+
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    struct Spec {
+        secret_name: String,
+    }
+    impl IssuerSpec for Spec {
+        const GROUP: &'static str = "demo.certbridge.io";
+        const NAME: &'static str = "Demo";
+        fn validate(&self) -> Result<(), String> {
+            if self.secret_name.is_empty() { Err("spec.secretName must not be empty".into()) } else { Ok(()) }
+        }
+    }
+
+    struct Demo;
+    #[async_trait::async_trait]
+    impl Signer for Demo {
+        type Spec = Spec;
+        async fn sign(&self, _: &SignRequest, _: &Issuer<Spec>, _: &mut SignContext) -> Result<Issued, SignError> {
+            Err(SignError::permanent("not used"))
+        }
+        async fn check(&self, issuer: &Issuer<Spec>, resources: &Resources) -> Result<(), SignError> {
+            resources.secret_string(&issuer.spec.secret_name, "token").await.map(|_| ())
+        }
+    }
+
+    fn manifest(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    const SECRET: &str =
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: team}\nstringData: {token: abc}\n";
+
+    #[tokio::test]
+    async fn loads_the_issuer_and_its_secrets_under_the_namespace_rules() {
+        let ns = format!(
+            "apiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {{name: ca, namespace: team}}\nspec: {{secretName: creds}}\n{SECRET}"
+        );
+        let f = manifest(&ns);
+        let (issuer, resources) = load::<Spec>(f.path(), "cert-manager").unwrap();
+        assert_eq!((issuer.scope, issuer.namespace.as_deref()), (IssuerScope::Namespaced, Some("team")));
+        assert_eq!(resources.namespace(), "team");
+        assert_eq!(check(&Demo, f.path(), "cert-manager").await, ExitCode::SUCCESS);
+
+        // A cluster issuer reads only the cluster resource namespace: the Secret in `team` is invisible.
+        let cl = format!(
+            "apiVersion: demo.certbridge.io/v1alpha1\nkind: DemoClusterIssuer\nmetadata: {{name: ca}}\nspec: {{secretName: creds}}\n{SECRET}"
+        );
+        let f = manifest(&cl);
+        let (issuer, resources) = load::<Spec>(f.path(), "cert-manager").unwrap();
+        assert_eq!((issuer.scope, issuer.namespace), (IssuerScope::Cluster, None));
+        assert_eq!(resources.namespace(), "cert-manager");
+        assert_eq!(check(&Demo, f.path(), "cert-manager").await, ExitCode::FAILURE);
+        assert_eq!(check(&Demo, f.path(), "team").await, ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn bad_manifests_name_the_problem() {
+        let err = |text: &str| load::<Spec>(manifest(text).path(), "cert-manager").unwrap_err();
+        assert!(err(SECRET).contains("no DemoIssuer or DemoClusterIssuer"));
+        let e = err("kind: Deployment\napiVersion: apps/v1\nmetadata: {name: x}\n");
+        assert!(e.contains("has kind \"Deployment\""), "{e}");
+        let e = err(
+            "apiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {name: ca}\nspec: {secretName: 7}\n",
+        );
+        assert!(e.contains("spec.secretName"), "{e}");
+        let e = err(
+            "apiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {name: ca}\nspec: {secretName: ''}\n",
+        );
+        assert!(e.contains("must not be empty"), "{e}");
+        let two = "apiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {name: a}\nspec: {secretName: x}\n---\napiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {name: b}\nspec: {secretName: x}\n";
+        assert!(err(two).contains("2 issuers"));
+        assert!(err(": : :\n  - [").contains("not valid YAML"));
+    }
 }

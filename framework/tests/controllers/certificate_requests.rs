@@ -42,6 +42,15 @@ async fn issued_by_both_kinds_keeps_approval_and_emits_events() {
     let events = env.events(NS).await;
     assert!(events.iter().any(|(r, n)| r == "Issued" && n == "Succeeded signing the CertificateRequest"), "{events:?}");
     assert_eq!(env.signer.sign_calls(), 2);
+    let metrics = env.handle.as_ref().unwrap().metrics_text();
+    for line in [
+        "certbridge_requests_total{kind=\"CertificateRequest\",issuer_kind=\"TestIssuer\",issuer=\"team/ns-ca\",result=\"issued\"} 1",
+        "certbridge_requests_total{kind=\"CertificateRequest\",issuer_kind=\"TestClusterIssuer\",issuer=\"cl-ca\",result=\"issued\"} 1",
+        "certbridge_issuer_ready{kind=\"TestClusterIssuer\",namespace=\"\",name=\"cl-ca\"} 1",
+        "certbridge_sign_duration_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
     env.stop().await;
 }
 
