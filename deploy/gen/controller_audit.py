@@ -49,7 +49,9 @@ RELEASE = "certbridge-example-ca"
 NAMESPACE = "certbridge"
 GROUP = "example.certbridge.io"
 SIGNER = f"localcaclusterissuers.{GROUP}/ca"
-OVERRIDES = {"replicaCount": 2}
+# Values the chart is rendered with: 2 replicas turn leader election on. --no-csrs also turns
+# Kubernetes CSR support off, and then the controller must not touch CSRs at all.
+OVERRIDES: dict = {"replicaCount": 2}
 WAIT = 90.0  # seconds before a step is declared hung (a hang guard, not a speed assertion)
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
@@ -196,7 +198,7 @@ def openssl(*args: str, cwd: str) -> None:
 # --- the scenario -------------------------------------------------------------------------------------
 
 
-def run(target_dir: str) -> list[tuple[str, str]]:
+def run(target_dir: str, csrs: bool) -> list[tuple[str, str]]:
     kube_sim = os.path.join(target_dir, "debug", "kube-sim")
     controller = os.path.join(target_dir, "debug", "certbridge-example-ca")
     for b in (kube_sim, controller):
@@ -296,9 +298,8 @@ def run(target_dir: str) -> list[tuple[str, str]]:
 
             # Probes and metrics on the ports the chart wires (health → probes, metrics → Service).
             assert probe_port == "health" and metrics_port == "metrics" and set(ports) == {"health", "metrics"}
-            for path in ("/healthz", "/readyz"):
-                wait_for(f"{path} = 200", lambda p=path: urllib.request.urlopen(
-                    f"http://127.0.0.1:{health}{p}", timeout=5).status == 200, logs=log)  # fmt: skip
+            wait_for("/healthz = 200", lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{health}/healthz", timeout=5).status == 200, logs=log)  # fmt: skip
 
             # A CertificateRequest through each kind, approved the way cmctl does.
             for name, kind in (("via-issuer", "LocalCAIssuer"), ("via-cluster-issuer", "LocalCAClusterIssuer")):
@@ -322,6 +323,8 @@ def run(target_dir: str) -> list[tuple[str, str]]:
                     raise Failure(f"CertificateRequest {name} is Ready without a certificate")
 
             # A Kubernetes CSR through the cluster issuer.
+            if not csrs:
+                return finish(ctrl, log, proxy)
             openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", "kcsr.key", "-out", "kcsr.csr", "-subj", "/CN=kube-csr.example.com", cwd=work)  # fmt: skip
             with open(os.path.join(work, "kcsr.csr"), "rb") as f:
@@ -334,18 +337,13 @@ def run(target_dir: str) -> list[tuple[str, str]]:
             wait_for("CSR audit-csr certificate", lambda: k.get("csr", "audit-csr").get("status", {}).get("certificate"),
                      logs=log)  # fmt: skip
 
+            # Ready: by now every cache has synced (it has signed through both kinds).
+            wait_for("/readyz = 200", lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{health}/readyz", timeout=5).status == 200, logs=log)  # fmt: skip
             text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
             if "certbridge_" not in text:
                 raise Failure("/metrics serves no certbridge_ metric families")
-
-            ctrl.send_signal(signal.SIGTERM)
-            try:
-                code = ctrl.wait(timeout=WAIT)
-            except subprocess.TimeoutExpired:
-                raise Failure("the controller did not exit after SIGTERM") from None
-            if code != 0:
-                with open(log, encoding="utf-8", errors="replace") as f:
-                    raise Failure(f"the controller exited {code} after SIGTERM:\n" + "".join(f.readlines()[-30:]))
+            return finish(ctrl, log, proxy)
         finally:
             for p in reversed(procs):
                 if p.poll() is None:
@@ -354,11 +352,23 @@ def run(target_dir: str) -> list[tuple[str, str]]:
             if proxy:
                 proxy.shutdown()
                 proxy.server_close()
-        assert proxy is not None
+
+
+def finish(ctrl: subprocess.Popen, log: str, proxy: RecordingProxy) -> list[tuple[str, str]]:
+    """Stops the controller with SIGTERM (it must exit 0) and returns what it asked the API server."""
+    ctrl.send_signal(signal.SIGTERM)
+    try:
+        code = ctrl.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        raise Failure("the controller did not exit after SIGTERM") from None
+    if code != 0:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            raise Failure(f"the controller exited {code} after SIGTERM:\n" + "".join(f.readlines()[-30:]))
+    with proxy.lock:
         return list(proxy.requests)
 
 
-def audit(requests: list[tuple[str, str]]) -> int:
+def audit(requests: list[tuple[str, str]], csrs: bool) -> int:
     docs = gotemplate.render_chart(os.path.join(generate.DEPLOY, "charts", RELEASE), RELEASE, NAMESPACE, OVERRIDES)
     sa = next(d.obj for d in docs if d.kind == "ServiceAccount")["metadata"]["name"]
     authz = rbac.Authorizer([d.obj for d in docs], NAMESPACE, sa)
@@ -379,9 +389,13 @@ def audit(requests: list[tuple[str, str]]) -> int:
     expected = [
         "watch cert-manager.io/certificaterequests (cluster-wide)",
         "patch cert-manager.io/certificaterequests/status in team-a",
-        f"sign certificates.k8s.io/signers {SIGNER} (cluster-wide)",
         f"patch {GROUP}/localcaclusterissuers/status (cluster-wide)",
     ]
+    if csrs:
+        expected.append(f"sign certificates.k8s.io/signers {SIGNER} (cluster-wide)")
+    elif any(a.group == "certificates.k8s.io" for a in used.values()):
+        print("Kubernetes CSR support is off, yet the controller called the certificates.k8s.io API", file=sys.stderr)
+        return 1
     missing = [e for e in expected if e not in used]
     if missing:
         print(f"the recording lacks calls every run makes ({missing}): the audit saw too little to judge", file=sys.stderr)
@@ -397,13 +411,16 @@ def audit(requests: list[tuple[str, str]]) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
+    ap.add_argument("--no-csrs", action="store_true", help="render with kubernetesCSRs.enabled=false")
     args = ap.parse_args()
+    if args.no_csrs:
+        OVERRIDES["kubernetesCSRs"] = {"enabled": False}
     try:
-        requests = run(args.target_dir)
+        requests = run(args.target_dir, not args.no_csrs)
     except Failure as e:
         print(f"controller audit failed: {e}", file=sys.stderr)
         return 1
-    return audit(requests)
+    return audit(requests, not args.no_csrs)
 
 
 if __name__ == "__main__":

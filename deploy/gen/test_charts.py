@@ -149,6 +149,14 @@ class Values(unittest.TestCase):
         approver = rules_of(docs, "ClusterRole", "rel-certbridge-vault-approver")
         self.assertEqual(approver[0]["resourceNames"], ["vaultclusterissuers.vault.certbridge.io/*"])
 
+    def test_disabling_kubernetes_csrs_drops_their_grants(self):
+        docs = render("ejbca", {"kubernetesCSRs": {"enabled": False}})
+        self.assertIn("--disable-certificate-signing-requests", container(docs)["args"])
+        rules = rules_of(docs, "ClusterRole", "rel-certbridge-ejbca")
+        self.assertFalse(any(r["apiGroups"] == ["certificates.k8s.io"] for r in rules))
+        self.assertTrue(grants(rules, "cert-manager.io", "certificaterequests/status", "patch"))
+        self.assertNotIn("--disable-certificate-signing-requests", container(render("ejbca"))["args"])
+
     def test_approver_and_service_monitor_switches(self):
         docs = render("pkcs11", {"approver": {"enabled": False}, "serviceMonitor": {"enabled": True}})
         self.assertEqual([o["metadata"]["name"] for o in objects(docs, "ClusterRole")], ["rel-certbridge-pkcs11"])

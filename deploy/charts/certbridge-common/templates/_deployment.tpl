@@ -76,6 +76,9 @@ spec:
             - --issuer-recheck-interval={{ .Values.controller.issuerRecheckInterval }}
             - --concurrency={{ int .Values.controller.concurrency }}
             - --log-format={{ .Values.controller.logFormat }}
+            {{- if not .Values.kubernetesCSRs.enabled }}
+            - --disable-certificate-signing-requests
+            {{- end }}
             {{- range .Values.extraArgs }}
             - {{ . | quote }}
             {{- end }}

@@ -23,6 +23,7 @@ rules:
   - apiGroups: ["cert-manager.io"]
     resources: ["certificaterequests/status"]
     verbs: ["patch"]
+  {{- if .Values.kubernetesCSRs.enabled }}
   # Kubernetes CSRs for the cluster kind; patch: the same per-request state annotations.
   - apiGroups: ["certificates.k8s.io"]
     resources: ["certificatesigningrequests"]
@@ -36,6 +37,7 @@ rules:
     resources: ["signers"]
     resourceNames: [{{ printf "%s.%s/*" $clusterIssuers $group | quote }}]
     verbs: ["sign"]
+  {{- end }}
   - apiGroups: [{{ $group | quote }}]
     resources: [{{ $issuers | quote }}, {{ $clusterIssuers | quote }}]
     verbs: ["get", "list", "watch"]
