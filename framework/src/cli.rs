@@ -240,9 +240,12 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     ready_task.abort();
     handle.shutdown().await;
     if let Some((is_leader, task)) = lease {
-        // Dropping the last receiver makes the lease manager release the Lease.
+        // Dropping the last receiver makes the lease manager release the Lease; a release that
+        // cannot reach the API server must not keep the process from exiting (the Lease expires).
         drop(is_leader);
-        let _ = task.await;
+        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            tracing::warn!("could not release the leader lease in time; it will expire on its own");
+        }
     }
     result
 }

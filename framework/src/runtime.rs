@@ -69,9 +69,24 @@ where
 {
     fn wait(&self) -> BoxFuture<'static, ()> {
         let store = self.clone();
-        Box::pin(async move {
-            let _ = store.wait_until_ready().await;
-        })
+        Box::pin(async move { wait_until_ready(&store).await })
+    }
+}
+
+/// Resolves once `store` has its first full list.
+///
+/// kube-runtime's `Store::wait_until_ready` can miss its wake-up when several tasks wait on the
+/// same store at once (seen here: a Controller's runner and the readiness task; one of them stays
+/// pending forever). A fresh `wait_until_ready` future does resolve at its first poll once the store
+/// is ready, so this polls a fresh one on a short interval instead of parking on one.
+pub(crate) async fn wait_until_ready<K>(store: &Store<K>)
+where
+    K: Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    while store.wait_until_ready().now_or_never().is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -79,6 +94,9 @@ where
 pub struct ControllerHandle {
     token: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Waits for the caches; aborted, not awaited, on shutdown (a cache that never syncs must not
+    /// keep the process alive).
+    readiness: JoinHandle<()>,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
@@ -113,6 +131,7 @@ impl ControllerHandle {
     /// Stops every controller, letting in-flight reconciles finish.
     pub async fn shutdown(self) {
         self.token.cancel();
+        self.readiness.abort();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -165,7 +184,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         let f = csr::run(shared.clone(), concurrency, stop(&token), &mut caches).await;
         futures.push(Box::pin(f));
     }
-    let mut tasks: Vec<JoinHandle<()>> = futures
+    let tasks: Vec<JoinHandle<()>> = futures
         .into_iter()
         .map(|f| {
             let token = token.clone();
@@ -178,11 +197,12 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         .collect();
     let ready = Arc::new(AtomicBool::new(false));
     let flag = ready.clone();
-    tasks.push(tokio::spawn(async move {
+    let readiness = tokio::spawn(async move {
         futures::future::join_all(caches.iter().map(|c| c.wait())).await;
         flag.store(true, Ordering::Release);
-    }));
-    Ok(ControllerHandle { token, tasks, ready, metrics })
+        tracing::info!("caches synced; ready");
+    });
+    Ok(ControllerHandle { token, tasks, readiness, ready, metrics })
 }
 
 fn stop(token: &CancellationToken) -> impl Future<Output = ()> + Send + Sync + 'static {

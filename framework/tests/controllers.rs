@@ -10,3 +10,5 @@ mod certificate_requests;
 mod csrs;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/runtime.rs"]
+mod runtime;

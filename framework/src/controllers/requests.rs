@@ -141,7 +141,7 @@ where
 
     let kind = shared.kinds.get(target.scope);
     let store = ctx.issuers(target.scope);
-    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready()).await.is_err() {
+    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, crate::runtime::wait_until_ready(store)).await.is_err() {
         return Err(Error::Retry(format!("the {} cache has not synced yet", kind.names.kind)));
     }
     let issuer_obj = store.get(&kind.object_ref(target));
