@@ -1,5 +1,7 @@
 //! End-to-end tests of the LocalCA example issuer. They double as the framework's end-to-end tests:
-//! `offline` drives the signer the way `check -f` / `sign -f` do.
+//! `offline` drives the signer the way `check -f` / `sign -f` do, `cluster` runs the real controllers
+//! in-process against kube-sim.
 
+mod cluster;
 mod offline;
 mod support;

@@ -112,3 +112,14 @@ pub fn tls_secret(namespace: &str, name: &str, crt: &str, key: &str) -> Secret {
         ..Default::default()
     }
 }
+
+/// Runs kubectl against `kubeconfig`; panics with its stderr on failure.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl ({e}): put kubectl >= 1.27 on PATH"));
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
