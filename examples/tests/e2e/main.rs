@@ -1,7 +1,8 @@
 //! End-to-end tests of the LocalCA example issuer. They double as the framework's end-to-end tests:
 //! `offline` drives the signer the way `check -f` / `sign -f` do, `cluster` runs the real controllers
-//! in-process against kube-sim.
+//! in-process against kube-sim, `cli` runs the built binary (`crds`, `check -f`, `sign -f`, `run`).
 
+mod cli;
 mod cluster;
 mod offline;
 mod support;
