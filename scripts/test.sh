@@ -22,10 +22,8 @@ missing=()
 for cmd in "${!need[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
-# The SoftHSM module itself, not only its tool.
-if ! ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1; then
-    missing+=(softhsm2)
-fi
+# The SoftHSM module itself, not only its tool (the path the PKCS#11 issuer allows by default).
+[[ -e /usr/lib/softhsm/libsofthsm2.so ]] || missing+=(softhsm2)
 if ((${#missing[@]})); then
     pkgs="$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
     say "installing Debian packages: $pkgs"
