@@ -1,4 +1,5 @@
 //! Cross-crate end-to-end tests: what no single adapter's tests can show on their own.
 
+mod coexist;
 mod crds;
 mod kubectl;
