@@ -78,4 +78,7 @@ else
     cargo test --workspace --no-fail-fast "$@"
 fi
 
+say "deploy/check.sh (generated CRDs, charts and manifests up to date; chart tests; RBAC audit of a live controller)"
+./deploy/check.sh
+
 say "all checks passed"
