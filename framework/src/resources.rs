@@ -71,6 +71,12 @@ impl Resources {
         Resources::new(Arc::new(StaticSource::new(&ns, secrets, config_maps)), ns)
     }
 
+    /// Resources read from the API server with `client` (what the controllers use; handy for
+    /// adapter tests that need real TokenRequests).
+    pub fn from_client(client: kube::Client, namespace: impl Into<String>) -> Self {
+        Resources::new(Arc::new(crate::kube_source::ApiSource::new(client)), namespace)
+    }
+
     /// The namespace reads happen in.
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -152,12 +152,12 @@ async fn add_condition(
 
 /// Approves a CertificateRequest like `cmctl approve`.
 pub async fn approve(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<()> {
-    add_condition(client, namespace, name, "Approved", "cmctl", "manually approved by cmctl").await
+    add_condition(client, namespace, name, "Approved", "KubectlCertManager", "manually approved by cmctl").await
 }
 
 /// Denies a CertificateRequest like `cmctl deny`.
 pub async fn deny(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<()> {
-    add_condition(client, namespace, name, "Denied", "cmctl", "manually denied by cmctl").await
+    add_condition(client, namespace, name, "Denied", "KubectlCertManager", "manually denied by cmctl").await
 }
 
 /// Waits until the request's condition `type_` has `status` (and `reason`, if given).

@@ -36,7 +36,7 @@ async fn issued_by_both_kinds_keeps_approval_and_emits_events() {
         assert_eq!(ready.message.as_deref(), Some("Succeeded signing the CertificateRequest"));
         // Our server-side applies never removed the approver's condition.
         let approved = done.condition("Approved").unwrap();
-        assert_eq!((approved.status.as_str(), approved.reason.as_deref()), ("True", Some("cmctl")));
+        assert_eq!((approved.status.as_str(), approved.reason.as_deref()), ("True", Some("KubectlCertManager")));
         assert!(status.failure_time.is_none());
     }
     let events = env.events(NS).await;
