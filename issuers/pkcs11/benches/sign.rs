@@ -1,1 +1,199 @@
-fn main() {}
+//! Signing throughput against SoftHSM, side by side on one token in one run:
+//! (a) a raw cryptoki C_Sign loop (one session per thread, the mechanism our path uses), and
+//! (b) the full path: parse + verify the CSR, policy, build the certificate, HSM sign, PEM chain,
+//! on 1 and 2 threads, for RSA-2048 and P-256 CA keys. Also a breakdown of where the time goes.
+//!
+//! `cargo bench -p certbridge-pkcs11 --bench sign` (release). Set BENCH_SECONDS to change the
+//! measuring time per cell (default 3).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certbridge::SignRequest;
+use certbridge_pkcs11::ca::{Inputs, PreparedCa, prepare};
+use certbridge_pkcs11::key::digest;
+use certbridge_pkcs11::module::{AllowedModules, DEFAULT_MODULE, load};
+use certbridge_pkcs11::spec::{ChainKind, ChainRef, HashAlg, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use zeroize::Zeroizing;
+
+const LABEL: &str = "bench";
+const PIN: &str = "1234";
+
+fn main() {
+    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm/setup-token.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(dir.path())
+        .args(["--label", LABEL, "--pin", PIN, "--kind", "rsa2048", "--kind", "p256"])
+        .env("CERTBRIDGE_PKCS11_TOKEN_BIN", env!("CARGO_BIN_EXE_certbridge-pkcs11-token"))
+        .output()
+        .expect("run softhsm/setup-token.sh");
+    assert!(out.status.success(), "softhsm/setup-token.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    // SAFETY: single-threaded here, before the module is loaded.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", dir.path().join("softhsm2.conf")) };
+
+    let csr = csr_p256(dir.path());
+    println!("SoftHSM bench: token {LABEL:?}, leaf CSR = ECDSA P-256 with 2 SANs, {secs} s per cell");
+    println!("{:<10} {:>7} {:>16} {:>16} {:>8}", "CA key", "threads", "raw C_Sign/s", "full certs/s", "full/raw");
+    for kind in ["rsa2048", "p256"] {
+        let ca = Arc::new(prepared(dir.path(), kind));
+        for threads in [1usize, 2] {
+            let raw = run_threads(threads, secs, |_| raw_loop(kind));
+            let full = run_threads(threads, secs, |_| {
+                let ca = ca.clone();
+                let csr = csr.clone();
+                move || {
+                    let req = SignRequest::from_csr_pem::<&str>(&csr, Duration::from_secs(86400), false, &[])
+                        .expect("request");
+                    let issued = ca.sign(&req).expect("sign");
+                    std::hint::black_box(issued);
+                }
+            });
+            println!("{kind:<10} {threads:>7} {raw:>16.0} {full:>16.0} {:>7.0}%", 100.0 * full / raw);
+        }
+        breakdown(&ca, &csr, kind);
+    }
+}
+
+/// Ops/s of `threads` threads each running, for `secs` seconds, the closure `make` builds on that
+/// thread (a cryptoki Session is not Send, so each thread opens its own).
+fn run_threads<F, G>(threads: usize, secs: u64, make: G) -> f64
+where
+    G: Fn(usize) -> F + Sync,
+    F: FnMut(),
+{
+    let start = Instant::now() + Duration::from_millis(500);
+    let end = start + Duration::from_secs(secs);
+    let total: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let make = &make;
+                scope.spawn(move || {
+                    let mut f = make(i);
+                    f(); // warm up (sessions, caches)
+                    while Instant::now() < start {}
+                    let mut n = 0u64;
+                    while Instant::now() < end {
+                        f();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("bench thread")).sum()
+    });
+    total as f64 / secs as f64
+}
+
+/// One session per thread signing a digest with the mechanism the full path uses.
+fn raw_loop(kind: &'static str) -> impl FnMut() {
+    let module = load(Path::new(DEFAULT_MODULE)).expect("module");
+    let slot = module
+        .ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|s| module.ctx.get_token_info(*s).is_ok_and(|i| i.label().trim_end() == LABEL))
+        .expect("bench token");
+    let session = module.ctx.open_ro_session(slot).expect("session");
+    match session.login(UserType::User, Some(&AuthPin::new(PIN.into()))) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => panic!("login: {e}"),
+    }
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(format!("ca-{kind}").into_bytes()),
+        ])
+        .expect("find")[0];
+    let d = digest(HashAlg::Sha256, b"to be signed");
+    let (mechanism, data) = if kind == "p256" {
+        (Mechanism::Ecdsa, d)
+    } else {
+        let mut v = vec![
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
+            0x20,
+        ];
+        v.extend_from_slice(&d);
+        (Mechanism::RsaPkcs, v)
+    };
+    move || {
+        std::hint::black_box(session.sign(&mechanism, key, &data).expect("C_Sign"));
+    }
+}
+
+fn prepared(dir: &Path, kind: &str) -> PreparedCa {
+    let spec = Pkcs11IssuerSpec {
+        module: DEFAULT_MODULE.into(),
+        token: TokenRef { label: Some(LABEL.into()), serial: None },
+        key: KeyRef { label: Some(format!("ca-{kind}")), id: None },
+        pin_secret_ref: SecretKeyRef { name: "pin".into(), key: "pin".into() },
+        ca_chain_ref: ChainRef { kind: ChainKind::Secret, name: "ca".into(), key: "ca.crt".into() },
+        policy: Policy::default(),
+        signature: None,
+        crl_distribution_points: vec![],
+        ocsp_servers: vec![],
+        issuing_certificate_urls: vec![],
+    };
+    let chain = std::fs::read_to_string(dir.join(format!("{LABEL}-ca-{kind}.pem"))).expect("CA PEM");
+    prepare(Inputs {
+        spec: &spec,
+        pin: &Zeroizing::new(PIN.to_owned()),
+        chain_pem: &chain,
+        allowed: &AllowedModules::new([DEFAULT_MODULE]),
+        max_sessions: 2,
+    })
+    .unwrap_or_else(|e| panic!("prepare {kind}: {e:?}"))
+}
+
+/// Single-threaded time per step of the full path.
+fn breakdown(ca: &PreparedCa, csr: &str, kind: &str) {
+    const N: u32 = 2000;
+    let t = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(SignRequest::from_csr_pem::<&str>(csr, Duration::from_secs(86400), false, &[]).unwrap());
+    }
+    let parse = t.elapsed() / N;
+    let req = SignRequest::from_csr_pem::<&str>(csr, Duration::from_secs(86400), false, &[]).unwrap();
+    let t = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(ca.sign(&req).unwrap());
+    }
+    let sign = t.elapsed() / N;
+    let t = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(ca.key().sign_message(b"to be signed").unwrap());
+    }
+    let hsm = t.elapsed() / N;
+    println!(
+        "  breakdown {kind}: CSR parse+verify {parse:?}, build+sign+PEM {sign:?} (of which HSM sign incl. digest {hsm:?}, so build+PEM ≈ {:?})",
+        sign.saturating_sub(hsm)
+    );
+}
+
+fn csr_p256(dir: &Path) -> String {
+    let key = dir.join("leaf.key");
+    let ok = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(&key)
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-key"])
+        .arg(&key)
+        .args(["-subj", "/CN=bench.example.com", "-addext", "subjectAltName=DNS:bench.example.com,IP:192.0.2.1"])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).expect("PEM")
+}
