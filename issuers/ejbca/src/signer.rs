@@ -65,6 +65,9 @@ mod state {
     pub const PHASE_APPROVAL: &str = "approval-pending";
 }
 
+/// The request condition shown while EJBCA waits for an administrator's approval.
+pub const APPROVAL_CONDITION: &str = "EjbcaApproval";
+
 /// How far back of the marker a certificate may be dated and still be ours (clock skew between
 /// the controller and EJBCA).
 const CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
@@ -205,22 +208,30 @@ impl EjbcaSigner {
             return Ok(None);
         }
         let Some(id) = ctx.state(state::APPROVAL_ID).and_then(|s| s.parse::<i32>().ok()) else {
-            return Err(SignError::pending(
-                format!(
-                    "EJBCA is waiting for an administrator to approve the enrollment of end entity {:?}",
-                    e.username
-                ),
-                self.pending_requeue,
-            ));
+            return Err(self.waiting_for_approval(format!(
+                "EJBCA is waiting for an administrator to approve the enrollment of end entity {:?}",
+                e.username
+            )));
         };
         let password = new_password();
         match client.finalize(id, &password).await {
             Ok(EnrollOutcome::Issued(resp)) => Ok(Some(self.assemble(client, e, &resp).await?)),
             Ok(EnrollOutcome::Pending { message, .. }) => {
-                Err(SignError::pending(format!("EJBCA approval request {id}: {message}"), self.pending_requeue))
+                Err(self.waiting_for_approval(format!("EJBCA approval request {id}: {message}")))
             }
             Err(err) => Err(err.to_sign_error(&format!("finalize approval request {id}"))),
         }
+    }
+
+    /// Pending, with the `EjbcaApproval=False/WaitingForApproval` condition. Every pass that is
+    /// still waiting must carry it: the controller applies only the conditions of the current
+    /// pass, so a pass without it would remove it from the request.
+    fn waiting_for_approval(&self, message: String) -> SignError {
+        SignError::pending(message, self.pending_requeue).with_condition(
+            APPROVAL_CONDITION,
+            "False",
+            "WaitingForApproval",
+        )
     }
 
     /// The certificate EJBCA issued for this request after `started`, if any.
@@ -415,11 +426,7 @@ impl Signer for EjbcaSigner {
                 }
                 ctx.save_state().await.map_err(|err| err.context("saving the approval state"))?;
                 info!(username = %e.username, ?approval_id, "EJBCA requires approval");
-                Err(SignError::pending(format!("EJBCA: {message}"), self.pending_requeue).with_condition(
-                    "EjbcaApproval",
-                    "False",
-                    "WaitingForApproval",
-                ))
+                Err(self.waiting_for_approval(format!("EJBCA: {message}")))
             }
             Err(err) => {
                 let sign_err = err.to_sign_error("enroll");

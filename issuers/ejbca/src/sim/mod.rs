@@ -12,7 +12,8 @@
 //! * CAs, certificate profiles and end-entity profiles are configured; unknown ones are answered
 //!   as EJBCA's `convertToEndEntityInformation` does (400 with its message).
 //! * Fault modes: latency, any status, garbage bodies, connection resets (before or after the
-//!   certificate was issued), approval required (202, then approve / reject).
+//!   certificate was issued), approval required (202, then approve / reject), and a CA outage
+//!   ([`EjbcaSim::set_ca_offline`]: 503 until switched back).
 //! * Counters: successful enrollments, enroll calls, token calls — so tests can prove that a
 //!   request was never enrolled twice.
 
@@ -37,6 +38,9 @@ use openapi::{OpenApi, Route};
 use pki::SimPki;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The message of a 503 while the CA is offline.
+const CA_OFFLINE: &str = "CA is offline: the CA's crypto token is not active.";
 
 /// Path of the simulator's OAuth 2.0 token endpoint.
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -153,6 +157,7 @@ struct SimState {
     approval: ApprovalMode,
     bad_token_status: u16,
     token_ttl: Duration,
+    ca_offline: bool,
     requests: Vec<Logged>,
     violations: Vec<String>,
 }
@@ -234,6 +239,7 @@ impl EjbcaSim {
                 approval: ApprovalMode::Off,
                 bad_token_status: 403,
                 token_ttl: opts.token_ttl,
+                ca_offline: false,
                 requests: vec![],
                 violations: vec![],
             }),
@@ -328,6 +334,16 @@ impl EjbcaSim {
     /// Injects `fault` into the next request for `operation` (an `operationId`, `token`, or `*`).
     pub fn push_fault(&self, operation: &str, fault: Fault) {
         self.state().faults.push_back((operation.to_owned(), fault));
+    }
+
+    /// Takes the CA offline (`true`) or back online. While offline, every REST call (after
+    /// authentication and validation, so it is logged and counted) answers `503` with the message
+    /// of EJBCA's `CAOfflineException`, which its `ExceptionHandler` maps to 503; the token
+    /// endpoint (a separate identity provider) keeps working. This models an EJBCA whose REST
+    /// resources all report the outage; a real EJBCA may still answer `status` and the CA list
+    /// while only the CA's crypto token is offline (then only enrollments fail).
+    pub fn set_ca_offline(&self, offline: bool) {
+        self.state().ca_offline = offline;
     }
 
     /// Switches approvals on or off for new enrollments.
@@ -470,6 +486,10 @@ async fn handle(
             return Ok(json_response(c, &b));
         }
     };
+    if st.ca_offline {
+        let (c, b) = ejbca_error(503, CA_OFFLINE);
+        return Ok(json_response(c, &b));
+    }
     let fault = st
         .faults
         .iter()
@@ -480,7 +500,7 @@ async fn handle(
         Some(Fault::Status(code)) => {
             let msg = match code {
                 500 => "General failure.",
-                503 => "CA is offline: the CA's crypto token is not active.",
+                503 => CA_OFFLINE,
                 _ => "Simulated failure.",
             };
             let (c, b) = ejbca_error(*code, msg);

@@ -335,6 +335,8 @@ async fn approval_pending_survives_a_restart_then_issues_once() {
         for _ in 0..2 {
             let e = EjbcaSigner::new().sign(&req, &iss, &mut ctx(&res, store.last(), &store)).await.unwrap_err();
             assert!(matches!(e.kind(), SignError::Pending { .. }), "{mode:?}: {e:?}");
+            // Still waiting keeps the condition (the controller drops conditions a pass leaves out).
+            assert_eq!(e.condition().unwrap().reason, "WaitingForApproval", "{mode:?}");
         }
         assert_eq!((sim.enroll_calls(), sim.waiting_approvals()), (1, 1), "{mode:?}");
         sim.approve_all();

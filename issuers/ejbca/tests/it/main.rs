@@ -1,5 +1,7 @@
-//! The one integration-test binary of certbridge-ejbca: the signer against the EJBCA simulator.
+//! The one integration-test binary of certbridge-ejbca: the signer against the EJBCA simulator
+//! (`adapter`) and the real controllers on kube-sim against it (`controller`).
 //! Needs openssl (`scripts/install-tools.sh`).
 
 mod adapter;
 mod common;
+mod controller;
