@@ -202,6 +202,42 @@ fn chain_layout(ders: &[Vec<u8>]) -> Result<(String, Option<String>), String> {
     })
 }
 
+/// The request's public key as rcgen needs it, taken from the verified CSR's key kind.
+/// `certbridge::pki::subject_public_key` finds the algorithm by serializing and comparing every
+/// algorithm rcgen knows; the kind is already known here, and this runs once per certificate.
+struct LeafKey<'a> {
+    bits: &'a [u8],
+    alg: &'static rcgen::SignatureAlgorithm,
+}
+
+impl<'a> LeafKey<'a> {
+    fn of(req: &'a SignRequest) -> Option<LeafKey<'a>> {
+        let alg = match req.csr.key {
+            KeyKind::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
+            KeyKind::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyKind::EcP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyKind::Ed25519 => &rcgen::PKCS_ED25519,
+            KeyKind::Other(_) => return None,
+        };
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&req.csr.public_key_der).ok()?;
+        // The subjectPublicKey BIT STRING closes the SPKI, so its contents are the DER's tail.
+        let der = &req.csr.public_key_der;
+        let n = spki.subject_public_key.data.len();
+        let bits = der.get(der.len().checked_sub(n)?..)?;
+        (bits == spki.subject_public_key.data.as_ref()).then_some(LeafKey { bits, alg })
+    }
+}
+
+impl rcgen::PublicKeyData for LeafKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.bits
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
 fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
@@ -397,8 +433,10 @@ impl PreparedCa {
         if let Some(aia) = &self.aia {
             params.custom_extensions.push(aia.clone());
         }
-        let spki = subject_public_key(req)?;
-        let der = self.build(&params, &spki)?;
+        let der = match LeafKey::of(req) {
+            Some(leaf) => self.build(&params, &leaf)?,
+            None => self.build(&params, &subject_public_key(req)?)?,
+        };
         let mut chain_pem = to_pem(&der);
         chain_pem.push_str(&self.chain_tail);
         Ok(Issued { chain_pem, ca_pem: self.ca_pem.clone() })

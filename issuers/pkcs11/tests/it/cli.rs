@@ -1,0 +1,106 @@
+//! The built binary's offline paths: `certbridge-pkcs11 check -f` and `sign -f --csr`, against the
+//! same SoftHSM token (a separate process, as an operator would run it).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::fixture::*;
+
+fn manifest(dir: &Path, token: &str, module: &str, pin: &str, chain: &str) -> std::path::PathBuf {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let yaml = format!(
+        r#"apiVersion: pkcs11.certbridge.io/v1alpha1
+kind: Pkcs11Issuer
+metadata: {{name: hsm, namespace: {NS}}}
+spec:
+  module: {module}
+  token: {{label: {token}}}
+  key: {{label: ca-p256}}
+  pinSecretRef: {{name: hsm-pin, key: pin}}
+  caChainRef: {{kind: ConfigMap, name: ca, key: ca.crt}}
+  policy: {{maxDuration: 720h}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: hsm-pin, namespace: {NS}}}
+stringData: {{pin: "{pin}"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ca, namespace: {NS}}}
+data:
+  ca.crt: |
+{}"#,
+        indent(chain)
+    );
+    let path = dir.join(format!("{token}-{pin}.yaml"));
+    std::fs::write(&path, yaml).expect("write manifest");
+    path
+}
+
+fn cli(args: &[&str], file: &Path, allowed: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_certbridge-pkcs11"));
+    cmd.args(&args[..1]).arg("-f").arg(file).args(&args[1..]);
+    cmd.env("SOFTHSM2_CONF", hsm().dir.join("softhsm2.conf"));
+    match allowed {
+        Some(a) => cmd.env("CERTBRIDGE_PKCS11_ALLOWED_MODULES", a),
+        None => cmd.env_remove("CERTBRIDGE_PKCS11_ALLOWED_MODULES"),
+    };
+    cmd.output().expect("run certbridge-pkcs11")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn check_and_sign_from_a_manifest() {
+    let h = hsm();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = h.ca_pem(MAIN, "p256");
+    let m = manifest(dir.path(), MAIN, certbridge_pkcs11::module::DEFAULT_MODULE, PIN, &ca_pem);
+
+    let out = cli(&["check"], &m, None);
+    assert!(out.status.success(), "check failed: {}", text(&out));
+
+    let csr = dir.path().join("csr.pem");
+    std::fs::write(&csr, openssl_csr("ec:P-384", "/CN=cli.example.com", "DNS:cli.example.com,IP:192.0.2.5")).unwrap();
+    let ca_out = dir.path().join("ca-out.pem");
+    let csr_arg = csr.to_str().unwrap();
+    let ca_arg = ca_out.to_str().unwrap();
+    let out =
+        cli(&["sign", "--csr", csr_arg, "--duration", "24h", "--usage", "server auth", "--ca-out", ca_arg], &m, None);
+    assert!(out.status.success(), "sign failed: {}", text(&out));
+    let written = std::fs::read_to_string(&ca_out).unwrap();
+    let issued =
+        certbridge::Issued { chain_pem: String::from_utf8(out.stdout).unwrap(), ca_pem: Some(written.clone()) };
+    openssl_verify(&ca_pem, &issued).unwrap();
+    assert_eq!(pem::parse(&written).unwrap().contents(), pem::parse(&ca_pem).unwrap().contents());
+    let req = request(&std::fs::read_to_string(&csr).unwrap(), 24, false, &["server auth"]);
+    crate::matrix::check_leaf(&issued, &ca_pem, &req);
+
+    // Over the policy cap: refused, nothing printed on stdout.
+    let out = cli(&["sign", "--csr", csr_arg, "--duration", "1000h"], &m, None);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no half-written output");
+    assert!(text(&out).contains("spec.policy.maxDuration"), "{}", text(&out));
+}
+
+#[test]
+fn check_fails_clearly_for_a_wrong_pin_and_a_module_not_allowed() {
+    let h = hsm();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = h.ca_pem(BADPIN, "p256");
+    let m = manifest(dir.path(), BADPIN, certbridge_pkcs11::module::DEFAULT_MODULE, "31337", &ca_pem);
+    let out = cli(&["check"], &m, None);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("user PIN in spec.pinSecretRef is incorrect"), "{t}");
+    assert!(!t.contains("31337"), "the PIN is never printed: {t}");
+
+    let m = manifest(dir.path(), MAIN, certbridge_pkcs11::module::DEFAULT_MODULE, PIN, &h.ca_pem(MAIN, "p256"));
+    let out = cli(&["check"], &m, Some("/opt/vendor/libcknfast.so"));
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("is not allowed by this controller") && t.contains("/opt/vendor/libcknfast.so"), "{t}");
+}
