@@ -1,7 +1,8 @@
 //! Issuance throughput of the EJBCA signer against the simulator adding 200 ms to every answer,
-//! at the controller's default concurrency (4 workers). Target: ≥ 0.9 × workers / latency.
+//! at the controller's default concurrency (`certbridge::runtime::Options::default().concurrency`
+//! workers). Target: ≥ 0.9 × workers / latency.
 //!
-//! `cargo bench -p certbridge-ejbca --features sim` (release). Results go to benchmarks/ejbca.md.
+//! `cargo bench -p certbridge-ejbca` (release). Results go to benchmarks/ejbca.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +14,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// `certbridge::runtime::Options::default().concurrency` (team contract: 4); the runtime is not
-/// in the framework yet, so the value is restated here.
-const WORKERS: usize = 4;
 const LATENCY: Duration = Duration::from_millis(200);
 const REQUESTS: usize = 80;
 
@@ -27,7 +25,13 @@ fn csr(i: usize) -> String {
     p.serialize_request(&key).expect("csr").pem().expect("pem")
 }
 
+/// One worker per concurrent reconcile of the controller's default settings.
+fn workers() -> usize {
+    usize::from(certbridge::runtime::Options::default().concurrency.max(1))
+}
+
 async fn run(oauth: bool) -> (f64, Duration, Vec<Duration>) {
+    let workers = workers();
     let sim = EjbcaSim::start(SimOptions::default()).await.expect("simulator");
     let meta =
         |name: &str| ObjectMeta { name: Some(name.into()), namespace: Some("bench".into()), ..Default::default() };
@@ -71,21 +75,21 @@ async fn run(oauth: bool) -> (f64, Duration, Vec<Duration>) {
             request_timeout_seconds: None,
         },
     };
-    let requests: Vec<SignRequest> = (0..REQUESTS + WORKERS)
+    let requests: Vec<SignRequest> = (0..REQUESTS + workers)
         .map(|i| SignRequest::from_csr_pem::<&str>(&csr(i), Duration::from_secs(86400), false, &[]).expect("request"))
         .collect();
     let signer = Arc::new(EjbcaSigner::new());
     // Warm-up: client, TLS session and token, one per worker, as a running controller has them.
-    for r in &requests[..WORKERS] {
+    for r in &requests[..workers] {
         signer.sign(r, &issuer, &mut SignContext::offline(res.clone())).await.expect("warm-up");
     }
     sim.set_latency(LATENCY);
-    let queue = Arc::new(tokio::sync::Mutex::new(requests[WORKERS..].to_vec()));
+    let queue = Arc::new(tokio::sync::Mutex::new(requests[workers..].to_vec()));
     let started = Instant::now();
-    let mut workers = vec![];
-    for _ in 0..WORKERS {
+    let mut tasks = vec![];
+    for _ in 0..workers {
         let (queue, signer, issuer, res) = (queue.clone(), signer.clone(), issuer.clone(), res.clone());
-        workers.push(tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut lat = vec![];
             loop {
                 let Some(r) = queue.lock().await.pop() else { break };
@@ -97,28 +101,29 @@ async fn run(oauth: bool) -> (f64, Duration, Vec<Duration>) {
         }));
     }
     let mut lat = vec![];
-    for w in workers {
+    for w in tasks {
         lat.extend(w.await.expect("worker"));
     }
     let elapsed = started.elapsed();
-    assert_eq!(sim.enrollments() as usize, REQUESTS + WORKERS);
+    assert_eq!(sim.enrollments() as usize, REQUESTS + workers);
     lat.sort();
     (REQUESTS as f64 / elapsed.as_secs_f64(), elapsed, lat)
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let target = 0.9 * WORKERS as f64 / LATENCY.as_secs_f64();
+    let workers = workers();
+    let target = 0.9 * workers as f64 / LATENCY.as_secs_f64();
     println!(
-        "EJBCA issuance, {REQUESTS} requests, {WORKERS} workers, simulator latency {LATENCY:?}; target >= {target:.1}/s"
+        "EJBCA issuance, {REQUESTS} requests, {workers} workers, simulator latency {LATENCY:?}; target >= {target:.1}/s"
     );
     for (name, oauth) in [("mTLS", false), ("OAuth2", true)] {
         let (rate, elapsed, lat) = run(oauth).await;
         let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
         println!(
             "{name:7} {rate:6.2} certs/s ({:.0}% of {:.0}/s ideal) in {elapsed:.2?}; per request p50 {:.0?} p99 {:.0?} {}",
-            100.0 * rate / (WORKERS as f64 / LATENCY.as_secs_f64()),
-            WORKERS as f64 / LATENCY.as_secs_f64(),
+            100.0 * rate / (workers as f64 / LATENCY.as_secs_f64()),
+            workers as f64 / LATENCY.as_secs_f64(),
             p(0.5),
             p(0.99),
             if rate >= target { "PASS" } else { "BELOW TARGET" }
