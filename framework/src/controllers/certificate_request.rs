@@ -49,7 +49,7 @@ pub(crate) async fn run<S: Signer>(
 
     let ctx = Arc::new(RequestCtx {
         shared,
-        namespaced_issuers: ns_store,
+        namespaced_issuers: Some(ns_store),
         cluster_issuers: cl_store,
         backoff: Default::default(),
     });

@@ -43,11 +43,10 @@ pub(crate) async fn run<S: Signer>(
         );
     caches.push(Box::new(reader.clone()));
     caches.push(Box::new(cl_store.clone()));
-    // The namespaced cache stays empty: CSRs never name a namespaced issuer.
-    let (ns_store, _) = watch::issuer_cache(&client, &kinds.namespaced, None, requests::issuer_readiness_fingerprint);
     let ctx = Arc::new(RequestCtx {
         shared,
-        namespaced_issuers: ns_store,
+        // CSRs never name a namespaced issuer: no cache, no watch.
+        namespaced_issuers: None,
         cluster_issuers: cl_store,
         backoff: Default::default(),
     });

@@ -28,16 +28,19 @@ const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Context of a request controller.
 pub(crate) struct RequestCtx<S: Signer> {
     pub shared: Arc<Shared<S>>,
-    pub namespaced_issuers: Store<DynamicObject>,
+    /// The namespaced issuer cache; `None` when this controller never serves that kind (Kubernetes
+    /// CSRs cannot name it), so no watch runs for it.
+    pub namespaced_issuers: Option<Store<DynamicObject>>,
     pub cluster_issuers: Store<DynamicObject>,
     pub backoff: Backoff,
 }
 
 impl<S: Signer> RequestCtx<S> {
-    fn issuers(&self, scope: IssuerScope) -> &Store<DynamicObject> {
+    /// The cache of the `scope` kind, if this controller watches it.
+    fn issuers(&self, scope: IssuerScope) -> Option<&Store<DynamicObject>> {
         match scope {
-            IssuerScope::Namespaced => &self.namespaced_issuers,
-            IssuerScope::Cluster => &self.cluster_issuers,
+            IssuerScope::Namespaced => self.namespaced_issuers.as_ref(),
+            IssuerScope::Cluster => Some(&self.cluster_issuers),
         }
     }
 }
@@ -140,7 +143,11 @@ where
     };
 
     let kind = shared.kinds.get(target.scope);
-    let store = ctx.issuers(target.scope);
+    let Some(store) = ctx.issuers(target.scope) else {
+        // Not reached: a request naming a kind this controller does not watch is ignored earlier.
+        tracing::debug!(kind = %kind.names.kind, "this controller does not serve the issuer kind");
+        return Ok(None);
+    };
     if tokio::time::timeout(CACHE_SYNC_TIMEOUT, crate::runtime::wait_until_ready(store)).await.is_err() {
         return Err(Error::Retry(format!("the {} cache has not synced yet", kind.names.kind)));
     }
