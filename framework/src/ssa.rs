@@ -152,10 +152,6 @@ pub(crate) fn issuer_body(
     ready: &SetCond,
     now: Timestamp,
 ) -> Value {
-    let transition = match current {
-        Some(c) if c.status == ready.status => c.last_transition_time.unwrap_or(now),
-        _ => now,
-    };
     let mut metadata = json!({ "name": name });
     if let Some(ns) = namespace {
         metadata["namespace"] = json!(ns);
@@ -169,7 +165,7 @@ pub(crate) fn issuer_body(
             "status": ready.status,
             "reason": ready.reason,
             "message": ready.message,
-            "lastTransitionTime": time(transition),
+            "lastTransitionTime": time(transition_time(current, &ready.status, now)),
             "observedGeneration": generation,
         }]},
     })
@@ -281,5 +277,18 @@ mod tests {
         assert_eq!(body["status"]["conditions"][0]["observedGeneration"], 7);
         assert_eq!(body["kind"], "DemoClusterIssuer");
         assert!(body["metadata"].get("namespace").is_none());
+        assert_eq!(body["status"]["conditions"][0]["lastTransitionTime"], "2025-06-01T00:00:00Z");
+
+        let checked = IssuerCond {
+            status: "True".into(),
+            reason: "Checked".into(),
+            message: "m".into(),
+            observed_generation: 7,
+            last_transition_time: Some("2024-01-01T00:00:00Z".parse().unwrap()),
+        };
+        let body = issuer_body(&ar, None, "ca", 7, Some(&checked), &set("Ready", "True", "Checked"), now);
+        assert_eq!(body["status"]["conditions"][0]["lastTransitionTime"], "2024-01-01T00:00:00Z", "re-check: kept");
+        let body = issuer_body(&ar, None, "ca", 7, Some(&checked), &set("Ready", "False", "Pending"), now);
+        assert_eq!(body["status"]["conditions"][0]["lastTransitionTime"], "2025-06-01T00:00:00Z", "status moved");
     }
 }

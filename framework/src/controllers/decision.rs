@@ -378,10 +378,35 @@ fn permanent(view: &RequestView, err: &str) -> Outcome {
     }
 }
 
+/// A condition as last written on an object (a request's or an issuer's): all that decides its
+/// next transition time.
+pub(crate) trait WrittenCondition {
+    fn status(&self) -> &str;
+    fn transitioned_at(&self) -> Option<Timestamp>;
+}
+
+impl WrittenCondition for Cond {
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn transitioned_at(&self) -> Option<Timestamp> {
+        self.last_transition_time
+    }
+}
+
+impl WrittenCondition for IssuerCond {
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn transitioned_at(&self) -> Option<Timestamp> {
+        self.last_transition_time
+    }
+}
+
 /// The transition time of a condition being set: kept when the status does not change.
-pub(crate) fn transition_time(current: Option<&Cond>, new_status: &str, now: Timestamp) -> Timestamp {
+pub(crate) fn transition_time<C: WrittenCondition>(current: Option<&C>, new_status: &str, now: Timestamp) -> Timestamp {
     match current {
-        Some(c) if c.status == new_status => c.last_transition_time.unwrap_or(now),
+        Some(c) if c.status() == new_status => c.transitioned_at().unwrap_or(now),
         _ => now,
     }
 }
@@ -859,7 +884,14 @@ mod tests {
         let cur = cond(READY, "False", "Pending");
         assert_eq!(transition_time(Some(&cur), "False", now), ts("2024-01-01T00:00:00Z"));
         assert_eq!(transition_time(Some(&cur), "True", now), now);
-        assert_eq!(transition_time(None, "True", now), now);
+        assert_eq!(transition_time(None::<&Cond>, "True", now), now);
+        // An issuer's Ready condition follows the same rule.
+        let issuer =
+            IssuerCond { last_transition_time: Some(ts("2024-01-01T00:00:00Z")), ..icond("True", "Checked", 1) };
+        assert_eq!(transition_time(Some(&issuer), "True", now), ts("2024-01-01T00:00:00Z"));
+        assert_eq!(transition_time(Some(&issuer), "False", now), now);
+        let unknown = icond("True", "Checked", 1);
+        assert_eq!(transition_time(Some(&unknown), "True", now), now, "no recorded time: now");
     }
 
     fn icond(status: &str, reason: &str, g: i64) -> IssuerCond {
