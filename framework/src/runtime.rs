@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{Lookup, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::CertificateRequest;
 use crate::controllers::shared::{IssuerErrors, Kinds, References, Settings, Shared};
-use crate::controllers::{certificate_request, csr, issuer};
+use crate::controllers::{issuer, request_controller};
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::kube_source::ApiSource;
 use crate::metrics::Metrics;
@@ -175,13 +177,25 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         futures.push(Box::pin(f));
     }
     if opts.certificate_requests {
-        let f =
-            certificate_request::run(shared.clone(), opts.namespace.clone(), concurrency, stop(&token), &mut caches)
-                .await;
+        let f = request_controller::run::<S, CertificateRequest>(
+            shared.clone(),
+            opts.namespace.clone(),
+            concurrency,
+            stop(&token),
+            &mut caches,
+        )
+        .await;
         futures.push(Box::pin(f));
     }
     if opts.certificate_signing_requests {
-        let f = csr::run(shared.clone(), concurrency, stop(&token), &mut caches).await;
+        let f = request_controller::run::<S, CertificateSigningRequest>(
+            shared.clone(),
+            opts.namespace.clone(),
+            concurrency,
+            stop(&token),
+            &mut caches,
+        )
+        .await;
         futures.push(Box::pin(f));
     }
     let tasks: Vec<JoinHandle<()>> = futures

@@ -1,0 +1,176 @@
+//! The request controller, written once for both request APIs (issuer-lib's generic
+//! `RequestController`): the request watch, the issuer caches whose readiness changes wake the
+//! requests waiting on them, the reconcile entry and the error policy. What differs between a
+//! cert-manager `CertificateRequest` and a Kubernetes `CertificateSigningRequest` is only how each
+//! names its issuer and when it is finished: that is [`RequestApi`], implemented in
+//! `certificate_request.rs` and `csr.rs`. The pass itself is [`requests::reconcile`].
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::{PredicateConfig, WatchStreamExt};
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::controllers::requests::{self, RequestCtx};
+use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
+use crate::controllers::view::{IssuerTarget, RequestView};
+use crate::controllers::watch;
+use crate::issuer::IssuerScope;
+use crate::runtime::CacheReady;
+use crate::signer::Signer;
+
+/// A request API the controller serves.
+pub(crate) trait RequestApi:
+    kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    /// The controller's name in spans and metrics.
+    const CONTROLLER: &'static str;
+    /// Whether a request of this API can name the namespaced issuer kind (Kubernetes CSRs cannot,
+    /// so their controller does not watch that kind at all).
+    const NAMES_NAMESPACED_ISSUERS: bool;
+
+    /// The API to watch; `namespace` (`--namespace`) limits a namespaced resource to one namespace.
+    fn watch_api(client: &kube::Client, namespace: Option<&str>) -> Api<Self>;
+    /// The API serving this object (where the signer's state annotations are saved).
+    fn object_api(&self, client: &kube::Client) -> Api<Self>;
+    /// The normalized view the decisions read.
+    fn view(&self) -> RequestView;
+    /// The issuer of ours this request names: `Ok(None)` when it names someone else's, `Err(why)`
+    /// when it looks like ours but can never be served.
+    fn target(&self, kinds: &Kinds) -> Result<Option<IssuerTarget>, String>;
+    /// Issued or failed for good: an issuer becoming ready no longer concerns it.
+    fn finished(&self) -> bool;
+}
+
+/// Runs the controller for `R` until `shutdown` resolves; `caches` receives the stores readiness
+/// waits on.
+pub(crate) async fn run<S: Signer, R: RequestApi>(
+    shared: Arc<Shared<S>>,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    caches: &mut Vec<Box<dyn CacheReady>>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let client = shared.client.clone();
+    let kinds = shared.kinds.clone();
+    let (reader, writer) = reflector::store::<R>();
+    let stream = reflector::reflector(writer, watcher(R::watch_api(&client, namespace.as_deref()), any_semantic()))
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(|r: &R| Some(requests::fingerprint(&r.view())), PredicateConfig::default());
+    caches.push(Box::new(reader.clone()));
+
+    let (cl_store, cl_trigger) =
+        watch::issuer_cache(&client, &kinds.cluster, None, requests::issuer_readiness_fingerprint);
+    caches.push(Box::new(cl_store.clone()));
+    let (ns_store, ns_trigger) = R::NAMES_NAMESPACED_ISSUERS
+        .then(|| {
+            watch::issuer_cache(
+                &client,
+                &kinds.namespaced,
+                namespace.as_deref(),
+                requests::issuer_readiness_fingerprint,
+            )
+        })
+        .unzip();
+    if let Some(store) = &ns_store {
+        caches.push(Box::new(store.clone()));
+    }
+
+    let ctx = Arc::new(RequestCtx {
+        shared,
+        namespaced_issuers: ns_store,
+        cluster_issuers: cl_store,
+        backoff: Default::default(),
+    });
+    let mut controller = Controller::for_stream(stream, reader.clone())
+        .with_config(Config::default().concurrency(concurrency))
+        .watches_stream_with(
+            cl_trigger,
+            waiting_on(reader.clone(), kinds.clone(), IssuerScope::Cluster),
+            kinds.cluster.resource.clone(),
+        );
+    if let Some(trigger) = ns_trigger {
+        controller = controller.watches_stream_with(
+            trigger,
+            waiting_on(reader, kinds.clone(), IssuerScope::Namespaced),
+            kinds.namespaced.resource.clone(),
+        );
+    }
+    controller.graceful_shutdown_on(shutdown).run(reconcile::<S, R>, error_policy::<S, R>, ctx).for_each(
+        |result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, controller = R::CONTROLLER, "request controller");
+            }
+        },
+    )
+}
+
+fn any_semantic() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+/// Maps an issuer of `scope` to the requests naming it that are not finished yet.
+fn waiting_on<R: RequestApi>(
+    requests: Store<R>,
+    kinds: Kinds,
+    scope: IssuerScope,
+) -> impl Fn(DynamicObject) -> Vec<ObjectRef<R>> + Send + Sync + 'static {
+    move |issuer| {
+        let target = issuer_target(&issuer, scope);
+        requests
+            .state()
+            .iter()
+            .filter(|r| r.target(&kinds).ok().flatten().as_ref() == Some(&target))
+            .filter(|r| !r.finished())
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
+}
+
+async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCtx<S>>) -> Result<Action, Error> {
+    let meta = request.meta();
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = R::CONTROLLER,
+        name = meta.name.as_deref().unwrap_or_default(),
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+    );
+    async move {
+        let target = match request.target(&ctx.shared.kinds) {
+            Ok(Some(target)) => target,
+            Ok(None) => {
+                tracing::trace!("foreign issuer, ignoring");
+                return Ok(Action::await_change());
+            }
+            Err(why) => {
+                tracing::debug!(why, "ignoring request");
+                return Ok(Action::await_change());
+            }
+        };
+        let api = request.object_api(&ctx.shared.client);
+        requests::reconcile(&ctx, request.view(), target, api).await
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy<S: Signer, R: RequestApi>(request: Arc<R>, error: &Error, ctx: Arc<RequestCtx<S>>) -> Action {
+    ctx.shared.metrics.reconcile_error(R::CONTROLLER);
+    let view = request.view();
+    let delay = ctx.backoff.next(&requests::backoff_key(&view));
+    tracing::info!(
+        controller = R::CONTROLLER,
+        name = %view.display_name(),
+        error = %error,
+        retry_in = ?delay,
+        "request reconcile failed"
+    );
+    Action::requeue(delay)
+}
