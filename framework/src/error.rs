@@ -11,6 +11,8 @@
 //!
 //! Any variant can carry one extra condition for the request ([`SignError::with_condition`]),
 //! which the controller writes alongside Ready (issuer-lib's `SetCertificateRequestConditionError`).
+//! The condition lives only as long as it is returned: every pass that should keep it must return
+//! it again (see [`SignError::with_condition`]).
 //!
 //! Messages end up in conditions, events and logs: never put a secret value in one.
 
@@ -79,7 +81,18 @@ impl SignError {
         SignError::Transient(message.into())
     }
 
-    /// Attach an extra condition to set on the request.
+    /// Attach an extra condition to set on the request, next to Ready. Its message is this error's
+    /// message; attaching a second condition replaces the first.
+    ///
+    /// **Return it on every pass that should keep it.** Each pass writes the request's status with
+    /// server-side apply, holding only the conditions set in that pass, so a condition the
+    /// controller wrote before and leaves out now is removed by the API server. A `sign` that
+    /// attaches the condition once (say `ApprovalPending` when it submits to the CA) and then
+    /// returns a plain [`SignError::pending`] while it polls drops the condition on the very next
+    /// pass: attach it to every still-waiting answer, and leave it off only once it no longer
+    /// applies. Success, and passes that never reach `sign` (the issuer not found or not ready),
+    /// remove it too. Keep its status stable while it should stay: a change of status wakes the
+    /// request at once instead of after `requeue_after`.
     pub fn with_condition(
         self,
         type_: impl Into<String>,

@@ -204,3 +204,21 @@ async fn signer_conditions_are_set_next_to_ready() {
     assert_eq!(queued.condition("Ready").unwrap().reason.as_deref(), Some("Pending"));
     env.stop().await;
 }
+
+/// `SignError::with_condition`'s contract: the condition lasts only while `sign` keeps returning it.
+#[tokio::test]
+async fn a_signer_condition_not_returned_again_is_removed() {
+    let env = Env::start().await;
+    env.ready_issuer(IssuerScope::Namespaced, "ca", TestSpec::default()).await;
+    // The first pass sets CAQueue; that change wakes the request, and the second pass answers
+    // without the condition.
+    env.signer.push([Step::WithCondition("waiting in the CA queue"), Step::Permanent("the CA refused it")]);
+    let (req, _) = cr("dropped", IssuerScope::Namespaced, "ca");
+    create_approved(&env, &req).await;
+    let failed = wait_condition(&env.client, NS, "dropped", "Ready", "False", Some("Failed"), TIMEOUT).await.unwrap();
+    let events = env.events(NS).await;
+    assert!(events.iter().any(|(_, n)| n.ends_with("waiting in the CA queue")), "the first pass ran: {events:?}");
+    assert_eq!(env.signer.sign_calls(), 2);
+    assert!(failed.condition("CAQueue").is_none(), "{:?}", failed.status);
+    env.stop().await;
+}
