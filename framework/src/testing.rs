@@ -1,12 +1,13 @@
 //! Helpers for adapter end-to-end tests (cargo feature `testing`): install an adapter's CRDs,
-//! create issuers and CertificateRequests, approve or deny them the way cmctl does, wait for
-//! conditions, and generate CSRs. Pair with `certbridge_testkit::KubeSim` and
-//! [`crate::runtime::start`].
+//! create namespaces, issuers and CertificateRequests, approve or deny them the way cmctl does,
+//! wait for conditions, do the same for Kubernetes CSRs ([`kubernetes_csr`] and friends), generate
+//! keys and CSRs, and run a throwaway CA hierarchy ([`TestCa`]). Pair with
+//! `certbridge_testkit::KubeSim` and [`crate::runtime::start`].
 
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DynamicObject, PostParams};
@@ -14,6 +15,15 @@ use kube::api::{Api, DynamicObject, PostParams};
 use crate::api::{CertificateRequest, CertificateRequestCondition, CertificateRequestSpec, IssuerRef};
 use crate::issuer::{IssuerScope, IssuerSpec, KindNames};
 use crate::pki::KeyKind;
+
+mod ca;
+mod kubernetes_csr;
+
+pub use ca::{TestCa, generate_key};
+pub use kubernetes_csr::{
+    approve_kubernetes_csr, cluster_signer_name, create_kubernetes_csr, deny_kubernetes_csr, kubernetes_csr,
+    wait_kubernetes_csr_certificate,
+};
 
 /// How often the wait helpers look.
 const POLL: Duration = Duration::from_millis(50);
@@ -25,6 +35,17 @@ pub async fn install_crds<S: IssuerSpec>(client: &kube::Client) -> anyhow::Resul
         api.create(&PostParams::default(), &crate::crd::crd::<S>(scope)).await?;
     }
     Ok(())
+}
+
+/// Creates namespace `name`; one that already exists is fine (kube-sim, like a cluster with
+/// cert-manager, may have it already).
+pub async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating namespace {name}"))),
+    }
 }
 
 /// The API of `S`'s kind in `scope` (`namespace` is used for the namespaced kind only).
@@ -89,6 +110,58 @@ pub async fn wait_issuer_ready<S: IssuerSpec>(
             anyhow::bail!("timed out after {timeout:?}; issuer {name} Ready condition: {last}");
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// An issuer's Ready condition, as [`wait_issuer_not_ready`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerReady {
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// `Checked`, `Pending` (not ready for now, rechecked) or `Failed` (permanent until the spec
+    /// changes), as the framework writes them.
+    pub reason: String,
+    /// What the check said.
+    pub message: String,
+    /// The generation the condition was written for.
+    pub observed_generation: i64,
+}
+
+/// Waits until the issuer is Ready=False at its current generation (with `reason`, if given) and
+/// returns that condition; the error carries its last Ready condition.
+pub async fn wait_issuer_not_ready<S: IssuerSpec>(
+    client: &kube::Client,
+    scope: IssuerScope,
+    namespace: &str,
+    name: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<IssuerReady> {
+    let api = issuer_api::<S>(client, scope, namespace);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let obj = api.get(name).await?;
+        let ready = crate::controllers::shared::issuer_ready(&obj).map(|c| IssuerReady {
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+            observed_generation: c.observed_generation,
+        });
+        let generation = obj.metadata.generation.unwrap_or(0);
+        match ready {
+            Some(c)
+                if c.status == "False"
+                    && reason.is_none_or(|r| c.reason == r)
+                    && c.observed_generation >= generation =>
+            {
+                return Ok(c);
+            }
+            last if tokio::time::Instant::now() >= deadline => {
+                let last = last.map(|c| format!("{}/{}: {}", c.status, c.reason, c.message)).unwrap_or("<none>".into());
+                anyhow::bail!("timed out after {timeout:?}; issuer {name} Ready condition: {last}");
+            }
+            _ => tokio::time::sleep(POLL).await,
+        }
     }
 }
 
@@ -251,20 +324,7 @@ pub fn secret(namespace: &str, name: &str, type_: Option<&str>, data: &[(&str, &
 /// A fresh key and a CSR for it with `dns_names` (the first is also the CN). Returns
 /// `(csr_pem, key_pem)`. RSA keys come from `openssl` (ring cannot generate them).
 pub fn generate_csr(key: &KeyKind, dns_names: &[&str]) -> anyhow::Result<(String, String)> {
-    let key_pair = match key {
-        KeyKind::EcP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
-        KeyKind::EcP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?,
-        KeyKind::Ed25519 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?,
-        KeyKind::Rsa { bits } => {
-            let out = std::process::Command::new("openssl")
-                .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", &format!("rsa_keygen_bits:{bits}")])
-                .output()
-                .map_err(|e| anyhow::anyhow!("cannot run openssl (install it with scripts/test.sh): {e}"))?;
-            anyhow::ensure!(out.status.success(), "openssl genpkey failed: {}", String::from_utf8_lossy(&out.stderr));
-            rcgen::KeyPair::from_pem_and_sign_algo(std::str::from_utf8(&out.stdout)?, &rcgen::PKCS_RSA_SHA256)?
-        }
-        KeyKind::Other(what) => anyhow::bail!("cannot generate a key of kind {what}"),
-    };
+    let key_pair = generate_key(key)?;
     let mut params = rcgen::CertificateParams::new(dns_names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
     if let Some(cn) = dns_names.first() {
         params.distinguished_name.push(rcgen::DnType::CommonName, *cn);

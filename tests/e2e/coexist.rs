@@ -10,7 +10,7 @@ use certbridge::{IssuerScope, KeyKind};
 use certbridge_example_ca::{LocalCaSigner, LocalCaSpec};
 use certbridge_testkit::KubeSim;
 use certbridge_vault::{VaultSigner, VaultSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
 const NS: &str = "team-a";
@@ -30,24 +30,14 @@ async fn two_adapters_controllers_serve_only_their_own_requests() {
         let client = sim.client();
         testing::install_crds::<LocalCaSpec>(&client).await.unwrap();
         testing::install_crds::<VaultSpec>(&client).await.unwrap();
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(NS.into()), ..Default::default() },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        testing::create_namespace(&client, NS).await.unwrap();
 
-        // A CA for LocalCA, made with rcgen here: this test is about routing, not certificates.
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).unwrap();
-        let secret = testing::secret(
-            NS,
-            "ca-key-pair",
-            Some("kubernetes.io/tls"),
-            &[("tls.crt", cert.pem().as_bytes()), ("tls.key", key.serialize_pem().as_bytes())],
-        );
-        Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+        // A CA for LocalCA: this test is about routing, not certificates.
+        let ca = testing::TestCa::new(&KeyKind::EcP256).unwrap();
+        Api::<Secret>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &ca.tls_secret(NS, "ca-key-pair"))
+            .await
+            .unwrap();
 
         let local = runtime::start(LocalCaSigner, client.clone(), Options::default()).await.unwrap();
         let vault = runtime::start(VaultSigner::new(), client.clone(), Options::default()).await.unwrap();

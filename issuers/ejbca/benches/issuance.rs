@@ -7,23 +7,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certbridge::{SignContext, SignRequest, Signer};
-use certbridge_ejbca::sim::{EjbcaSim, SimOptions};
-use certbridge_ejbca::{CaBundleRef, EjbcaIssuerSpec, EjbcaSigner};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use certbridge::{SignContext, Signer};
+use certbridge_ejbca::EjbcaSigner;
+
+// The tests' fixtures: the same simulator, issuer spec, credentials and requests.
+#[path = "../tests/it/fixture.rs"]
+mod fixture;
+
+use fixture::{Mode, issuer, request, resources, sim, spec};
 
 const LATENCY: Duration = Duration::from_millis(200);
 const REQUESTS: usize = 80;
-
-fn csr(i: usize) -> String {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut p = rcgen::CertificateParams::new(vec![format!("b{i}.example.com")]).expect("params");
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, format!("b{i}.example.com"));
-    p.serialize_request(&key).expect("csr").pem().expect("pem")
-}
 
 /// One worker per concurrent reconcile of the controller's default settings.
 fn workers() -> usize {
@@ -32,52 +26,10 @@ fn workers() -> usize {
 
 async fn run(oauth: bool) -> (f64, Duration, Vec<Duration>) {
     let workers = workers();
-    let sim = EjbcaSim::start(SimOptions::default()).await.expect("simulator");
-    let meta =
-        |name: &str| ObjectMeta { name: Some(name.into()), namespace: Some("bench".into()), ..Default::default() };
-    let data: Vec<(String, String)> = if oauth {
-        let (id, secret) = sim.oauth_client();
-        vec![("tokenUrl".into(), sim.token_url()), ("clientId".into(), id), ("clientSecret".into(), secret)]
-    } else {
-        let (c, k) = sim.client_identity();
-        vec![("tls.crt".into(), c), ("tls.key".into(), k)]
-    };
-    let secret = Secret {
-        metadata: meta("creds"),
-        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
-        ..Default::default()
-    };
-    let cm = ConfigMap {
-        metadata: meta("ca"),
-        data: Some([("ca.crt".into(), sim.root_pem())].into()),
-        ..Default::default()
-    };
-    let res = certbridge::Resources::from_objects("bench", vec![secret], vec![cm]);
-    let issuer = certbridge::Issuer {
-        name: "bench".into(),
-        namespace: Some("bench".into()),
-        scope: certbridge::IssuerScope::Namespaced,
-        uid: "u".into(),
-        generation: 1,
-        annotations: Default::default(),
-        spec: EjbcaIssuerSpec {
-            hostname: sim.host(),
-            certificate_profile_name: "ENDUSER".into(),
-            end_entity_profile_name: "EMPTY".into(),
-            certificate_authority_name: "IssuingCA".into(),
-            end_entity_name: None,
-            ejbca_secret_name: "creds".into(),
-            ca_bundle: Some(CaBundleRef {
-                secret_name: None,
-                config_map_name: Some("ca".into()),
-                key: "ca.crt".into(),
-            }),
-            request_timeout_seconds: None,
-        },
-    };
-    let requests: Vec<SignRequest> = (0..REQUESTS + workers)
-        .map(|i| SignRequest::from_csr_pem::<&str>(&csr(i), Duration::from_secs(86400), false, &[]).expect("request"))
-        .collect();
+    let sim = sim().await;
+    let res = resources(&sim, if oauth { Mode::OAuth } else { Mode::Mtls });
+    let issuer = issuer(spec(&sim));
+    let requests: Vec<_> = (0..REQUESTS + workers).map(|i| request(&format!("b{i}.example.com"), &[])).collect();
     let signer = Arc::new(EjbcaSigner::new());
     // Warm-up: client, TLS session and token, one per worker, as a running controller has them.
     for r in &requests[..workers] {

@@ -65,34 +65,18 @@ impl ChainCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use certbridge::KeyKind;
+    use certbridge::testing::TestCa;
 
-    fn ca(name: &str, parent: Option<(&CertificateParams, &KeyPair)>) -> (CertificateParams, KeyPair, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = match parent {
-            None => p.self_signed(&key).unwrap(),
-            Some((pp, pk)) => p.signed_by(&key, &Issuer::from_params(pp, pk)).unwrap(),
-        };
-        (p, key, cert.pem())
+    fn leaf(ca: &TestCa) -> String {
+        ca.leaf(&KeyKind::EcP256, &["x.example.com"]).unwrap().0
     }
 
-    fn leaf(issuer: &(CertificateParams, KeyPair, String)) -> String {
-        let key = KeyPair::generate().unwrap();
-        CertificateParams::new(vec!["x.example.com".to_string()])
-            .unwrap()
-            .signed_by(&key, &Issuer::from_params(&issuer.0, &issuer.1))
-            .unwrap()
-            .pem()
-    }
-
-    fn answer(leaf: &str, inter: &str, root: &str) -> SignedData {
+    fn answer(leaf: &str, inter: &TestCa) -> SignedData {
         SignedData {
             certificate: leaf.into(),
-            issuing_ca: Some(inter.into()),
-            ca_chain: Some(vec![inter.into(), root.into()]),
+            issuing_ca: Some(inter.cert_pem().into()),
+            ca_chain: Some(vec![inter.cert_pem().into(), inter.root_pem().into()]),
             serial_number: None,
             warnings: vec![],
         }
@@ -100,25 +84,24 @@ mod tests {
 
     #[test]
     fn repeated_answers_match_the_full_ordering() {
-        let root = ca("root", None);
-        let inter = ca("inter", Some((&root.0, &root.1)));
+        let root = TestCa::new(&KeyKind::EcP256).unwrap();
+        let inter = root.intermediate(&KeyKind::EcP256).unwrap();
         let cache = ChainCache::default();
         for _ in 0..3 {
-            let data = answer(&leaf(&inter), &inter.2, &root.2);
+            let data = answer(&leaf(&inter), &inter);
             let full = Issued::from_pem_bundle(&data.pem_bundle()).unwrap();
             assert_eq!(cache.issued(&data).unwrap(), full);
-            assert_eq!(full.ca_pem.as_deref(), Some(root.2.as_str()));
+            assert_eq!(full.ca_pem.as_deref(), Some(root.cert_pem()));
         }
     }
 
     #[test]
     fn a_leaf_from_elsewhere_is_not_dressed_with_the_cached_chain() {
-        let root = ca("root", None);
-        let inter = ca("inter", Some((&root.0, &root.1)));
-        let stranger = ca("stranger", None);
+        let inter = TestCa::new(&KeyKind::EcP256).unwrap().intermediate(&KeyKind::EcP256).unwrap();
+        let stranger = TestCa::new(&KeyKind::EcP256).unwrap();
         let cache = ChainCache::default();
-        cache.issued(&answer(&leaf(&inter), &inter.2, &root.2)).unwrap();
+        cache.issued(&answer(&leaf(&inter), &inter)).unwrap();
         // Same CA part, but a leaf some other CA signed: the full ordering refuses it.
-        assert!(cache.issued(&answer(&leaf(&stranger), &inter.2, &root.2)).is_err());
+        assert!(cache.issued(&answer(&leaf(&stranger), &inter)).is_err());
     }
 }

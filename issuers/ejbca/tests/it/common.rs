@@ -1,114 +1,13 @@
-//! Shared fixtures: a simulator, issuers for both auth modes, CSRs, a recording state store, a
-//! log capture, and openssl verification.
+//! Shared test equipment beyond the fixtures (`fixture`, shared with the benchmark): a recording
+//! state store, a log capture, and openssl verification.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use certbridge::context::StateStore;
-use certbridge::{Issuer, IssuerScope, Resources, SignContext, SignError, SignRequest, async_trait};
-use certbridge_ejbca::sim::{EjbcaSim, SimOptions};
-use certbridge_ejbca::{CaBundleRef, EjbcaIssuerSpec};
+use certbridge::{Resources, SignContext, SignError, async_trait};
 
-pub const NS: &str = "team-a";
-
-pub async fn sim() -> EjbcaSim {
-    EjbcaSim::start(SimOptions::default()).await.expect("simulator starts")
-}
-
-pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
-    Secret {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
-        data: Some(data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()),
-        ..Default::default()
-    }
-}
-
-pub fn config_map(name: &str, key: &str, value: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
-        data: Some([(key.to_owned(), value.to_owned())].into()),
-        ..Default::default()
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Mode {
-    Mtls,
-    OAuth,
-}
-
-/// Resources with the credentials Secret `creds` for `mode` and the CA bundle ConfigMap `ejbca-ca`.
-pub fn resources(sim: &EjbcaSim, mode: Mode) -> Resources {
-    let creds = match mode {
-        Mode::Mtls => {
-            let (cert, key) = sim.client_identity();
-            secret("creds", &[("tls.crt", &cert), ("tls.key", &key)])
-        }
-        Mode::OAuth => {
-            let (id, secret_value) = sim.oauth_client();
-            secret(
-                "creds",
-                &[
-                    ("tokenUrl", &sim.token_url()),
-                    ("clientId", &id),
-                    ("clientSecret", &secret_value),
-                    ("scopes", "ejbca:enroll ejbca:read"),
-                    ("audience", "ejbca"),
-                ],
-            )
-        }
-    };
-    Resources::from_objects(NS, vec![creds], vec![config_map("ejbca-ca", "ca.crt", &sim.root_pem())])
-}
-
-pub fn spec(sim: &EjbcaSim) -> EjbcaIssuerSpec {
-    EjbcaIssuerSpec {
-        hostname: sim.host(),
-        certificate_profile_name: "ENDUSER".into(),
-        end_entity_profile_name: "EMPTY".into(),
-        certificate_authority_name: "IssuingCA".into(),
-        end_entity_name: None,
-        ejbca_secret_name: "creds".into(),
-        ca_bundle: Some(CaBundleRef {
-            secret_name: None,
-            config_map_name: Some("ejbca-ca".into()),
-            key: "ca.crt".into(),
-        }),
-        request_timeout_seconds: Some(5),
-    }
-}
-
-pub fn issuer(spec: EjbcaIssuerSpec) -> Issuer<EjbcaIssuerSpec> {
-    Issuer {
-        name: "ejbca".into(),
-        namespace: Some(NS.into()),
-        scope: IssuerScope::Namespaced,
-        uid: "uid-1".into(),
-        generation: 1,
-        annotations: BTreeMap::new(),
-        spec,
-    }
-}
-
-/// A CSR with CN `cn` and DNS name `cn`.
-pub fn request(cn: &str, annotations: &[(&str, &str)]) -> SignRequest {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(vec![cn.to_owned()]).unwrap();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
-    let mut r = SignRequest::from_csr_pem::<&str>(&pem, Duration::from_secs(7 * 86400), false, &[]).unwrap();
-    r.object.kind = certbridge::RequestKind::CertificateRequest;
-    r.object.name = format!("{cn}-1");
-    r.object.namespace = Some(NS.into());
-    r.object.annotations = annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    r
-}
+pub use crate::fixture::*;
 
 /// A state store that records every save, like the controller's annotation writes.
 #[derive(Clone, Default)]

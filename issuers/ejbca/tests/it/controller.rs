@@ -8,8 +8,8 @@ use std::time::Duration;
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
 use certbridge::testing::{
-    approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
-    wait_condition, wait_issuer_ready, wait_ready,
+    IssuerReady, approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds,
+    issuer_api, wait_condition, wait_issuer_not_ready, wait_issuer_ready, wait_ready,
 };
 use certbridge::{IssuerScope, KeyKind};
 use certbridge_ejbca::sim::{ApprovalMode, EjbcaSim, Fault};
@@ -364,15 +364,6 @@ async fn approval_pending_survives_a_controller_restart_and_issues_once() {
     }
 }
 
-/// The issuer's Ready condition as (status, reason, message).
-async fn issuer_ready_condition(c: &Cluster) -> (String, String, String) {
-    let obj = issuer_api::<EjbcaIssuerSpec>(&c.client, c.scope, NS).get("ejbca").await.expect("issuer");
-    let conditions = obj.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let ready = conditions.iter().find(|c| c["type"] == "Ready").cloned().unwrap_or_default();
-    let s = |k: &str| ready[k].as_str().unwrap_or_default().to_owned();
-    (s("status"), s("reason"), s("message"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_check_follows_a_ca_outage_and_recovery() {
     let c = Cluster::new(Mode::Mtls, IssuerScope::Cluster).await;
@@ -380,11 +371,10 @@ async fn issuer_check_follows_a_ca_outage_and_recovery() {
     let handle = c.start(EjbcaSigner::new(), opts).await;
     c.issuer_ready().await;
     c.ejbca.set_ca_offline(true);
-    let (_, reason, message) = eventually("the issuer not Ready while the CA is offline", async || {
-        let cond = issuer_ready_condition(&c).await;
-        if cond.0 == "False" { Ok(cond) } else { Err(format!("{cond:?}")) }
-    })
-    .await;
+    let IssuerReady { reason, message, .. } =
+        wait_issuer_not_ready::<EjbcaIssuerSpec>(&c.client, IssuerScope::Cluster, NS, "ejbca", None, TIMEOUT)
+            .await
+            .expect("the issuer not Ready while the CA is offline");
     assert_eq!(reason, "Pending", "an outage is not a permanent issuer failure: {message}");
     assert!(message.contains("HTTP 503") && message.contains("offline"), "{message}");
     // Requests wait for the issuer instead of failing.

@@ -5,3 +5,4 @@
 mod adapter;
 mod common;
 mod controller;
+mod fixture;
