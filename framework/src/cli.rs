@@ -107,6 +107,27 @@ struct RunArgs {
     /// Do not serve Kubernetes CertificateSigningRequests.
     #[arg(long)]
     disable_certificate_signing_requests: bool,
+    /// Serve the cluster issuer kind only: namespaced issuers are not watched, requests naming one
+    /// are left untouched, and Secrets/ConfigMaps are read only in the cluster resource namespace.
+    #[arg(long, env = "CERTBRIDGE_DISABLE_NAMESPACED_ISSUERS")]
+    disable_namespaced_issuers: bool,
+}
+
+impl RunArgs {
+    /// The controllers' settings these flags ask for.
+    fn options(&self) -> Options {
+        Options {
+            namespace: self.namespace.clone(),
+            cluster_resource_namespace: self.cluster_resource_namespace.clone(),
+            max_retry_duration: self.max_retry_duration,
+            issuer_recheck_interval: self.issuer_recheck_interval,
+            concurrency: self.concurrency,
+            certificate_requests: !self.disable_certificate_requests,
+            certificate_signing_requests: !self.disable_certificate_signing_requests,
+            namespaced_issuers: !self.disable_namespaced_issuers,
+            instance: None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -203,17 +224,7 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
         None
     };
 
-    let opts = Options {
-        namespace: args.namespace,
-        cluster_resource_namespace: args.cluster_resource_namespace,
-        max_retry_duration: args.max_retry_duration,
-        issuer_recheck_interval: args.issuer_recheck_interval,
-        concurrency: args.concurrency,
-        certificate_requests: !args.disable_certificate_requests,
-        certificate_signing_requests: !args.disable_certificate_signing_requests,
-        instance: None,
-    };
-    let handle = runtime::start(signer, client, opts).await?;
+    let handle = runtime::start(signer, client, args.options()).await?;
     let _ = metrics.set(Box::new(handle.metrics_renderer()));
     let flag = handle.ready_flag();
     let ready_task = tokio::spawn(async move {
@@ -272,4 +283,32 @@ fn scope_of<S: IssuerSpec>(kind: &str) -> Option<IssuerScope> {
     [IssuerScope::Namespaced, IssuerScope::Cluster]
         .into_iter()
         .find(|s| crate::issuer::KindNames::of::<S>(*s).kind == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_options(args: &[&str]) -> Options {
+        let cli = Cli::try_parse_from(["certbridge", "run"].iter().chain(args)).unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        run.options()
+    }
+
+    #[test]
+    fn run_flags_map_to_options() {
+        let default = run_options(&[]);
+        assert!(default.namespaced_issuers && default.certificate_requests && default.certificate_signing_requests);
+        assert_eq!(default.cluster_resource_namespace, "cert-manager");
+        let opts = run_options(&[
+            "--disable-namespaced-issuers",
+            "--disable-certificate-signing-requests",
+            "--cluster-resource-namespace=creds",
+            "--namespace=team-a",
+        ]);
+        assert!(!opts.namespaced_issuers);
+        assert!(!opts.certificate_signing_requests);
+        assert!(opts.certificate_requests);
+        assert_eq!((opts.cluster_resource_namespace.as_str(), opts.namespace.as_deref()), ("creds", Some("team-a")));
+    }
 }

@@ -39,6 +39,12 @@ pub struct Options {
     pub certificate_requests: bool,
     /// Serve Kubernetes CertificateSigningRequests.
     pub certificate_signing_requests: bool,
+    /// Serve the namespaced issuer kind. `false` (`--disable-namespaced-issuers`) is for
+    /// deployments with the cluster kind only: namespaced issuers are neither watched nor
+    /// reconciled, CertificateRequests naming one are left untouched (as requests for another
+    /// issuer are), and Secrets/ConfigMaps are watched only in the cluster resource namespace,
+    /// so a Role there is all the Secret access the controller needs.
+    pub namespaced_issuers: bool,
     /// The event reporter's instance (pod name); defaults to the host name.
     pub instance: Option<String>,
 }
@@ -53,6 +59,7 @@ impl Default for Options {
             concurrency: 4,
             certificate_requests: true,
             certificate_signing_requests: true,
+            namespaced_issuers: true,
             instance: None,
         }
     }
@@ -159,6 +166,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
             cluster_resource_namespace: opts.cluster_resource_namespace.clone(),
             max_retry_duration: opts.max_retry_duration,
             issuer_recheck_interval: opts.issuer_recheck_interval,
+            namespaced_issuers: opts.namespaced_issuers,
         },
         kinds: Kinds::of::<S::Spec>(),
         source: Arc::new(ApiSource::new(client)),
@@ -171,7 +179,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
     let concurrency = opts.concurrency.max(1);
     let mut caches: Vec<Box<dyn CacheReady>> = Vec::new();
     let mut futures: Vec<BoxFuture<'static, ()>> = Vec::new();
-    for scope in [IssuerScope::Namespaced, IssuerScope::Cluster] {
+    for scope in [IssuerScope::Namespaced, IssuerScope::Cluster].into_iter().filter(|s| shared.settings.serves(*s)) {
         let f =
             issuer::run(shared.clone(), scope, opts.namespace.clone(), concurrency, stop(&token), &mut caches).await;
         futures.push(Box::pin(f));

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "controllers/certificate_requests.rs"]
 mod certificate_requests;
+#[path = "controllers/cluster_only.rs"]
+mod cluster_only;
 #[path = "controllers/csrs.rs"]
 mod csrs;
 #[path = "controllers/issuers.rs"]

@@ -69,7 +69,8 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
     let (cl_store, cl_trigger) =
         watch::issuer_cache(&client, &kinds.cluster, None, requests::issuer_readiness_fingerprint);
     caches.push(Box::new(cl_store.clone()));
-    let (ns_store, ns_trigger) = R::NAMES_NAMESPACED_ISSUERS
+    let watch_namespaced = R::NAMES_NAMESPACED_ISSUERS && shared.settings.serves(IssuerScope::Namespaced);
+    let (ns_store, ns_trigger) = watch_namespaced
         .then(|| {
             watch::issuer_cache(
                 &client,
@@ -154,6 +155,11 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
                 return Ok(Action::await_change());
             }
         };
+        if !ctx.shared.settings.serves(target.scope) {
+            // Not addressed to this controller any more than a foreign issuer's request: no write.
+            tracing::debug!("names the namespaced issuer kind, which is disabled; ignoring");
+            return Ok(Action::await_change());
+        }
         let api = request.object_api(&ctx.shared.client);
         requests::reconcile(&ctx, request.view(), target, api).await
     }

@@ -31,9 +31,19 @@ pub(crate) struct Settings {
     pub cluster_resource_namespace: String,
     pub max_retry_duration: Duration,
     pub issuer_recheck_interval: Duration,
+    /// Serve the namespaced issuer kind (`--disable-namespaced-issuers` turns it off).
+    pub namespaced_issuers: bool,
 }
 
 impl Settings {
+    /// Whether the issuer kind of `scope` is served: watched, reconciled, and signed for.
+    pub(crate) fn serves(&self, scope: IssuerScope) -> bool {
+        match scope {
+            IssuerScope::Namespaced => self.namespaced_issuers,
+            IssuerScope::Cluster => true,
+        }
+    }
+
     /// The field manager of one controller, e.g. `demo.certbridge.io/certificaterequests`.
     pub(crate) fn field_manager(&self, controller: &str) -> String {
         format!("{}/{controller}", self.group)
