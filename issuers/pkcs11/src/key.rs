@@ -224,7 +224,8 @@ pub struct CaKey {
     /// subjectPublicKey contents of the CA certificate (what rcgen needs from a key).
     public_key: Vec<u8>,
     alg: &'static rcgen::SignatureAlgorithm,
-    handle: RwLock<Option<ObjectHandle>>,
+    /// The key's handle and the module epoch it belongs to (handles die with a re-initialization).
+    handle: RwLock<Option<(u64, ObjectHandle)>>,
 }
 
 impl std::fmt::Debug for CaKey {
@@ -257,7 +258,10 @@ impl CaKey {
     }
 
     fn handle(&self, s: &Session) -> Result<ObjectHandle, HsmError> {
-        if let Some(h) = *self.handle.read().unwrap_or_else(|p| p.into_inner()) {
+        let epoch = self.token.module().epoch();
+        if let Some((e, h)) = *self.handle.read().unwrap_or_else(|p| p.into_inner())
+            && e == epoch
+        {
             return Ok(h);
         }
         let found = s
@@ -267,14 +271,16 @@ impl CaKey {
             [h] => *h,
             [] => {
                 // Private objects are invisible when logged out: that is a logout, not a missing key.
-                let state = s.get_session_info().map_err(|e| HsmError::call("C_GetSessionInfo", e))?.session_state();
-                if !matches!(state, SessionState::RoUser | SessionState::RwUser) {
+                let info = s.get_session_info().map_err(|e| HsmError::call("C_GetSessionInfo", e))?;
+                if !matches!(info.session_state(), SessionState::RoUser | SessionState::RwUser) {
                     return Err(HsmError::Call {
                         op: "C_FindObjects",
                         rv: "UserNotLoggedIn".into(),
                         fault: crate::error::Fault::LoggedOut,
                     });
                 }
+                // Nor are the objects of a token that went away (SoftHSM keeps its slot and login).
+                self.token.present(info.slot_id())?;
                 return Err(HsmError::KeyNotFound {
                     selector: self.selector.to_string(),
                     token: self.token.label().to_owned(),
@@ -299,7 +305,7 @@ impl CaKey {
                 expected: key_type_name(self.scheme.key_type()),
             });
         }
-        *self.handle.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        *self.handle.write().unwrap_or_else(|p| p.into_inner()) = Some((epoch, h));
         Ok(h)
     }
 

@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
@@ -70,6 +71,47 @@ pub struct Module {
     pub path: PathBuf,
     /// The process-wide context.
     pub ctx: Pkcs11,
+    /// Shared by every use of the module's handles, exclusive for re-initialization: `C_Finalize`
+    /// while another thread is inside the module is undefined behaviour (SoftHSM frees its state).
+    in_use: RwLock<()>,
+    /// Bumped by every re-initialization. Session and object handles from an older epoch are dead,
+    /// and their numbers are handed out again (SoftHSM restarts both counters), so they must be
+    /// forgotten, never closed or used.
+    epoch: AtomicU64,
+}
+
+impl Module {
+    /// Held while using the module's sessions or objects; re-initialization waits for it.
+    pub(crate) fn in_use(&self) -> RwLockReadGuard<'_, ()> {
+        self.in_use.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many times the module was re-initialized in this process.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// `C_Finalize` + `C_Initialize`, unless someone re-initialized since `seen` (an epoch read
+    /// while the fault was observed), so that threads hitting the same fault re-initialize once.
+    ///
+    /// Some modules only see a token that returned (or appeared) after a re-initialization:
+    /// SoftHSM 2.6 latches a token whose files vanished as invalid and reads the token directory
+    /// only in `C_Initialize`. Every session of every token of the module closes and the login is
+    /// lost, so this is the last step of recovery, taken on the error path only. The caller must
+    /// not hold [`Module::in_use`].
+    pub(crate) fn reinitialize(&self, seen: u64) -> Result<(), Error> {
+        let _exclusive = self.in_use.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        match self.ctx.clone().finalize() {
+            Ok(()) | Err(Error::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
+            Err(e) => return Err(e),
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(module = %self.path.display(), "PKCS#11 module re-initialized");
+        initialize(&self.ctx)
+    }
 }
 
 fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
@@ -89,7 +131,7 @@ pub fn load(path: &Path) -> Result<Arc<Module>, Error> {
     }
     let ctx = Pkcs11::new(path)?;
     initialize(&ctx)?;
-    let m = Arc::new(Module { path: path.to_path_buf(), ctx });
+    let m = Arc::new(Module { path: path.to_path_buf(), ctx, in_use: RwLock::new(()), epoch: AtomicU64::new(0) });
     modules.insert(path.to_path_buf(), m.clone());
     Ok(m)
 }

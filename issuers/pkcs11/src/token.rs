@@ -9,6 +9,8 @@
 //! - At most `max_sessions` sessions exist at once (idle + in use); callers wait for a free one.
 //! - After a token-level fault the pool's generation changes: idle sessions are closed, sessions in
 //!   use are closed when returned, and the slot is looked up again by serial number.
+//! - A token missing from the slot list is looked for once more after re-initializing the module
+//!   (see [`Module::reinitialize`]); sessions of an older module epoch are forgotten, not closed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Fault, HsmError};
-use crate::module::{self, Module};
+use crate::module::Module;
 
 /// Which token an issuer means.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,6 +75,8 @@ pub struct TokenStats {
 struct Inner {
     slot: Option<Slot>,
     generation: u64,
+    /// The module epoch the slot and sessions belong to.
+    epoch: u64,
     idle: Vec<Session>,
     /// Sessions alive: idle + leased.
     open: usize,
@@ -114,7 +118,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Finds the slot of the token matching `sel`, with its label and serial.
+/// Finds the slot of the token matching `sel`, with its label and serial. A token whose info
+/// cannot be read is not there (SoftHSM answers CKR_GENERAL_ERROR for a token whose files vanished).
 fn find_slot(module: &Module, sel: &TokenSelector) -> Result<(Slot, String, String), HsmError> {
     let ctx = &module.ctx;
     let slots = ctx.get_slots_with_token().map_err(|e| HsmError::call("C_GetSlotList", e))?;
@@ -142,15 +147,31 @@ fn find_slot(module: &Module, sel: &TokenSelector) -> Result<(Slot, String, Stri
 }
 
 impl Token {
-    /// The shared token matching `sel` in `module`, creating its pool on first use.
+    /// The shared token matching `sel` in `module`, creating its pool on first use. A token this
+    /// process used before that is missing now is looked for again after re-initializing the
+    /// module, and reported as absent (it may return), not as unknown.
     pub fn find(module: &Arc<Module>, sel: &TokenSelector, max_sessions: usize) -> Result<Arc<Token>, HsmError> {
-        let (slot, label, serial) = match find_slot(module, sel) {
-            Err(e) if e.fault() == Fault::Module => {
-                module::initialize(&module.ctx).map_err(|e| HsmError::call("C_Initialize", e))?;
-                find_slot(module, sel)?
+        let mut reinitialized = false;
+        loop {
+            let in_use = module.in_use();
+            let epoch = module.epoch();
+            let err = match find_slot(module, sel) {
+                Ok((slot, label, serial)) => return Ok(Token::register(module, slot, label, serial, max_sessions)),
+                Err(e) => e,
+            };
+            let known = matches!(err, HsmError::TokenNotFound { .. }).then(|| Token::known(module, sel)).flatten();
+            if !reinitialized && (err.fault() == Fault::Module || known.is_some()) {
+                drop(in_use);
+                reinitialized = true;
+                module.reinitialize(epoch).map_err(|e| HsmError::call("C_Initialize", e))?;
+                continue;
             }
-            other => other?,
-        };
+            return Err(known.map_or(err, |t| t.absent()));
+        }
+    }
+
+    /// The pool of a token found in slot `slot` (the caller holds [`Module::in_use`]).
+    fn register(module: &Arc<Module>, slot: Slot, label: String, serial: String, max_sessions: usize) -> Arc<Token> {
         let mut tokens = lock(registry());
         let token = tokens
             .entry((module.path.clone(), serial.clone()))
@@ -163,6 +184,7 @@ impl Token {
                     inner: Mutex::new(Inner {
                         slot: None,
                         generation: 0,
+                        epoch: module.epoch(),
                         idle: Vec::new(),
                         open: 0,
                         pin: None,
@@ -174,8 +196,51 @@ impl Token {
                 })
             })
             .clone();
-        lock(&token.inner).slot.get_or_insert(slot);
-        Ok(token)
+        drop(tokens);
+        let mut g = lock(&token.inner);
+        token.sync_epoch(&mut g);
+        g.slot.get_or_insert(slot);
+        drop(g);
+        token
+    }
+
+    /// The one token of `module` used before that `sel` matches.
+    fn known(module: &Module, sel: &TokenSelector) -> Option<Arc<Token>> {
+        let tokens = lock(registry());
+        let mut matching = tokens.values().filter(|t| {
+            t.module.path == module.path
+                && sel.label.as_deref().is_none_or(|l| l == t.label)
+                && sel.serial.as_deref().is_none_or(|s| s == t.serial)
+        });
+        let first = matching.next()?;
+        matching.next().is_none().then(|| first.clone())
+    }
+
+    fn absent(&self) -> HsmError {
+        HsmError::TokenAbsent { label: self.label.clone(), serial: self.serial.clone() }
+    }
+
+    /// Whether the token in `slot` still answers; for telling a vanished token from a missing
+    /// object on the error path.
+    pub(crate) fn present(&self, slot: Slot) -> Result<(), HsmError> {
+        self.module.ctx.get_token_info(slot).map(|_| ()).map_err(|_| self.absent())
+    }
+
+    /// Forgets the slot and sessions of an older module epoch: their handles are dead and may
+    /// already name someone else's session, so they are leaked instead of closed.
+    fn sync_epoch(&self, g: &mut Inner) {
+        let epoch = self.module.epoch();
+        if g.epoch == epoch {
+            return;
+        }
+        g.epoch = epoch;
+        g.generation += 1;
+        g.slot = None;
+        g.open -= g.idle.len();
+        for session in g.idle.drain(..) {
+            std::mem::forget(session);
+        }
+        self.freed.notify_all();
     }
 
     /// The token label.
@@ -207,6 +272,7 @@ impl Token {
     /// seen to fail is refused without touching the token; a new PIN is tried exactly once.
     pub fn authenticate(&self, pin: &Zeroizing<String>) -> Result<(), HsmError> {
         let fp = pin_fingerprint(pin);
+        let _in_use = self.module.in_use();
         let mut g = lock(&self.inner);
         if g.bad_pins.contains(&fp) {
             return Err(HsmError::WrongPin { label: self.label.clone(), remembered: true });
@@ -214,6 +280,7 @@ impl Token {
         if g.pin_fp == Some(fp) {
             return Ok(());
         }
+        self.sync_epoch(&mut g);
         let slot = self.slot(&mut g)?;
         let session = self.module.ctx.open_ro_session(slot).map_err(|e| HsmError::call("C_OpenSession", e))?;
         self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
@@ -279,9 +346,7 @@ impl Token {
         let sel = TokenSelector { label: None, serial: Some(self.serial.clone()) };
         let slot = match find_slot(&self.module, &sel) {
             Ok((slot, _, _)) => slot,
-            Err(HsmError::TokenNotFound { .. }) => {
-                return Err(HsmError::TokenAbsent { label: self.label.clone(), serial: self.serial.clone() });
-            }
+            Err(HsmError::TokenNotFound { .. }) => return Err(self.absent()),
             Err(e) => return Err(e),
         };
         g.slot = Some(slot);
@@ -308,11 +373,9 @@ impl Token {
     }
 
     /// Forgets the slot and every idle session: the next lease reopens from scratch.
-    fn reset(&self, reinitialize: bool) {
+    fn reset(&self) {
         let mut g = lock(&self.inner);
-        if reinitialize {
-            let _ = module::initialize(&self.module.ctx);
-        }
+        self.sync_epoch(&mut g);
         g.generation += 1;
         g.slot = None;
         let dropped = g.idle.len();
@@ -323,8 +386,10 @@ impl Token {
         tracing::info!(token = %self.label, "token reset: sessions will be reopened");
     }
 
+    /// A session (the caller holds [`Module::in_use`] until the lease is dropped).
     fn lease(&self) -> Result<Lease<'_>, HsmError> {
         let mut g = lock(&self.inner);
+        self.sync_epoch(&mut g);
         loop {
             if let Some(session) = g.idle.pop() {
                 return Ok(Lease { token: self, session: Some(session), generation: g.generation });
@@ -372,15 +437,28 @@ impl Token {
 
     /// Runs `f` on a pooled, logged-in session. Lost sessions, logouts, stale handles, a token that
     /// went away and came back, and a module finalized under us are recovered by reopening and
-    /// retrying (a bounded number of times); other errors are returned as they are.
+    /// retrying (a bounded number of times); other errors are returned as they are. A token missing
+    /// from the slot list costs one module re-initialization per call, then it is reported absent.
     pub fn run<T>(&self, mut f: impl FnMut(&Session) -> Result<T, HsmError>) -> Result<T, HsmError> {
-        const ATTEMPTS: usize = 4;
+        const ATTEMPTS: usize = 6;
         let mut last = None;
+        let mut reinitialized = false;
         for _ in 0..ATTEMPTS {
+            let in_use = self.module.in_use();
+            let epoch = self.module.epoch();
             let mut lease = match self.lease() {
                 Ok(l) => l,
                 Err(e) if matches!(e.fault(), Fault::Session | Fault::Token | Fault::Module) => {
-                    self.reset(e.fault() == Fault::Module);
+                    self.reset();
+                    // Not in the slot list, or the module finalized under us: only a
+                    // re-initialization helps, once per call.
+                    if matches!(e, HsmError::TokenAbsent { .. }) || e.fault() == Fault::Module {
+                        drop(in_use);
+                        if std::mem::replace(&mut reinitialized, true) {
+                            return Err(e);
+                        }
+                        self.module.reinitialize(epoch).map_err(|e| HsmError::call("C_Initialize", e))?;
+                    }
                     last = Some(e);
                     continue;
                 }
@@ -397,7 +475,7 @@ impl Token {
                     // ones too rather than trying each of them.
                     lease.discard();
                     drop(lease);
-                    self.reset(false);
+                    self.reset();
                 }
                 Fault::LoggedOut => {
                     if let Err(e) = self.relogin(session) {
@@ -411,7 +489,14 @@ impl Token {
                 Fault::Token | Fault::Module => {
                     lease.discard();
                     drop(lease);
-                    self.reset(err.fault() == Fault::Module);
+                    self.reset();
+                    if err.fault() == Fault::Module {
+                        drop(in_use);
+                        if std::mem::replace(&mut reinitialized, true) {
+                            return Err(err);
+                        }
+                        self.module.reinitialize(epoch).map_err(|e| HsmError::call("C_Initialize", e))?;
+                    }
                 }
                 Fault::Pin | Fault::Other => return Err(err),
             }
