@@ -10,7 +10,7 @@ use certbridge::testing::{self, approve, create_certificate_request, wait_ready}
 use certbridge_example_ca::LocalCaSpec;
 use certbridge_testkit::KubeSim;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -162,11 +162,7 @@ async fn run_processes_with_leader_election_sign_and_hand_over_on_sigterm() {
     let applied = kubectl(&kubeconfig, &["apply", "-f", ca.path("crds.yaml").to_str().unwrap()]);
     assert!(applied.contains("localcaissuers.example.certbridge.io created"), "{applied}");
     sim.install_cert_manager_crds().await.unwrap();
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta { name: Some("team-a".into()), ..Default::default() },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    testing::create_namespace(&client, "team-a").await.unwrap();
     let secrets = Api::<Secret>::namespaced(client.clone(), "team-a");
     secrets.create(&PostParams::default(), &ca.secret("team-a", "ca-key-pair")).await.unwrap();
 

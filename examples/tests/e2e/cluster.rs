@@ -10,8 +10,8 @@ use certbridge::testing::{self, approve, create_certificate_request, deny, wait_
 use certbridge::{Issued, Issuer, IssuerScope, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 use certbridge_example_ca::{LocalCaSigner, LocalCaSpec};
 use certbridge_testkit::{KubeSim, Verb};
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
 use crate::support::{TestCa, kubectl};
@@ -67,16 +67,7 @@ impl Env {
         testing::install_crds::<LocalCaSpec>(&client).await.unwrap();
         let ca = TestCa::new(&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
         for ns in [NS, "cert-manager"] {
-            let namespace = Namespace {
-                metadata: kube::api::ObjectMeta { name: Some(ns.into()), ..Default::default() },
-                ..Default::default()
-            };
-            // kube-sim, like a cluster with cert-manager, may already have the namespace.
-            match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-                Err(e) => panic!("creating namespace {ns}: {e}"),
-            }
+            testing::create_namespace(&client, ns).await.unwrap();
             Api::<Secret>::namespaced(client.clone(), ns)
                 .create(&PostParams::default(), &ca.secret(ns, "ca-key-pair"))
                 .await
@@ -232,37 +223,47 @@ async fn a_kubernetes_csr_is_signed_after_kubectl_certificate_approve() {
         let env = Env::new().await;
         env.issuer(IssuerScope::Cluster, "cluster-ca").await;
         let csr_pem = env.ca.csr("kube", &["kube.example"]);
-        let csr = CertificateSigningRequest {
-            metadata: kube::api::ObjectMeta { name: Some("kube".into()), ..Default::default() },
-            spec: CertificateSigningRequestSpec {
-                request: k8s_openapi::ByteString(csr_pem.into_bytes()),
-                signer_name: "localcaclusterissuers.example.certbridge.io/cluster-ca".into(),
-                usages: Some(vec!["digital signature".into(), "key encipherment".into(), "server auth".into()]),
-                expiration_seconds: Some(3600),
-                ..Default::default()
-            },
-            status: None,
-        };
-        let api: Api<CertificateSigningRequest> = Api::all(env.client.clone());
-        api.create(&PostParams::default(), &csr).await.unwrap();
+        let signer_name = testing::cluster_signer_name::<LocalCaSpec>("cluster-ca");
+        assert_eq!(signer_name, "localcaclusterissuers.example.certbridge.io/cluster-ca");
+        testing::create_kubernetes_csr(&env.client, &testing::kubernetes_csr("kube", &csr_pem, &signer_name))
+            .await
+            .unwrap();
 
         let kubeconfig = env.ca.path("kubeconfig");
         env.sim.write_kubeconfig(&kubeconfig).unwrap();
         let out = kubectl(&kubeconfig, &["certificate", "approve", "kube"]);
         assert!(out.contains("approved"), "{out}");
 
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        let chain = loop {
-            let now = api.get("kube").await.unwrap();
-            if let Some(cert) = now.status.as_ref().and_then(|s| s.certificate.as_ref()) {
-                break String::from_utf8(cert.0.clone()).unwrap();
-            }
-            assert!(tokio::time::Instant::now() < deadline, "not signed in time: {:?}", now.status);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let chain = testing::wait_kubernetes_csr_certificate(&env.client, "kube", TIMEOUT).await.unwrap();
         env.ca.assert_verifies("kube", &chain);
         let text = crate::support::openssl(env.ca.dir.path(), &["x509", "-in", "kube.crt", "-noout", "-text"]);
         assert!(text.contains("TLS Web Server Authentication") && text.contains("DNS:kube.example"), "{text}");
+        env.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_kubernetes_csr_is_never_signed() {
+    bounded(async {
+        let env = Env::new().await;
+        env.issuer(IssuerScope::Cluster, "cluster-ca").await;
+        let signer_name = testing::cluster_signer_name::<LocalCaSpec>("cluster-ca");
+        for name in ["denied", "approved"] {
+            let csr = testing::kubernetes_csr(name, &env.ca.csr(name, &[&format!("{name}.example")]), &signer_name);
+            testing::create_kubernetes_csr(&env.client, &csr).await.unwrap();
+        }
+        testing::deny_kubernetes_csr(&env.client, "denied").await.unwrap();
+        let err = testing::wait_kubernetes_csr_certificate(&env.client, "denied", TIMEOUT).await.unwrap_err();
+        assert!(err.to_string().contains("is Denied: KubectlDeny"), "{err}");
+        // Approved after the denied one: once it is signed, the controller has seen both.
+        testing::approve_kubernetes_csr(&env.client, "approved").await.unwrap();
+        let chain = testing::wait_kubernetes_csr_certificate(&env.client, "approved", TIMEOUT).await.unwrap();
+        env.ca.assert_verifies("approved", &chain);
+
+        let denied = Api::<CertificateSigningRequest>::all(env.client.clone()).get("denied").await.unwrap();
+        assert!(denied.status.unwrap().certificate.is_none(), "the denied CSR got no certificate");
+        assert_eq!(env.signer.signs(), 1, "only the approved CSR was signed");
         env.shutdown().await;
     })
     .await;

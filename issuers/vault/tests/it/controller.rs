@@ -11,7 +11,7 @@ use certbridge::runtime::{Options, start};
 use certbridge::testing;
 use certbridge_vault::VaultSigner;
 use certbridge_vault::spec::{KubernetesAuth, ServiceAccountRef, VaultAuth};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams, PostParams};
 
@@ -25,8 +25,7 @@ async fn vault_issuer_signs_an_approved_certificate_request() {
     sim.install_cert_manager_crds().await.unwrap();
     let client = sim.client();
     testing::install_crds::<VaultSpec>(&client).await.unwrap();
-    let ns = Namespace { metadata: ObjectMeta { name: Some(NS.into()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    testing::create_namespace(&client, NS).await.unwrap();
     let sa = ServiceAccount {
         metadata: ObjectMeta { name: Some("vault-issuer".into()), ..Default::default() },
         ..Default::default()

@@ -11,7 +11,7 @@ use certbridge_testkit::KubeSim;
 use certbridge_vault::VaultSigner;
 use certbridge_vault::spec::{KubernetesAuth, ServiceAccountRef, VaultAuth};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::Api;
 use kube::api::PostParams;
 use zeroize::Zeroizing;
@@ -73,8 +73,7 @@ async fn request_token(
 async fn cluster() -> KubeSim {
     let sim = KubeSim::start().await.unwrap();
     let client = sim.client();
-    let ns = Namespace { metadata: ObjectMeta { name: Some(NS.into()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    certbridge::testing::create_namespace(&client, NS).await.unwrap();
     let sa = ServiceAccount {
         metadata: ObjectMeta { name: Some(ACCOUNT.into()), ..Default::default() },
         ..Default::default()
