@@ -1,6 +1,6 @@
 //! Signing with a CA whose certificate and key come from a Secret.
 
-use certbridge::pki::{certificate_params, subject_public_key};
+use certbridge::pki::{certificate_params, key_pair_from_pem, subject_public_key};
 use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 use rcgen::{KeyPair, PublicKeyData};
 use x509_parser::pem::parse_x509_pem;
@@ -30,10 +30,8 @@ impl Ca {
             |what: &str| SignError::issuer_not_ready(format!("Secret \"{}/{name}\" {what}", resources.namespace()));
         let pem = resources.secret_string(name, "tls.crt").await?;
         let key = resources.secret_string(name, "tls.key").await?;
-        // The parse error is not shown: it could quote part of the key.
-        let key = KeyPair::from_pem(&key).map_err(|_| {
-            bad("key \"tls.key\" is not an unencrypted PKCS#8 private key (\"BEGIN PRIVATE KEY\"): convert it with `openssl pkcs8 -topk8 -nocrypt`")
-        })?;
+        // PKCS#8, PKCS#1 or SEC1; the error names the problem, never the key's bytes.
+        let key = key_pair_from_pem(&key).map_err(|e| bad(&format!("key \"tls.key\" {e}")))?;
         let (_, block) =
             parse_x509_pem(pem.as_bytes()).map_err(|_| bad("key \"tls.crt\" does not start with a PEM certificate"))?;
         let cert = block.parse_x509().map_err(|_| bad("key \"tls.crt\" holds a certificate that does not parse"))?;

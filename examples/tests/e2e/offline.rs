@@ -44,6 +44,32 @@ async fn signs_a_chain_openssl_verifies_for_each_ca_key_type() {
 }
 
 #[tokio::test]
+async fn ca_keys_in_pkcs1_and_sec1_form_sign_as_well() {
+    // The CA key rewritten in its traditional form: RSA as PKCS#1, EC as SEC1.
+    let cases: [(&[&str], &[&str], &str); 2] = [
+        (&["rsa:2048"], &["rsa", "-in", "ca.key", "-traditional", "-out", "ca.key"], "BEGIN RSA PRIVATE KEY"),
+        (
+            &["ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+            &["ec", "-in", "ca.key", "-out", "ca.key"],
+            "BEGIN EC PRIVATE KEY",
+        ),
+    ];
+    for (alg, rewrite, label) in cases {
+        let ca = TestCa::new(alg);
+        openssl(ca.dir.path(), rewrite);
+        assert!(ca.read("ca.key").contains(label), "{alg:?}");
+        let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
+        LocalCaSigner.check(&issuer("ca-key-pair"), &resources).await.unwrap();
+        let req =
+            SignRequest::from_csr_pem(&ca.csr("web", &["web.example"]), Duration::from_secs(3600), false, &[""; 0])
+                .unwrap();
+        let issued =
+            LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap();
+        ca.assert_verifies("web", &issued.chain_pem);
+    }
+}
+
+#[tokio::test]
 async fn a_leaf_never_outlives_its_ca() {
     let ca = TestCa::new(&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
     let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
@@ -78,13 +104,13 @@ async fn check_names_what_is_wrong_with_the_secret_and_never_leaks_the_key() {
     let e = check(tls_secret("team-a", "ca-key-pair", &issued.chain_pem, &ca.read("leaf.key"))).await.unwrap_err();
     assert!(e.to_string().contains("is not a CA certificate"), "{e}");
 
-    // A traditional (SEC1) EC key: rejected with the conversion command, the key's bytes never shown.
-    openssl(ca.dir.path(), &["ec", "-in", "ca.key", "-out", "ca-sec1.key"]);
-    let sec1 = ca.read("ca-sec1.key");
-    assert!(sec1.contains("BEGIN EC PRIVATE KEY"));
-    let e = check(tls_secret("team-a", "ca-key-pair", &crt, &sec1)).await.unwrap_err();
-    assert!(e.to_string().contains("openssl pkcs8 -topk8 -nocrypt"), "{e}");
-    let body: String = sec1.lines().filter(|l| !l.starts_with("-----")).collect();
+    // An encrypted key: refused as such, the key's bytes never shown.
+    openssl(ca.dir.path(), &["pkey", "-in", "ca.key", "-aes256", "-passout", "pass:pw", "-out", "ca-enc.key"]);
+    let encrypted = ca.read("ca-enc.key");
+    let e = check(tls_secret("team-a", "ca-key-pair", &crt, &encrypted)).await.unwrap_err();
+    assert!(matches!(e, SignError::IssuerNotReady(_)), "{e:?}");
+    assert!(e.to_string().contains("\"tls.key\" holds an encrypted private key"), "{e}");
+    let body: String = encrypted.lines().filter(|l| !l.starts_with("-----")).collect();
     for chunk in body.as_bytes().chunks(16) {
         assert!(!e.to_string().contains(std::str::from_utf8(chunk).unwrap()), "{e}");
     }

@@ -18,7 +18,7 @@ pub fn openssl(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A self-signed CA made by openssl: `ca.crt` and its PKCS#8 key `ca.key` in a temp dir.
+/// A self-signed CA made by openssl: `ca.crt` and its key `ca.key` (PKCS#8) in a temp dir.
 pub struct TestCa {
     pub dir: tempfile::TempDir,
 }
