@@ -8,6 +8,7 @@
 #   4. Controller audit (deploy/gen/controller_audit.py): the example controller runs with the rendered
 #      Deployment's arguments against kube-sim through a recording proxy, issues a CertificateRequest
 #      per issuer kind and a Kubernetes CSR; every API call it made must be allowed by the chart's RBAC.
+#      Also with kubernetesCSRs off, and with namespacedIssuers off (least-privilege Secret access).
 #   5. With helm on PATH: `helm lint` and `helm template` == the committed plain manifests.
 #
 # Installs PyYAML into .work/deploy-venv when the system python3 lacks it. Uses $CARGO_TARGET_DIR.
@@ -56,6 +57,8 @@ say "controller audit: every API call the example controller makes is allowed by
 "$py" deploy/gen/controller_audit.py --target-dir "$target"
 say "controller audit with kubernetesCSRs.enabled=false"
 "$py" deploy/gen/controller_audit.py --target-dir "$target" --no-csrs
+say "controller audit with namespacedIssuers.enabled=false (Secrets readable only in the cluster resource namespace)"
+"$py" deploy/gen/controller_audit.py --target-dir "$target" --no-namespaced-issuers
 
 # --- 5. real Helm, when available ------------------------------------------------------------------
 if command -v helm >/dev/null 2>&1; then

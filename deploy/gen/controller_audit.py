@@ -9,11 +9,13 @@ allows every Kubernetes API call it makes.
      addresses move to free loopback ports), talking to the API server through a recording proxy;
   3. issues a CertificateRequest through each issuer kind and a Kubernetes CSR through the cluster
      issuer, checks /healthz, /readyz and /metrics on the ports the chart's probes and Service use,
-     and stops the controller with SIGTERM (it must exit 0);
+     and stops the controller with SIGTERM (it must exit 0); with --no-namespaced-issuers the
+     request naming the LocalCAIssuer must stay untouched and the issuer unreconciled instead;
   4. maps every recorded request to its RBAC attributes (plus the `sign` check Kubernetes makes when a
      CSR's certificate is written) and fails if the rendered RBAC does not allow one of them.
 
-Usage: controller_audit.py --target-dir DIR   (binaries kube-sim and certbridge-example-ca in DIR/debug)
+Usage: controller_audit.py --target-dir DIR [--no-csrs] [--no-namespaced-issuers]
+       (binaries kube-sim and certbridge-example-ca in DIR/debug)
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ NAMESPACE = "certbridge"
 GROUP = "example.certbridge.io"
 SIGNER = f"localcaclusterissuers.{GROUP}/ca"
 # Values the chart is rendered with: 2 replicas turn leader election on. --no-csrs also turns
-# Kubernetes CSR support off, and then the controller must not touch CSRs at all.
+# Kubernetes CSR support off, and then the controller must not touch CSRs at all;
+# --no-namespaced-issuers turns the namespaced kind off, and then the controller must not touch it,
+# nor Secrets/ConfigMaps outside the cluster resource namespace (the rendered RBAC no longer allows it).
 OVERRIDES: dict = {"replicaCount": 2}
 WAIT = 90.0  # seconds before a step is declared hung (a hang guard, not a speed assertion)
 
@@ -198,7 +202,7 @@ def openssl(*args: str, cwd: str) -> None:
 # --- the scenario -------------------------------------------------------------------------------------
 
 
-def run(target_dir: str, csrs: bool) -> list[tuple[str, str]]:
+def run(target_dir: str, csrs: bool, namespaced: bool) -> list[tuple[str, str]]:
     kube_sim = os.path.join(target_dir, "debug", "kube-sim")
     controller = os.path.join(target_dir, "debug", "certbridge-example-ca")
     for b in (kube_sim, controller):
@@ -293,7 +297,7 @@ def run(target_dir: str, csrs: bool) -> list[tuple[str, str]]:
             ctrl = subprocess.Popen([controller, *args], env=env, stdout=open(log, "w"),
                                     stderr=subprocess.STDOUT)  # fmt: skip
             procs.append(ctrl)
-            for kind in ("localcaissuer/ca -n team-a", "localcaclusterissuer/ca"):
+            for kind in ("localcaissuer/ca -n team-a", "localcaclusterissuer/ca")[0 if namespaced else 1 :]:
                 wait_for(f"{kind} Ready", lambda kind=kind: ready(k.get(*kind.split())), logs=log)
 
             # Probes and metrics on the ports the chart wires (health → probes, metrics → Service).
@@ -316,11 +320,24 @@ def run(target_dir: str, csrs: bool) -> list[tuple[str, str]]:
                 k.kubectl("patch", "certificaterequest", name, "-n", "team-a", "--subresource=status", "--type=merge",
                           "-p", json.dumps({"status": {"conditions": [{"type": "Approved", "status": "True",
                           "reason": "cmctl", "message": "approved by the audit", "lastTransitionTime": now}]}}))  # fmt: skip
+                if kind == "LocalCAIssuer" and not namespaced:
+                    continue  # addressed to a disabled kind: checked below, once the next one is issued
                 cr = wait_for(f"CertificateRequest {name} Ready",
                               lambda n=name: (lambda o: o if ready(o) else None)(k.get("certificaterequest", n, "-n", "team-a")),
                               logs=log)  # fmt: skip
                 if "BEGIN CERTIFICATE" not in base64.b64decode(cr["status"].get("certificate", "")).decode():
                     raise Failure(f"CertificateRequest {name} is Ready without a certificate")
+
+            if not namespaced:
+                # The cluster issuer's request, approved after it, is issued: this one was seen too.
+                cr = k.get("certificaterequest", "via-issuer", "-n", "team-a")
+                types = [c.get("type") for c in cr.get("status", {}).get("conditions", [])]
+                if types != ["Approved"] or cr["status"].get("certificate"):
+                    raise Failure("namespaced issuers are disabled, yet the controller wrote the status of a request "
+                                  f"naming LocalCAIssuer (conditions {types}, certificate set: {'certificate' in cr['status']})")
+                issuer = k.get("localcaissuer", "ca", "-n", "team-a")
+                if issuer.get("status"):
+                    raise Failure(f"namespaced issuers are disabled, yet LocalCAIssuer got {issuer['status']}")
 
             # A Kubernetes CSR through the cluster issuer.
             if not csrs:
@@ -368,7 +385,7 @@ def finish(ctrl: subprocess.Popen, log: str, proxy: RecordingProxy) -> list[tupl
         return list(proxy.requests)
 
 
-def audit(requests: list[tuple[str, str]], csrs: bool) -> int:
+def audit(requests: list[tuple[str, str]], csrs: bool, namespaced: bool) -> int:
     docs = gotemplate.render_chart(os.path.join(generate.DEPLOY, "charts", RELEASE), RELEASE, NAMESPACE, OVERRIDES)
     sa = next(d.obj for d in docs if d.kind == "ServiceAccount")["metadata"]["name"]
     authz = rbac.Authorizer([d.obj for d in docs], NAMESPACE, sa)
@@ -390,11 +407,15 @@ def audit(requests: list[tuple[str, str]], csrs: bool) -> int:
         "watch cert-manager.io/certificaterequests (cluster-wide)",
         "patch cert-manager.io/certificaterequests/status in team-a",
         f"patch {GROUP}/localcaclusterissuers/status (cluster-wide)",
+        "watch core/secrets in cert-manager",
     ]
     if csrs:
         expected.append(f"sign certificates.k8s.io/signers {SIGNER} (cluster-wide)")
     elif any(a.group == "certificates.k8s.io" for a in used.values()):
         print("Kubernetes CSR support is off, yet the controller called the certificates.k8s.io API", file=sys.stderr)
+        return 1
+    if not namespaced and any(a.resource.startswith("localcaissuers") for a in used.values()):
+        print("namespaced issuers are off, yet the controller called the LocalCAIssuer API", file=sys.stderr)
         return 1
     missing = [e for e in expected if e not in used]
     if missing:
@@ -412,15 +433,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
     ap.add_argument("--no-csrs", action="store_true", help="render with kubernetesCSRs.enabled=false")
+    ap.add_argument("--no-namespaced-issuers", action="store_true", help="render with namespacedIssuers.enabled=false")
     args = ap.parse_args()
     if args.no_csrs:
         OVERRIDES["kubernetesCSRs"] = {"enabled": False}
+    if args.no_namespaced_issuers:
+        OVERRIDES["namespacedIssuers"] = {"enabled": False}
+    csrs, namespaced = not args.no_csrs, not args.no_namespaced_issuers
     try:
-        requests = run(args.target_dir, not args.no_csrs)
+        requests = run(args.target_dir, csrs, namespaced)
     except Failure as e:
         print(f"controller audit failed: {e}", file=sys.stderr)
         return 1
-    return audit(requests, not args.no_csrs)
+    return audit(requests, csrs, namespaced)
 
 
 if __name__ == "__main__":

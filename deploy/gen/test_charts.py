@@ -148,6 +148,20 @@ class Values(unittest.TestCase):
         self.assertTrue(grants(role, "", "serviceaccounts/token", "create"))
         approver = rules_of(docs, "ClusterRole", "rel-certbridge-vault-approver")
         self.assertEqual(approver[0]["resourceNames"], ["vaultclusterissuers.vault.certbridge.io/*"])
+        # The controller is told, and the namespaced kind's grants go with it.
+        self.assertIn("--disable-namespaced-issuers", container(docs)["args"])
+        for res, verb in (("vaultissuers", "watch"), ("vaultissuers", "get"), ("vaultissuers/status", "patch")):
+            self.assertFalse(grants(rules, "vault.certbridge.io", res, verb), f"{res} {verb}")
+        for res, verb in (("vaultclusterissuers", "watch"), ("vaultclusterissuers/status", "patch")):
+            self.assertTrue(grants(rules, "vault.certbridge.io", res, verb), f"{res} {verb}")
+
+    def test_namespaced_issuers_on_by_default(self):
+        docs = render("vault")
+        self.assertNotIn("--disable-namespaced-issuers", container(docs)["args"])
+        rules = rules_of(docs, "ClusterRole", "rel-certbridge-vault")
+        self.assertTrue(grants(rules, "", "secrets", "watch"))
+        self.assertTrue(grants(rules, "vault.certbridge.io", "vaultissuers", "watch"))
+        self.assertTrue(grants(rules, "vault.certbridge.io", "vaultissuers/status", "patch"))
 
     def test_disabling_kubernetes_csrs_drops_their_grants(self):
         docs = render("ejbca", {"kubernetesCSRs": {"enabled": False}})
@@ -307,7 +321,8 @@ class RbacEvaluation(unittest.TestCase):
 
     def test_grants_and_denials(self):
         self.assertTrue(self.allowed("PATCH", "/apis/cert-manager.io/v1/namespaces/a/certificaterequests/r/status"))
-        self.assertTrue(self.allowed("GET", "/apis/vault.certbridge.io/v1alpha1/vaultissuers?watch=1"))
+        self.assertTrue(self.allowed("GET", "/apis/vault.certbridge.io/v1alpha1/vaultclusterissuers?watch=1"))
+        self.assertFalse(self.allowed("GET", "/apis/vault.certbridge.io/v1alpha1/vaultissuers?watch=1"))
         self.assertTrue(self.allowed("GET", "/api/v1/namespaces/cert-manager/secrets/creds"))
         self.assertTrue(self.allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/certbridge/leases/l"))
         # namespaced issuers are off: no Secret reads outside the cluster resource namespace

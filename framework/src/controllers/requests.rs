@@ -29,7 +29,7 @@ const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct RequestCtx<S: Signer> {
     pub shared: Arc<Shared<S>>,
     /// The namespaced issuer cache; `None` when this controller never serves that kind (Kubernetes
-    /// CSRs cannot name it), so no watch runs for it.
+    /// CSRs cannot name it, and `--disable-namespaced-issuers` turns it off), so no watch runs for it.
     pub namespaced_issuers: Option<Store<DynamicObject>>,
     pub cluster_issuers: Store<DynamicObject>,
     pub backoff: Backoff,

@@ -79,6 +79,9 @@ spec:
             {{- if not .Values.kubernetesCSRs.enabled }}
             - --disable-certificate-signing-requests
             {{- end }}
+            {{- if not .Values.namespacedIssuers.enabled }}
+            - --disable-namespaced-issuers
+            {{- end }}
             {{- range .Values.extraArgs }}
             - {{ . | quote }}
             {{- end }}

@@ -38,18 +38,30 @@ rules:
     resourceNames: [{{ printf "%s.%s/*" $clusterIssuers $group | quote }}]
     verbs: ["sign"]
   {{- end }}
+  # The issuers (specs are never written). With namespacedIssuers off the controller runs with
+  # --disable-namespaced-issuers and never reads or writes the namespaced kind.
+  {{- if .Values.namespacedIssuers.enabled }}
   - apiGroups: [{{ $group | quote }}]
     resources: [{{ $issuers | quote }}, {{ $clusterIssuers | quote }}]
     verbs: ["get", "list", "watch"]
   - apiGroups: [{{ $group | quote }}]
     resources: [{{ printf "%s/status" $issuers | quote }}, {{ printf "%s/status" $clusterIssuers | quote }}]
     verbs: ["patch"]
+  {{- else }}
+  - apiGroups: [{{ $group | quote }}]
+    resources: [{{ $clusterIssuers | quote }}]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: [{{ $group | quote }}]
+    resources: [{{ printf "%s/status" $clusterIssuers | quote }}]
+    verbs: ["patch"]
+  {{- end }}
   - apiGroups: ["events.k8s.io"]
     resources: ["events"]
     verbs: ["create", "patch"]
   {{- if .Values.namespacedIssuers.enabled }}
   # A namespaced issuer reads the Secrets and ConfigMaps it references in its own namespace, which
-  # can be any namespace. Disable namespacedIssuers to drop this cluster-wide read.
+  # can be any namespace. Disable namespacedIssuers to drop this cluster-wide read (the controller
+  # then watches them only in the cluster resource namespace, where the Role below grants it).
   - apiGroups: [""]
     resources: ["secrets", "configmaps"]
     verbs: ["get", "list", "watch"]
