@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
-use crate::fixture::{self, BADPIN, MAIN, NS, PIN, hsm, openssl_csr, openssl_verify, signer, spec};
+use crate::fixture::{self, CTLBAD, MAIN, NS, PIN, hsm, openssl_csr, openssl_verify, signer, spec};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,7 +33,7 @@ async fn controller_issues_with_the_hsm_key_and_a_wrong_pin_fails_the_issuer() {
         fixture::secret("hsm-pin", "pin", PIN),
         fixture::secret("ca-chain", "ca.crt", &ca_pem),
         fixture::secret("wrong-pin", "pin", "0000"),
-        fixture::secret("badpin-chain", "ca.crt", &hsm.ca_pem(BADPIN, "p256")),
+        fixture::secret("badpin-chain", "ca.crt", &hsm.ca_pem(CTLBAD, "p256")),
     ] {
         secrets.create(&PostParams::default(), &s).await.expect("secret");
     }
@@ -57,7 +57,7 @@ async fn controller_issues_with_the_hsm_key_and_a_wrong_pin_fails_the_issuer() {
     assert_eq!(ca_written.contents(), pem::parse(&ca_pem).expect("CA").contents(), "status.ca is the HSM CA");
 
     // A wrong PIN is a permanent issuer failure, held until the spec changes.
-    let mut bad = spec(BADPIN, "p256");
+    let mut bad = spec(CTLBAD, "p256");
     bad.pin_secret_ref.name = "wrong-pin".into();
     bad.ca_chain_ref.name = "badpin-chain".into();
     create_issuer(&client, IssuerScope::Namespaced, NS, "bad", &bad).await.expect("issuer");

@@ -27,6 +27,14 @@ pub const BADPIN: &str = "badpin";
 pub const RECOVER: &str = "recover";
 /// A token for the concurrency test (its session count is checked).
 pub const BURST: &str = "burst";
+/// The controller test's wrong-PIN token (apart from BADPIN, whose login count another test checks).
+pub const CTLBAD: &str = "ctlbad";
+/// A token whose files the tests take away and bring back, with its own PIN (one no token serial
+/// can contain, so "the PIN is not in the message" means something).
+pub const GONE: &str = "gone";
+pub const GONE_PIN: &str = "pin-of-gone-token";
+/// A token used next to GONE through the same (second) SoftHSM instance; see `removal`.
+pub const BYSTANDER: &str = "bystander";
 pub const PIN: &str = "4321";
 pub const CA_KINDS: [&str; 4] = ["rsa2048", "p256", "p384", "ed25519"];
 
@@ -44,9 +52,17 @@ pub fn hsm() -> &'static Hsm {
             .expect("temp dir")
             .keep();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm/setup-token.sh");
-        for (label, kinds) in [(MAIN, &CA_KINDS[..]), (BADPIN, &["p256"][..]), (RECOVER, &["p256"][..]), (BURST, &["p256"][..])] {
+        for (label, kinds, pin) in [
+            (MAIN, &CA_KINDS[..], PIN),
+            (BADPIN, &["p256"][..], PIN),
+            (RECOVER, &["p256"][..], PIN),
+            (BURST, &["p256"][..], PIN),
+            (CTLBAD, &["p256"][..], PIN),
+            (GONE, &["p256"][..], GONE_PIN),
+            (BYSTANDER, &["p256"][..], PIN),
+        ] {
             let mut cmd = Command::new("bash");
-            cmd.arg(&script).arg(&dir).args(["--label", label, "--pin", PIN, "--so-pin", "99999"]);
+            cmd.arg(&script).arg(&dir).args(["--label", label, "--pin", pin, "--so-pin", "99999"]);
             for k in kinds {
                 cmd.args(["--kind", k]);
             }

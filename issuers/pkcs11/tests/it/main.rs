@@ -6,3 +6,4 @@ mod controller;
 mod faults;
 mod fixture;
 mod matrix;
+mod removal;
