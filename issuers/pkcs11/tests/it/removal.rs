@@ -1,6 +1,7 @@
 //! A token that goes away and comes back while the process keeps running: signing and the issuer
 //! check fail with a retryable error naming the absent token (never permanent, never the PIN), and
-//! work again once it is back, logged in again automatically, without a restart.
+//! work again once it is back, logged in again automatically, without a restart. A token replaced by
+//! a new one under the same label is not mistaken for it.
 //!
 //! How SoftHSM 2.6.1 behaves (found by experiment; see the README): when a token's directory
 //! vanishes, its slot stays listed and logged in, C_GetTokenInfo answers CKR_GENERAL_ERROR,
@@ -163,4 +164,23 @@ async fn a_token_that_goes_away_and_returns_is_used_again_without_restart() {
     bystander.check(&signer).await.expect("bystander check");
     bystander.sign(&signer).await.expect("bystander sign");
     std::fs::remove_dir_all(&backup).expect("remove the backup");
+
+    // Replaced: deleted and made again by the project's script with the same label and PIN. That
+    // is another token (new serial, new key, new CA certificate), not this one returning: signing
+    // never uses the new key, and the check says the key no longer matches spec.caChainRef.
+    std::fs::remove_dir_all(&dir).expect("delete the token");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm/setup-token.sh");
+    run(Command::new("bash")
+        .arg(script)
+        .arg(&hsm().dir)
+        .args(["--label", GONE, "--pin", GONE_PIN, "--so-pin", "99999", "--kind", "p256"])
+        .env("CERTBRIDGE_PKCS11_TOKEN_BIN", env!("CARGO_BIN_EXE_certbridge-pkcs11-token")));
+    assert_absent(&gone.sign(&signer).await.unwrap_err(), "sign after the token was replaced");
+    let e = gone.check(&signer).await.unwrap_err();
+    assert!(matches!(e, SignError::Permanent(_)), "{e:?}");
+    assert!(e.to_string().contains("does not match the CA certificate"), "{e}");
+    let renewed = Ca::new(GONE, GONE_PIN, module_path);
+    assert_ne!(renewed.ca_pem, gone.ca_pem, "the script made a new CA certificate for the new key");
+    renewed.check(&signer).await.expect("check with the new CA certificate");
+    renewed.sign(&signer).await.expect("sign with the new CA certificate");
 }
