@@ -20,15 +20,21 @@ mod serve;
 
 #[derive(Parser)]
 #[command(about = "A cert-manager external issuer built on certbridge", version)]
-struct Cli {
+struct Cli<A: clap::Args> {
     #[command(subcommand)]
-    command: Command,
+    command: Command<A>,
 }
 
+/// `A` is the adapter's own flags (see [`run_with`]), accepted by every command that builds a signer.
 #[derive(Subcommand)]
-enum Command {
+enum Command<A: clap::Args> {
     /// Run the controller.
-    Run(RunArgs),
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        adapter: A,
+    },
     /// Print the issuer CRDs as YAML.
     Crds,
     /// Check an issuer from a manifest file, without a cluster. Exit 0 when it is ready.
@@ -39,6 +45,8 @@ enum Command {
         /// Where a cluster issuer's Secrets are looked up (objects in the file without a namespace go there).
         #[arg(long, default_value = "cert-manager")]
         cluster_resource_namespace: String,
+        #[command(flatten)]
+        adapter: A,
     },
     /// Sign a CSR with an issuer from a manifest file, without a cluster. Prints the chain, leaf first.
     Sign {
@@ -63,8 +71,14 @@ enum Command {
         /// Where a cluster issuer's Secrets are looked up.
         #[arg(long, default_value = "cert-manager")]
         cluster_resource_namespace: String,
+        #[command(flatten)]
+        adapter: A,
     },
 }
+
+/// No adapter flags: what [`run`] uses.
+#[derive(clap::Args)]
+struct NoFlags {}
 
 #[derive(clap::Args)]
 struct RunArgs {
@@ -138,23 +152,74 @@ enum LogFormat {
 
 /// Runs the adapter's controller binary: parses the command line and dispatches.
 pub async fn run<S: Signer>(signer: S) -> ExitCode {
-    let cli = Cli::parse();
+    run_with(|_: NoFlags, _| Ok(signer)).await
+}
+
+/// [`run`] for an adapter with flags of its own: `A`'s flags are added to `run`, `check` and
+/// `sign`, and `make` builds the signer from them and from the number of requests the controller
+/// signs at once (`--concurrency` for `run`, 1 otherwise), e.g. to size a connection pool. An
+/// error from `make` is reported like a bad flag (exit code 2).
+///
+/// ```no_run
+/// # use certbridge::{Issued, Issuer, IssuerSpec, Resources, SignContext, SignError, SignRequest, Signer};
+/// # #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)] struct Spec {}
+/// # impl IssuerSpec for Spec { const GROUP: &'static str = "demo.certbridge.io"; const NAME: &'static str = "Demo"; }
+/// # struct Demo { pool: usize }
+/// # #[certbridge::async_trait] impl Signer for Demo { type Spec = Spec;
+/// #   async fn sign(&self, _: &SignRequest, _: &Issuer<Spec>, _: &mut SignContext) -> Result<Issued, SignError> { todo!() }
+/// #   async fn check(&self, _: &Issuer<Spec>, _: &Resources) -> Result<(), SignError> { Ok(()) } }
+/// #[derive(clap::Args)]
+/// struct Flags {
+///     /// Connections per CA endpoint (default: the controller's concurrency).
+///     #[arg(long)]
+///     connections: Option<usize>,
+/// }
+///
+/// # async fn main_() -> std::process::ExitCode {
+/// certbridge::cli::run_with(|flags: Flags, concurrency| Ok(Demo { pool: flags.connections.unwrap_or(concurrency) })).await
+/// # }
+/// ```
+pub async fn run_with<A, S, F>(make: F) -> ExitCode
+where
+    A: clap::Args,
+    S: Signer,
+    F: FnOnce(A, usize) -> anyhow::Result<S>,
+{
+    let cli = Cli::<A>::parse();
+    let build = |adapter: A, concurrency: usize| {
+        make(adapter, concurrency).map_err(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        })
+    };
     match cli.command {
         Command::Crds => {
             print!("{}", crate::crd::crds_yaml::<S::Spec>());
             ExitCode::SUCCESS
         }
-        Command::Check { file, cluster_resource_namespace } => {
+        Command::Check { file, cluster_resource_namespace, adapter } => {
             init_logging(LogFormat::Text, "warn");
+            let signer = match build(adapter, 1) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             offline::check(&signer, &file, &cluster_resource_namespace).await
         }
-        Command::Sign { file, csr, duration, is_ca, usages, ca_out, cluster_resource_namespace } => {
+        Command::Sign { file, csr, duration, is_ca, usages, ca_out, cluster_resource_namespace, adapter } => {
             init_logging(LogFormat::Text, "warn");
+            let signer = match build(adapter, 1) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             let args = offline::SignArgs { csr, duration, is_ca, usages, ca_out };
             offline::sign(&signer, &file, &cluster_resource_namespace, args).await
         }
-        Command::Run(args) => {
+        Command::Run { run: args, adapter } => {
             init_logging(args.log_format, "info");
+            let signer = match build(adapter, usize::from(args.concurrency)) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             match run_controller(signer, args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -290,9 +355,42 @@ mod tests {
     use super::*;
 
     fn run_options(args: &[&str]) -> Options {
-        let cli = Cli::try_parse_from(["certbridge", "run"].iter().chain(args)).unwrap();
-        let Command::Run(run) = cli.command else { panic!("not run") };
+        let cli = Cli::<NoFlags>::try_parse_from(["certbridge", "run"].iter().chain(args)).unwrap();
+        let Command::Run { run, .. } = cli.command else { panic!("not run") };
         run.options()
+    }
+
+    #[derive(clap::Args)]
+    struct Flags {
+        #[arg(long = "thing")]
+        things: Vec<String>,
+    }
+
+    #[test]
+    fn adapter_flags_are_accepted_by_run_check_and_sign() {
+        let parse =
+            |args: &[&str]| Cli::<Flags>::try_parse_from(std::iter::once("certbridge").chain(args.iter().copied()));
+        let Command::Run { run, adapter } =
+            parse(&["run", "--thing=a", "--concurrency=7", "--thing", "b"]).unwrap().command
+        else {
+            panic!("not run")
+        };
+        assert_eq!((adapter.things, run.concurrency), (vec!["a".to_owned(), "b".to_owned()], 7));
+        let Command::Check { adapter, .. } = parse(&["check", "-f", "x.yaml", "--thing=c"]).unwrap().command else {
+            panic!("not check")
+        };
+        assert_eq!(adapter.things, ["c"]);
+        let Command::Sign { adapter, .. } =
+            parse(&["sign", "-f", "x.yaml", "--csr", "r.pem", "--thing=d"]).unwrap().command
+        else {
+            panic!("not sign")
+        };
+        assert_eq!(adapter.things, ["d"]);
+        // `crds` builds no signer, so it takes no adapter flags; `run` without them is fine.
+        assert!(parse(&["crds", "--thing=e"]).is_err());
+        assert!(parse(&["run"]).is_ok());
+        // A controller without adapter flags refuses them.
+        assert!(Cli::<NoFlags>::try_parse_from(["certbridge", "run", "--thing=a"]).is_err());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub(crate) mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use cli::run;
+pub use cli::{run, run_with};
 pub use context::SignContext;
 pub use error::{RequestCondition, SignError};
 pub use issuer::{Issuer, IssuerScope, IssuerSpec};

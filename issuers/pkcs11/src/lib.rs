@@ -5,6 +5,7 @@
 //!
 //! - [`spec`]: the issuer spec and its validation.
 //! - [`policy`]: what a request may ask for.
+//! - [`flags`]: the controller's flags (module allow-list, sessions per token).
 //! - [`module`]: the module allow-list and the process-wide PKCS#11 contexts.
 //! - [`token`]: a token's session pool, login, and fault recovery.
 //! - [`key`]: the CA key as an rcgen signing key (mechanisms, ECDSA encoding).
@@ -14,6 +15,7 @@
 
 pub mod ca;
 pub mod error;
+pub mod flags;
 pub mod key;
 pub mod module;
 pub mod policy;

@@ -4,5 +4,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    certbridge::run(certbridge_pkcs11::Pkcs11Signer::new()).await
+    certbridge::run_with(|flags: certbridge_pkcs11::flags::Flags, concurrency| flags.signer(concurrency)).await
 }

@@ -2,9 +2,9 @@
 //! the whole process (`C_Initialize` may run only once per process and library).
 //!
 //! The allow-list is the controller's, not the issuer's: a namespaced user writing an issuer must not
-//! be able to make the controller `dlopen` an arbitrary shared library. The framework's command line
-//! has no adapter flags, so the list comes from the environment variable
-//! [`ALLOWED_MODULES_ENV`] (colon-separated absolute paths), default [`DEFAULT_MODULE`].
+//! be able to make the controller `dlopen` an arbitrary shared library. The list comes from the
+//! controller's `--allowed-module` flags or [`ALLOWED_MODULES_ENV`] (see [`crate::flags`]), default
+//! [`DEFAULT_MODULE`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ impl AllowedModules {
     pub fn resolve(&self, requested: &str) -> Result<PathBuf, String> {
         let deny = || {
             format!(
-                "PKCS#11 module {requested:?} is not allowed by this controller (allowed: {}): use an allowed module or add it to {ALLOWED_MODULES_ENV} on the controller",
+                "PKCS#11 module {requested:?} is not allowed by this controller (allowed: {}): use an allowed module or add it to the controller's --allowed-module flags ({ALLOWED_MODULES_ENV})",
                 self.0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             )
         };

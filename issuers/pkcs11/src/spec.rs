@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct Pkcs11IssuerSpec {
     /// Absolute path of the PKCS#11 module (shared library). The controller loads only modules
-    /// on its allow-list (`CERTBRIDGE_PKCS11_ALLOWED_MODULES`, default `/usr/lib/softhsm/libsofthsm2.so`).
+    /// on its allow-list (its `--allowed-module` flags, default `/usr/lib/softhsm/libsofthsm2.so`).
     pub module: String,
     /// The token holding the CA key.
     pub token: TokenRef,

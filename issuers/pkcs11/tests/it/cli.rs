@@ -104,3 +104,28 @@ fn check_fails_clearly_for_a_wrong_pin_and_a_module_not_allowed() {
     let t = text(&out);
     assert!(t.contains("is not allowed by this controller") && t.contains("/opt/vendor/libcknfast.so"), "{t}");
 }
+
+#[test]
+fn allowed_module_flag_overrides_the_default_and_is_validated() {
+    let h = hsm();
+    let dir = tempfile::tempdir().unwrap();
+    // The issuer names the module through a symlink that only the flag allows.
+    let link = dir.path().join("vendor-hsm.so");
+    std::os::unix::fs::symlink(certbridge_pkcs11::module::DEFAULT_MODULE, &link).unwrap();
+    let link = link.to_str().unwrap();
+    let m = manifest(dir.path(), MAIN, link, PIN, &h.ca_pem(MAIN, "p256"));
+    let out = cli(&["check", "--allowed-module", "/opt/other.so", "--allowed-module", link], &m, None);
+    assert!(out.status.success(), "check with --allowed-module failed: {}", text(&out));
+
+    // The flag replaces the default list: SoftHSM's own path is no longer allowed.
+    let m = manifest(dir.path(), MAIN, certbridge_pkcs11::module::DEFAULT_MODULE, PIN, &h.ca_pem(MAIN, "p256"));
+    let out = cli(&["check", "--allowed-module", "/opt/vendor/libcknfast.so"], &m, None);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("is not allowed by this controller") && t.contains("--allowed-module"), "{t}");
+
+    let out = cli(&["check", "--allowed-module", "libsofthsm2.so"], &m, None);
+    assert_eq!(out.status.code(), Some(2), "a bad flag is a usage error: {}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("--allowed-module libsofthsm2.so") && t.contains("absolute path"), "{t}");
+}

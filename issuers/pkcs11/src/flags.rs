@@ -1,0 +1,71 @@
+//! The controller's own command-line flags: which PKCS#11 modules issuers may name, and how many
+//! sessions each token gets. They belong to whoever runs the controller, never to issuer authors.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use crate::module::{ALLOWED_MODULES_ENV, AllowedModules, DEFAULT_MODULE};
+use crate::signer::{Pkcs11Signer, SESSIONS_ENV};
+
+/// Flags of `certbridge-pkcs11 run`, `check` and `sign`.
+#[derive(clap::Args, Debug)]
+pub struct Flags {
+    /// A PKCS#11 module issuers may name: absolute path, repeatable (the variable takes a
+    /// colon-separated list). Default: SoftHSM2's `/usr/lib/softhsm/libsofthsm2.so`.
+    #[arg(long = "allowed-module", value_name = "PATH", env = ALLOWED_MODULES_ENV, value_delimiter = ':')]
+    pub allowed_modules: Vec<PathBuf>,
+    /// PKCS#11 sessions per token. Default: the controller's `--concurrency`, so no sign waits for
+    /// a session.
+    #[arg(long, value_name = "N", env = SESSIONS_ENV)]
+    pub sessions: Option<NonZeroUsize>,
+}
+
+impl Flags {
+    /// The signer these flags ask for, for a controller signing `concurrency` requests at once.
+    pub fn signer(self, concurrency: usize) -> anyhow::Result<Pkcs11Signer> {
+        let modules: Vec<PathBuf> = self.allowed_modules.into_iter().filter(|p| !p.as_os_str().is_empty()).collect();
+        if let Some(relative) = modules.iter().find(|p| !p.is_absolute()) {
+            anyhow::bail!(
+                "--allowed-module {}: a module must be given by its absolute path (a relative one would depend on the controller's working directory)",
+                relative.display()
+            );
+        }
+        let allowed =
+            if modules.is_empty() { AllowedModules::new([DEFAULT_MODULE]) } else { AllowedModules::new(modules) };
+        let sessions = self.sessions.map_or(concurrency.max(1), NonZeroUsize::get);
+        Ok(Pkcs11Signer::with_config(allowed, sessions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: Flags,
+    }
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map(|c| c.flags)
+    }
+
+    #[test]
+    fn repeatable_modules_and_sessions() {
+        let f = parse(&["--allowed-module", "/opt/a.so", "--allowed-module=/opt/b.so", "--sessions", "3"]).unwrap();
+        assert_eq!(f.allowed_modules, [PathBuf::from("/opt/a.so"), PathBuf::from("/opt/b.so")]);
+        assert_eq!(f.sessions.map(NonZeroUsize::get), Some(3));
+        assert!(parse(&["--sessions", "0"]).is_err(), "zero sessions would deadlock every sign");
+    }
+
+    #[test]
+    fn relative_module_is_refused_with_the_flag_named() {
+        let Err(err) = parse(&["--allowed-module", "libsofthsm2.so"]).unwrap().signer(4) else {
+            panic!("a relative module path was accepted")
+        };
+        let err = err.to_string();
+        assert!(err.contains("--allowed-module libsofthsm2.so") && err.contains("absolute path"), "{err}");
+    }
+}
