@@ -11,18 +11,61 @@ use crate::error::{ApiError, FieldError, FieldErrorKind};
 use crate::objects::{b64, meta_mut, now_time, unb64};
 use crate::resources::{ALL_VERBS, Kind, Registry, ResourceDef, VersionInfo};
 
+/// One built-in kind: every kind is served at `v1`; what [`Spec::new`] leaves at its defaults
+/// (all verbs, no short names, subresources, schema or extra selectable fields) is set per row.
 struct Spec {
     group: &'static str,
-    version: &'static str,
     plural: &'static str,
     kind: &'static str,
     namespaced: bool,
-    short: &'static [&'static str],
     class: Kind,
+    short: &'static [&'static str],
     subs: &'static [(&'static str, &'static [&'static str])],
     verbs: &'static [&'static str],
     schema: Option<Value>,
     selectable: &'static [&'static str],
+}
+
+const NAMESPACED: bool = true;
+const CLUSTER: bool = false;
+const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
+
+impl Spec {
+    fn new(group: &'static str, plural: &'static str, kind: &'static str, namespaced: bool, class: Kind) -> Spec {
+        Spec {
+            group,
+            plural,
+            kind,
+            namespaced,
+            class,
+            short: &[],
+            subs: &[],
+            verbs: ALL_VERBS,
+            schema: None,
+            selectable: &[],
+        }
+    }
+
+    /// A create-only review kind (cluster-scoped, no storage).
+    fn review(group: &'static str, plural: &'static str, kind: &'static str) -> Spec {
+        Spec { verbs: &["create"], ..Spec::new(group, plural, kind, CLUSTER, Kind::Review) }
+    }
+
+    fn short(self, short: &'static [&'static str]) -> Spec {
+        Spec { short, ..self }
+    }
+
+    fn subs(self, subs: &'static [(&'static str, &'static [&'static str])]) -> Spec {
+        Spec { subs, ..self }
+    }
+
+    fn schema(self, schema: Value) -> Spec {
+        Spec { schema: Some(schema), ..self }
+    }
+
+    fn selectable(self, selectable: &'static [&'static str]) -> Spec {
+        Spec { selectable, ..self }
+    }
 }
 
 const EVENT_FIELDS: &[&str] = &[
@@ -56,173 +99,45 @@ fn conditions_by_type() -> Value {
     json!({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"], "items": {"type": "object"}})
 }
 
+/// A schema whose only structural part is `status.conditions` as a map keyed by type.
+fn status_conditions() -> Value {
+    json!({"type": "object", "properties": {"status": {"type": "object", "properties": {"conditions": conditions_by_type()}}}})
+}
+
 fn specs() -> Vec<Spec> {
-    let rw = ALL_VERBS;
-    let create_only: &[&str] = &["create"];
     vec![
         Spec {
-            group: "",
-            version: "v1",
-            plural: "namespaces",
-            kind: "Namespace",
-            namespaced: false,
-            short: &["ns"],
-            class: Kind::Namespace,
-            subs: &[("status", &["get", "patch", "update"]), ("finalize", &["update"])],
+            // Namespaces have no deletecollection.
             verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
-            schema: Some(
-                json!({"type": "object", "properties": {"status": {"type": "object", "properties": {"conditions": conditions_by_type()}}}}),
-            ),
-            selectable: &["status.phase"],
-        },
-        Spec {
-            group: "",
-            version: "v1",
-            plural: "secrets",
-            kind: "Secret",
-            namespaced: true,
-            short: &[],
-            class: Kind::Secret,
-            subs: &[],
-            verbs: rw,
-            schema: None,
-            selectable: &["type"],
-        },
-        Spec {
-            group: "",
-            version: "v1",
-            plural: "configmaps",
-            kind: "ConfigMap",
-            namespaced: true,
-            short: &["cm"],
-            class: Kind::ConfigMap,
-            subs: &[],
-            verbs: rw,
-            schema: None,
-            selectable: &[],
-        },
-        Spec {
-            group: "",
-            version: "v1",
-            plural: "serviceaccounts",
-            kind: "ServiceAccount",
-            namespaced: true,
-            short: &["sa"],
-            class: Kind::ServiceAccount,
-            subs: &[("token", &["create"])],
-            verbs: rw,
-            schema: None,
-            selectable: &[],
-        },
-        Spec {
-            group: "",
-            version: "v1",
-            plural: "events",
-            kind: "Event",
-            namespaced: true,
-            short: &["ev"],
-            class: Kind::CoreEvent,
-            subs: &[],
-            verbs: rw,
-            schema: None,
-            selectable: EVENT_FIELDS,
-        },
-        Spec {
-            group: "events.k8s.io",
-            version: "v1",
-            plural: "events",
-            kind: "Event",
-            namespaced: true,
-            short: &["ev"],
-            class: Kind::Event,
-            subs: &[],
-            verbs: rw,
-            schema: None,
-            selectable: EVENTS_V1_FIELDS,
-        },
-        Spec {
-            group: "coordination.k8s.io",
-            version: "v1",
-            plural: "leases",
-            kind: "Lease",
-            namespaced: true,
-            short: &[],
-            class: Kind::Lease,
-            subs: &[],
-            verbs: rw,
-            schema: None,
-            selectable: &[],
-        },
-        Spec {
-            group: "certificates.k8s.io",
-            version: "v1",
-            plural: "certificatesigningrequests",
-            kind: "CertificateSigningRequest",
-            namespaced: false,
-            short: &["csr"],
-            class: Kind::Csr,
-            subs: &[("approval", &["get", "patch", "update"]), ("status", &["get", "patch", "update"])],
-            verbs: rw,
-            schema: Some(json!({"type": "object", "properties": {
+            ..Spec::new("", "namespaces", "Namespace", CLUSTER, Kind::Namespace)
+        }
+        .short(&["ns"])
+        .subs(&[("status", STATUS_VERBS), ("finalize", &["update"])])
+        .schema(status_conditions())
+        .selectable(&["status.phase"]),
+        Spec::new("", "secrets", "Secret", NAMESPACED, Kind::Secret).selectable(&["type"]),
+        Spec::new("", "configmaps", "ConfigMap", NAMESPACED, Kind::ConfigMap).short(&["cm"]),
+        Spec::new("", "serviceaccounts", "ServiceAccount", NAMESPACED, Kind::ServiceAccount)
+            .short(&["sa"])
+            .subs(&[("token", &["create"])]),
+        Spec::new("", "events", "Event", NAMESPACED, Kind::CoreEvent).short(&["ev"]).selectable(EVENT_FIELDS),
+        Spec::new("events.k8s.io", "events", "Event", NAMESPACED, Kind::Event).short(&["ev"]).selectable(EVENTS_V1_FIELDS),
+        Spec::new("coordination.k8s.io", "leases", "Lease", NAMESPACED, Kind::Lease),
+        Spec::new("certificates.k8s.io", "certificatesigningrequests", "CertificateSigningRequest", CLUSTER, Kind::Csr)
+            .short(&["csr"])
+            .subs(&[("approval", STATUS_VERBS), ("status", STATUS_VERBS)])
+            .schema(json!({"type": "object", "properties": {
                 "spec": {"type": "object", "properties": {"usages": {"type": "array", "x-kubernetes-list-type": "atomic"}}},
                 "status": {"type": "object", "properties": {"conditions": conditions_by_type()}}
-            }})),
-            selectable: &["spec.signerName"],
-        },
-        Spec {
-            group: "apiextensions.k8s.io",
-            version: "v1",
-            plural: "customresourcedefinitions",
-            kind: "CustomResourceDefinition",
-            namespaced: false,
-            short: &["crd", "crds"],
-            class: Kind::Crd,
-            subs: &[("status", &["get", "patch", "update"])],
-            verbs: rw,
-            schema: Some(
-                json!({"type": "object", "properties": {"status": {"type": "object", "properties": {"conditions": conditions_by_type()}}}}),
-            ),
-            selectable: &[],
-        },
-        Spec {
-            group: "authentication.k8s.io",
-            version: "v1",
-            plural: "tokenreviews",
-            kind: "TokenReview",
-            namespaced: false,
-            short: &[],
-            class: Kind::Review,
-            subs: &[],
-            verbs: create_only,
-            schema: None,
-            selectable: &[],
-        },
-        Spec {
-            group: "authorization.k8s.io",
-            version: "v1",
-            plural: "selfsubjectaccessreviews",
-            kind: "SelfSubjectAccessReview",
-            namespaced: false,
-            short: &[],
-            class: Kind::Review,
-            subs: &[],
-            verbs: create_only,
-            schema: None,
-            selectable: &[],
-        },
-        Spec {
-            group: "authorization.k8s.io",
-            version: "v1",
-            plural: "subjectaccessreviews",
-            kind: "SubjectAccessReview",
-            namespaced: false,
-            short: &[],
-            class: Kind::Review,
-            subs: &[],
-            verbs: create_only,
-            schema: None,
-            selectable: &[],
-        },
+            }}))
+            .selectable(&["spec.signerName"]),
+        Spec::new("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", CLUSTER, Kind::Crd)
+            .short(&["crd", "crds"])
+            .subs(&[("status", STATUS_VERBS)])
+            .schema(status_conditions()),
+        Spec::review("authentication.k8s.io", "tokenreviews", "TokenReview"),
+        Spec::review("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+        Spec::review("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview"),
     ]
 }
 
@@ -237,12 +152,12 @@ pub(crate) fn registry() -> Registry {
         }
         selectable.extend(s.selectable.iter().map(|x| x.to_string()));
         version_info.insert(
-            s.version.to_string(),
+            "v1".to_string(),
             VersionInfo { schema: s.schema.map(Arc::new), enforce_schema: false, columns: vec![], selectable },
         );
         r.insert(ResourceDef {
             group: s.group.into(),
-            versions: vec![s.version.into()],
+            versions: vec!["v1".into()],
             version_info,
             plural: s.plural.into(),
             singular: s.kind.to_lowercase(),

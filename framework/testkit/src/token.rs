@@ -90,6 +90,16 @@ fn sa_key() -> ResKey {
     ResKey { group: String::new(), plural: "serviceaccounts".into() }
 }
 
+/// The audiences a request lists, or the server's when it lists none (TokenRequest and
+/// TokenReview alike).
+fn audiences(listed: Option<&Value>, default: &[String]) -> Vec<String> {
+    listed
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect::<Vec<_>>())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
 /// POST `serviceaccounts/<name>/token`.
 pub(crate) fn token_request(
     store: &Store,
@@ -106,36 +116,18 @@ pub(crate) fn token_request(
     };
     let spec = req.get("spec").cloned().unwrap_or(json!({}));
     let exp_secs = spec.get("expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
-    if exp_secs < 600 {
-        return Err(ApiError::invalid(
-            "TokenRequest",
-            "authentication.k8s.io",
-            name,
-            &[FieldError::invalid(
-                "spec.expirationSeconds",
-                json!(exp_secs),
-                "may not specify a duration less than 10 minutes",
-            )],
-        ));
+    let out_of_range = if exp_secs < 600 {
+        Some("may not specify a duration less than 10 minutes")
+    } else if exp_secs > 1 << 32 {
+        Some("may not specify a duration larger than 2^32 seconds")
+    } else {
+        None
+    };
+    if let Some(why) = out_of_range {
+        let err = FieldError::invalid("spec.expirationSeconds", json!(exp_secs), why);
+        return Err(ApiError::invalid("TokenRequest", "authentication.k8s.io", name, &[err]));
     }
-    if exp_secs > 1 << 32 {
-        return Err(ApiError::invalid(
-            "TokenRequest",
-            "authentication.k8s.io",
-            name,
-            &[FieldError::invalid(
-                "spec.expirationSeconds",
-                json!(exp_secs),
-                "may not specify a duration larger than 2^32 seconds",
-            )],
-        ));
-    }
-    let auds: Vec<String> = spec
-        .get("audiences")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| signer.audiences.clone());
+    let auds = audiences(spec.get("audiences"), &signer.audiences);
     let now = jiff::Timestamp::now().as_second();
     let exp = now + exp_secs;
     let sa_uid = objects::meta_str(sa, "uid").unwrap_or_default();
@@ -175,12 +167,7 @@ pub(crate) fn token_review(store: &Store, signer: &TokenSigner, body: &[u8]) -> 
             &[FieldError::required("spec.token", "")],
         ));
     }
-    let wanted: Vec<String> = review
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| signer.audiences.clone());
+    let wanted = audiences(review.pointer("/spec/audiences"), &signer.audiences);
     let status = match review_claims(store, signer, &token, &wanted) {
         Ok((claims, auds)) => {
             let ns = claims.pointer("/kubernetes.io/namespace").and_then(Value::as_str).unwrap_or_default();
