@@ -5,8 +5,8 @@
 //! (RSA-2048) and of ECDSA P-256. Also a breakdown of where the time goes.
 //!
 //! `cargo bench -p certbridge-pkcs11 --bench sign` (release). Set BENCH_SECONDS to change the
-//! measuring time per cell (default 3), BENCH_ROUNDS the alternating raw/full rounds whose median
-//! is reported (default 3), BENCH_CA=rsa2048 or p256 to measure one CA key.
+//! measuring time per cell (default 1), BENCH_ROUNDS the alternating raw/full rounds whose median
+//! is reported (default 9), BENCH_CA=rsa2048 or p256 to measure one CA key.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,7 +28,9 @@ const LABEL: &str = "bench";
 const PIN: &str = "1234";
 
 fn main() {
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let secs = Duration::from_secs_f64(
+        std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0f64).max(0.1),
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm/setup-token.sh");
     let out = Command::new("bash")
@@ -44,25 +46,30 @@ fn main() {
 
     // cert-manager's default private key is RSA-2048; P-256 leaves cost a ~50 µs ECDSA verification.
     let leaves = [("rsa2048", csr(dir.path(), "rsa2048")), ("p256", csr(dir.path(), "p256"))];
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
-    println!("SoftHSM bench: token {LABEL:?}, leaf CSRs with 2 SANs, {secs} s per cell, median of {rounds} rounds");
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(9).max(1);
     println!(
-        "{:<8} {:>7} {:>9} {:>22} {:>22} {:>9}",
-        "CA key", "threads", "leaf key", "raw C_Sign/s (range)", "full certs/s (range)", "full/raw"
+        "SoftHSM bench: token {LABEL:?}, leaf CSRs with 2 SANs, {secs:?} per cell, {rounds} rounds; \
+         full/raw is the median of each round's full rate over the mean of the raw rates measured just \
+         before and just after it"
+    );
+    println!(
+        "{:<8} {:>7} {:>9} {:>22} {:>22} {:>17}",
+        "CA key", "threads", "leaf key", "raw C_Sign/s (range)", "full certs/s (range)", "full/raw (range)"
     );
     // BENCH_CA=rsa2048 or p256 measures one CA key only.
     let only = std::env::var("BENCH_CA").ok();
     for kind in ["rsa2048", "p256"].into_iter().filter(|k| only.as_deref().is_none_or(|o| o == *k)) {
         let ca = Arc::new(prepared(dir.path(), kind));
         for threads in [1usize, 2] {
-            // Raw and full cells alternate, round after round, so drift on a shared machine hits
-            // both sides of the ratio alike.
-            let mut raw = Vec::new();
+            // Raw and full cells alternate, and each full cell is compared with the raw cells on
+            // either side of it: a shared machine's drift then hits both sides of the ratio alike.
+            let mut raw = vec![run_threads(threads, secs, |_| raw_loop(kind))];
             let mut full = vec![Vec::new(); leaves.len()];
+            let mut ratio = vec![Vec::new(); leaves.len()];
             for _ in 0..rounds {
-                raw.push(run_threads(threads, secs, |_| raw_loop(kind)));
-                for ((_, csr), out) in leaves.iter().zip(&mut full) {
-                    out.push(run_threads(threads, secs, |_| {
+                let mut this_round = Vec::new();
+                for (_, csr) in &leaves {
+                    this_round.push(run_threads(threads, secs, |_| {
                         let ca = ca.clone();
                         let csr = csr.clone();
                         move || {
@@ -73,15 +80,20 @@ fn main() {
                         }
                     }));
                 }
+                raw.push(run_threads(threads, secs, |_| raw_loop(kind)));
+                let around = (raw[raw.len() - 2] + raw[raw.len() - 1]) / 2.0;
+                for (i, rate) in this_round.into_iter().enumerate() {
+                    full[i].push(rate);
+                    ratio[i].push(100.0 * rate / around);
+                }
             }
             let raw = Summary::of(raw);
-            for ((leaf, _), full) in leaves.iter().zip(full) {
-                let full = Summary::of(full);
+            for (((leaf, _), full), ratio) in leaves.iter().zip(full).zip(ratio) {
                 println!(
-                    "{kind:<8} {threads:>7} {leaf:>9} {:>22} {:>22} {:>8.0}%",
+                    "{kind:<8} {threads:>7} {leaf:>9} {:>22} {:>22} {:>17}",
                     raw.to_string(),
-                    full.to_string(),
-                    100.0 * full.median / raw.median
+                    Summary::of(full).to_string(),
+                    Summary::of(ratio).to_string().replace(" (", "% (").replace(')', "%)"),
                 );
             }
         }
@@ -113,7 +125,7 @@ impl std::fmt::Display for Summary {
 
 /// Ops/s of `threads` threads each running, for `secs` seconds, the closure `make` builds on that
 /// thread (a cryptoki Session is not Send, so each thread opens its own).
-fn run_threads<F, G>(threads: usize, secs: u64, make: G) -> f64
+fn run_threads<F, G>(threads: usize, secs: Duration, make: G) -> f64
 where
     G: Fn(usize) -> F + Sync,
     F: FnMut(),
@@ -128,7 +140,7 @@ where
                     f(); // warm up (sessions, caches)
                     ready.wait();
                     // Every thread's own clock starts after the barrier; they differ by microseconds.
-                    let end = Instant::now() + Duration::from_secs(secs);
+                    let end = Instant::now() + secs;
                     let mut n = 0u64;
                     while Instant::now() < end {
                         f();
@@ -140,7 +152,7 @@ where
             .collect();
         handles.into_iter().map(|h| h.join().expect("bench thread")).sum()
     });
-    total as f64 / secs as f64
+    total as f64 / secs.as_secs_f64()
 }
 
 /// One session per thread signing a digest with the mechanism the full path uses.
