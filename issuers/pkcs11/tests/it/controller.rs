@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use certbridge::IssuerScope;
 use certbridge::testing::{
-    approve, certificate_request, create_certificate_request, create_issuer, install_crds, issuer_api,
-    wait_issuer_ready, wait_ready,
+    approve, certificate_request, create_certificate_request, create_issuer, create_namespace, install_crds,
+    wait_issuer_not_ready, wait_issuer_ready, wait_ready,
 };
 use certbridge_pkcs11::spec::Pkcs11IssuerSpec;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
 use crate::fixture::{self, CTLBAD, MAIN, NS, PIN, hsm, openssl_csr, openssl_verify, signer, spec};
@@ -25,8 +24,7 @@ async fn controller_issues_with_the_hsm_key_and_a_wrong_pin_fails_the_issuer() {
     sim.install_cert_manager_crds().await.expect("cert-manager CRDs");
     let client = sim.client();
     install_crds::<Pkcs11IssuerSpec>(&client).await.expect("pkcs11 CRDs");
-    let ns = Namespace { metadata: ObjectMeta { name: Some(NS.into()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    create_namespace(&client, NS).await.expect("namespace");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let ca_pem = hsm.ca_pem(MAIN, "p256");
     for s in [
@@ -61,18 +59,11 @@ async fn controller_issues_with_the_hsm_key_and_a_wrong_pin_fails_the_issuer() {
     bad.pin_secret_ref.name = "wrong-pin".into();
     bad.ca_chain_ref.name = "badpin-chain".into();
     create_issuer(&client, IssuerScope::Namespaced, NS, "bad", &bad).await.expect("issuer");
-    let api = issuer_api::<Pkcs11IssuerSpec>(&client, IssuerScope::Namespaced, NS);
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let message = loop {
-        let obj = api.get("bad").await.expect("issuer");
-        let ready = &obj.data["status"]["conditions"][0];
-        if ready["reason"] == "Failed" {
-            assert_eq!(ready["status"], "False");
-            break ready["message"].as_str().unwrap_or_default().to_owned();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the wrong-PIN issuer never failed: {ready}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let message =
+        wait_issuer_not_ready::<Pkcs11IssuerSpec>(&client, IssuerScope::Namespaced, NS, "bad", Some("Failed"), TIMEOUT)
+            .await
+            .expect("the wrong-PIN issuer fails")
+            .message;
     assert!(message.to_lowercase().contains("pin"), "{message}");
     assert!(!message.contains("0000") && !message.contains(PIN), "no PIN in the condition: {message}");
 
