@@ -30,7 +30,7 @@ async fn issued_by_both_kinds_keeps_approval_and_emits_events() {
         let done = wait_ready(&env.client, NS, name, TIMEOUT).await.unwrap();
         let status = done.status.clone().unwrap();
         assert_eq!(leaf_key(&status.certificate.unwrap().0), key, "the leaf carries the CSR's key");
-        assert_eq!(String::from_utf8(status.ca.unwrap().0).unwrap(), env.signer.ca.pem);
+        assert_eq!(String::from_utf8(status.ca.unwrap().0).unwrap(), env.signer.ca.root.cert_pem());
         let ready = done.condition("Ready").unwrap();
         assert_eq!(ready.reason.as_deref(), Some("Issued"));
         assert_eq!(ready.message.as_deref(), Some("Succeeded signing the CertificateRequest"));

@@ -1,81 +1,39 @@
 //! Kubernetes CertificateSigningRequests through the real controller.
 
-use std::time::Duration;
-
 use certbridge::IssuerScope;
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use certbridge::testing::{
+    approve_kubernetes_csr, cluster_signer_name, create_kubernetes_csr, kubernetes_csr, wait_kubernetes_csr_certificate,
+};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::Api;
 
 use crate::support::*;
-
-fn kube_csr(name: &str, signer_name: &str, pem: &str, annotations: &[(&str, &str)]) -> CertificateSigningRequest {
-    let mut c = CertificateSigningRequest {
-        spec: CertificateSigningRequestSpec {
-            request: k8s_openapi::ByteString(pem.as_bytes().to_vec()),
-            signer_name: signer_name.into(),
-            usages: Some(vec!["digital signature".into(), "key encipherment".into()]),
-            expiration_seconds: Some(3333),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    c.metadata.name = Some(name.into());
-    c.metadata.annotations = Some(annotations.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect());
-    c
-}
-
-async fn approve_csr(api: &Api<CertificateSigningRequest>, name: &str) {
-    let patch = serde_json::json!({"status": {"conditions": [{
-        "type": "Approved", "status": "True", "reason": "TestApprover", "message": "approved by the test",
-    }]}});
-    api.patch_approval(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-}
-
-async fn wait_csr(
-    api: &Api<CertificateSigningRequest>,
-    name: &str,
-    done: impl Fn(&CertificateSigningRequest) -> bool,
-) -> CertificateSigningRequest {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let c = api.get(name).await.unwrap();
-        if done(&c) {
-            return c;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "CSR {name} not done: {:?}", c.status);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn cluster_issuer_signs_approved_csrs_with_cert_manager_durations() {
     let env = Env::start().await;
     env.ready_issuer(IssuerScope::Cluster, "ca", TestSpec::default()).await;
-    let api: Api<CertificateSigningRequest> = Api::all(env.client.clone());
-    let signer_name = "testclusterissuers.test.certbridge.io/ca";
+    let client = &env.client;
     let (pem, key) = csr("csr.example.com");
-    api.create(
-        &PostParams::default(),
-        &kube_csr("c1", signer_name, &pem, &[("experimental.cert-manager.io/request-duration", "896h")]),
-    )
-    .await
-    .unwrap();
+    let mut c1 = kubernetes_csr("c1", &pem, &cluster_signer_name::<TestSpec>("ca"));
+    c1.metadata.annotations =
+        Some([("experimental.cert-manager.io/request-duration".into(), "896h".into())].into_iter().collect());
+    create_kubernetes_csr(client, &c1).await.unwrap();
     let (pem2, _) = csr("ns.example.com");
     // A namespaced signer name is never served for Kubernetes CSRs.
-    api.create(&PostParams::default(), &kube_csr("c2", "testissuers.test.certbridge.io/team.ca", &pem2, &[]))
+    create_kubernetes_csr(client, &kubernetes_csr("c2", &pem2, "testissuers.test.certbridge.io/team.ca"))
         .await
         .unwrap();
-    approve_csr(&api, "c2").await;
-    approve_csr(&api, "c1").await;
-    let done = wait_csr(&api, "c1", |c| c.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some()).await;
-    let chain = done.status.unwrap().certificate.unwrap().0;
-    assert_eq!(leaf_key(&chain), key);
+    approve_kubernetes_csr(client, "c2").await.unwrap();
+    approve_kubernetes_csr(client, "c1").await.unwrap();
+    let chain = wait_kubernetes_csr_certificate(client, "c1", TIMEOUT).await.unwrap();
+    assert_eq!(leaf_key(chain.as_bytes()), key);
     let leaf = pem::parse(&chain).unwrap();
     let (_, x) = x509_parser::parse_x509_certificate(leaf.contents()).unwrap();
     let lifetime = x.validity().not_after.timestamp() - x.validity().not_before.timestamp();
     assert_eq!(lifetime, 896 * 3600, "the annotation wins over expirationSeconds");
     assert_eq!(env.signer.sign_calls(), 1);
-    let c2 = api.get("c2").await.unwrap();
+    let c2 = Api::<CertificateSigningRequest>::all(client.clone()).get("c2").await.unwrap();
     assert!(c2.status.unwrap().certificate.is_none(), "namespaced signer names are ignored");
     env.stop().await;
 }
@@ -85,16 +43,13 @@ async fn permanent_failure_sets_the_failed_condition() {
     let env = Env::start().await;
     env.ready_issuer(IssuerScope::Cluster, "ca", TestSpec::default()).await;
     env.signer.push([Step::Permanent("the CA refused the subject")]);
-    let api: Api<CertificateSigningRequest> = Api::all(env.client.clone());
+    let client = &env.client;
     let (pem, _) = csr("refused.example.com");
-    api.create(&PostParams::default(), &kube_csr("c1", "testclusterissuers.test.certbridge.io/ca", &pem, &[]))
-        .await
-        .unwrap();
-    approve_csr(&api, "c1").await;
-    let done = wait_csr(&api, "c1", |c| {
-        c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed"))
-    })
-    .await;
+    create_kubernetes_csr(client, &kubernetes_csr("c1", &pem, &cluster_signer_name::<TestSpec>("ca"))).await.unwrap();
+    approve_kubernetes_csr(client, "c1").await.unwrap();
+    let err = wait_kubernetes_csr_certificate(client, "c1", TIMEOUT).await.unwrap_err().to_string();
+    assert!(err.contains("c1 is Failed"), "{err}");
+    let done = Api::<CertificateSigningRequest>::all(client.clone()).get("c1").await.unwrap();
     let conditions = done.status.unwrap().conditions.unwrap();
     let failed = conditions.iter().find(|c| c.type_ == "Failed").unwrap();
     assert_eq!(

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certbridge::runtime::{ControllerHandle, Options};
-use certbridge::{Issued, Issuer, IssuerScope, IssuerSpec, Resources, SignContext, SignError, SignRequest, Signer};
+use certbridge::testing::TestCa;
+use certbridge::{
+    Issued, Issuer, IssuerScope, IssuerSpec, KeyKind, Resources, SignContext, SignError, SignRequest, Signer,
+};
 use certbridge_testkit::KubeSim;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
 pub const NS: &str = "team";
@@ -57,28 +59,22 @@ pub enum Step {
 
 /// Shared between signer instances so a restarted controller sees the same "CA".
 pub struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pub pem: String,
+    pub root: TestCa,
     /// Requests submitted to the CA (the async flow); must never be twice for one request.
     pub submissions: AtomicUsize,
 }
 
 impl Ca {
     pub fn new() -> Arc<Ca> {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "certbridge test CA");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let pem = params.self_signed(&key).unwrap().pem();
-        Arc::new(Ca { issuer: rcgen::Issuer::new(params, key), pem, submissions: AtomicUsize::new(0) })
+        Arc::new(Ca { root: TestCa::new(&KeyKind::EcP256).unwrap(), submissions: AtomicUsize::new(0) })
     }
 
     fn issue(&self, req: &SignRequest) -> Result<Issued, SignError> {
         let params = certbridge::pki::certificate_params(req, None)?;
         let leaf = params
-            .signed_by(&certbridge::pki::subject_public_key(req)?, &self.issuer)
+            .signed_by(&certbridge::pki::subject_public_key(req)?, self.root.issuer())
             .map_err(|e| SignError::permanent(e.to_string()))?;
-        Issued::from_pem_bundle(&format!("{}{}", leaf.pem(), self.pem)).map_err(SignError::permanent)
+        Issued::from_pem_bundle(&format!("{}{}", leaf.pem(), self.root.cert_pem())).map_err(SignError::permanent)
     }
 }
 
@@ -144,12 +140,8 @@ impl Signer for TestSigner {
         match step {
             Step::Ok => self.ca.issue(request),
             Step::WrongKey => {
-                let other = rcgen::KeyPair::generate().unwrap();
-                let leaf = rcgen::CertificateParams::new(vec!["other.example.com".into()])
-                    .unwrap()
-                    .signed_by(&other, &self.ca.issuer)
-                    .unwrap();
-                Issued::from_pem_bundle(&format!("{}{}", leaf.pem(), self.ca.pem)).map_err(SignError::permanent)
+                let (leaf, _) = self.ca.root.leaf(&KeyKind::EcP256, &["other.example.com"]).unwrap();
+                Issued::from_pem_bundle(&format!("{leaf}{}", self.ca.root.cert_pem())).map_err(SignError::permanent)
             }
             Step::AsyncSubmit => match ctx.state("order") {
                 Some(_) => self.ca.issue(request),
@@ -204,11 +196,7 @@ impl Env {
         sim.install_cert_manager_crds().await.unwrap();
         let client = sim.client();
         certbridge::testing::install_crds::<TestSpec>(&client).await.unwrap();
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(NS.into()), ..Default::default() },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        certbridge::testing::create_namespace(&client, NS).await.unwrap();
         let handle = certbridge::runtime::start(signer.clone(), client.clone(), opts).await.unwrap();
         let mut env = Env { sim, client, signer, handle: Some(handle) };
         env.wait_ready().await;
@@ -258,7 +246,7 @@ impl Env {
 
 /// A CSR for a fresh P-256 key: (csr_pem, public key DER).
 pub fn csr(dns: &str) -> (String, Vec<u8>) {
-    let (pem, _key) = certbridge::testing::generate_csr(&certbridge::KeyKind::EcP256, &[dns]).unwrap();
+    let (pem, _key) = certbridge::testing::generate_csr(&KeyKind::EcP256, &[dns]).unwrap();
     let spki = certbridge::Csr::from_pem(&pem).unwrap().public_key_der;
     (pem, spki)
 }
