@@ -33,7 +33,8 @@ pub mod runtime;
 pub mod signer;
 pub(crate) mod ssa;
 pub(crate) mod state;
-#[cfg(feature = "testing")]
+// Also built for the crate's own unit tests, which use its test CA; it needs no dev-dependency.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use cli::{run, run_with};

@@ -411,15 +411,10 @@ mod tests {
         use crate::controllers::decision::verify_issued;
         let (pem, key) = csr_pem(|_| {});
         let req = cr_with(&pem, &[], false, None).sign_request().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_params = rcgen::CertificateParams::new(vec!["a.example.com".into()]).unwrap();
-        let good = leaf_params.signed_by(&key, &issuer).unwrap().pem();
+        let ca = crate::testing::TestCa::new(&crate::KeyKind::EcP256).unwrap();
+        let good = ca.sign_key(&key, &["a.example.com"]).unwrap();
         assert!(verify_issued(&req, crate::Issued::from_pem_bundle(&good).unwrap()).is_ok());
-        let other = rcgen::KeyPair::generate().unwrap();
-        let bad = leaf_params.signed_by(&other, &issuer).unwrap().pem();
+        let (bad, _) = ca.leaf(&crate::KeyKind::EcP256, &["a.example.com"]).unwrap();
         let e = verify_issued(&req, crate::Issued::from_pem_bundle(&bad).unwrap()).unwrap_err();
         assert!(matches!(e, crate::SignError::Permanent(ref m) if m.contains("does not match the CSR's public key")));
     }

@@ -115,57 +115,36 @@ pub fn to_pem(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-    fn ca(name: &str, parent: Option<(&CertificateParams, &KeyPair)>) -> (CertificateParams, KeyPair, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = match parent {
-            None => p.self_signed(&key).unwrap(),
-            Some((pp, pk)) => p.signed_by(&key, &Issuer::from_params(pp, pk)).unwrap(),
-        };
-        (p, key, cert.pem())
-    }
+    use crate::KeyKind;
+    use crate::testing::{TestCa, generate_key};
 
     #[test]
     fn orders_any_order_and_picks_the_root() {
-        let (rp, rk, root) = ca("root", None);
-        let (ip, ik, inter) = ca("inter", Some((&rp, &rk)));
-        let lk = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["x.example.com".into()])
-            .unwrap()
-            .signed_by(&lk, &Issuer::from_params(&ip, &ik))
-            .unwrap()
-            .pem();
+        let root_ca = TestCa::new(&KeyKind::EcP256).unwrap();
+        let inter_ca = root_ca.intermediate(&KeyKind::EcP256).unwrap();
+        let (root, inter) = (root_ca.cert_pem(), inter_ca.cert_pem());
+        let lk = generate_key(&KeyKind::EcP256).unwrap();
+        let leaf = inter_ca.sign_key(&lk, &["x.example.com"]).unwrap();
         let shuffled = format!("{root}{inter}{leaf}{inter}");
         let issued = Issued::from_pem_bundle(&shuffled).unwrap();
         assert_eq!(issued.chain_pem, format!("{leaf}{inter}"));
-        assert_eq!(issued.ca_pem.as_deref(), Some(root.as_str()));
+        assert_eq!(issued.ca_pem.as_deref(), Some(root));
         // Without the root, the highest intermediate is the CA and stays in the chain.
         let issued = Issued::from_pem_bundle(&format!("{inter}{leaf}")).unwrap();
         assert_eq!(issued.chain_pem, format!("{leaf}{inter}"));
-        assert_eq!(issued.ca_pem.as_deref(), Some(inter.as_str()));
+        assert_eq!(issued.ca_pem.as_deref(), Some(inter));
         // A lone leaf has no CA unless one is supplied.
-        let issued = Issued::from_pem_bundle(&leaf).unwrap().with_ca_if_missing(Some(root.clone()));
+        let issued = Issued::from_pem_bundle(&leaf).unwrap().with_ca_if_missing(Some(root.to_owned()));
         assert_eq!(issued.chain_pem, leaf);
-        assert_eq!(issued.ca_pem, Some(root));
+        assert_eq!(issued.ca_pem.as_deref(), Some(root));
         assert_eq!(issued.leaf_public_key_der().unwrap(), rcgen::PublicKeyData::subject_public_key_info(&lk));
     }
 
     #[test]
     fn unrelated_certificates_are_refused() {
-        let (_, _, a) = ca("a", None);
-        let (_, _, b) = ca("b", None);
-        let lk = KeyPair::generate().unwrap();
-        let (ip, ik, _) = ca("i", None);
-        let leaf = CertificateParams::new(vec!["x".into()])
-            .unwrap()
-            .signed_by(&lk, &Issuer::from_params(&ip, &ik))
-            .unwrap()
-            .pem();
-        assert!(Issued::from_pem_bundle(&format!("{leaf}{a}{b}")).is_err());
+        let (a, b) = (TestCa::new(&KeyKind::EcP256).unwrap(), TestCa::new(&KeyKind::EcP256).unwrap());
+        let (leaf, _) = TestCa::new(&KeyKind::EcP256).unwrap().leaf(&KeyKind::EcP256, &["x"]).unwrap();
+        assert!(Issued::from_pem_bundle(&format!("{leaf}{}{}", a.cert_pem(), b.cert_pem())).is_err());
         assert!(Issued::from_pem_bundle("").unwrap_err().contains("no certificate"));
     }
 }

@@ -158,11 +158,8 @@ mod tests {
         });
         let req = request(pem, false);
         let params = certificate_params(&req, None).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(vec![]).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let cert = params.signed_by(&subject_public_key(&req).unwrap(), &issuer).unwrap();
+        let ca = crate::testing::TestCa::new(&crate::KeyKind::EcP256).unwrap();
+        let cert = params.signed_by(&subject_public_key(&req).unwrap(), ca.issuer()).unwrap();
         let (_, x) = X509Certificate::from_der(cert.der()).unwrap();
         assert_eq!(x.public_key().raw, &req.csr.public_key_der[..]);
         assert_eq!(x.subject().as_raw(), &req.csr.subject_der[..], "subject copied byte for byte");
