@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct LocalCaSpec {
     /// Name of a `kubernetes.io/tls` Secret holding the CA certificate (`tls.crt`, optionally followed
-    /// by its chain) and its PKCS#8 private key (`tls.key`). A LocalCAIssuer reads it in its own
-    /// namespace, a LocalCAClusterIssuer in the controller's cluster resource namespace.
+    /// by its chain) and its private key (`tls.key`, unencrypted PEM: PKCS#8, PKCS#1 or SEC1). A
+    /// LocalCAIssuer reads it in its own namespace, a LocalCAClusterIssuer in the controller's cluster
+    /// resource namespace.
     pub secret_name: String,
 }
 
