@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use certbridge::{Issuer, IssuerScope, KeyKind, Resources, SignRequest};
 use certbridge_ejbca::sim::{EjbcaSim, SimOptions};
@@ -19,19 +17,12 @@ pub async fn sim() -> EjbcaSim {
 }
 
 pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
-    Secret {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
-        data: Some(data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()),
-        ..Default::default()
-    }
+    let data: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    certbridge::testing::secret(NS, name, None, &data)
 }
 
 pub fn config_map(name: &str, key: &str, value: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
-        data: Some([(key.to_owned(), value.to_owned())].into()),
-        ..Default::default()
-    }
+    certbridge::testing::config_map(NS, name, &[(key, value)])
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

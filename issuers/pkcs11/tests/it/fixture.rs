@@ -14,9 +14,7 @@ use certbridge::{Issued, Issuer, IssuerScope, Resources, SignContext, SignError,
 use certbridge_pkcs11::Pkcs11Signer;
 use certbridge_pkcs11::module::{AllowedModules, DEFAULT_MODULE};
 use certbridge_pkcs11::spec::{ChainKind, ChainRef, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub const NS: &str = "team-a";
 /// The token with the four CA keys.
@@ -142,19 +140,11 @@ pub fn issuer(name: &str, spec: Pkcs11IssuerSpec) -> Issuer<Pkcs11IssuerSpec> {
 }
 
 pub fn secret(name: &str, key: &str, value: &str) -> Secret {
-    Secret {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
-        data: Some([(key.to_owned(), ByteString(value.as_bytes().to_vec()))].into()),
-        ..Default::default()
-    }
+    certbridge::testing::secret(NS, name, None, &[(key, value.as_bytes())])
 }
 
 pub fn config_map(name: &str, key: &str, value: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
-        data: Some([(key.to_owned(), value.to_owned())].into()),
-        ..Default::default()
-    }
+    certbridge::testing::config_map(NS, name, &[(key, value)])
 }
 
 /// Resources holding `pin` and `chain`.
