@@ -1,9 +1,10 @@
 //! `certbridge-testkit`: an embedded Kubernetes API server for tests.
 //!
-//! [`KubeSim`] serves the Kubernetes REST API over plain HTTP on 127.0.0.1 with in-memory
-//! state, faithfully enough that kube-rs (client, watcher, `Controller`, `Recorder`,
-//! kube-lease-manager) and kubectl run against it unmodified: discovery, CRDs with
-//! structural-schema pruning/defaulting/validation, resourceVersion/conflict semantics,
+//! [`KubeSim`] serves the Kubernetes REST API on 127.0.0.1 with in-memory state, over plain
+//! HTTP by default or HTTPS on request (see [TLS mode](#tls-mode)), faithfully enough that
+//! kube-rs (client, watcher, `Controller`, `Recorder`, kube-lease-manager) and kubectl run
+//! against it unmodified: discovery, CRDs with structural-schema
+//! pruning/defaulting/validation, resourceVersion/conflict semantics,
 //! watches with bookmarks and 410 Gone, status subresources, server-side apply with
 //! managedFields and conflicts, merge/JSON/strategic patches, selectors, finalizers,
 //! TokenRequest/TokenReview and CertificateSigningRequest approval.
@@ -15,6 +16,24 @@
 //! let client = sim.client();
 //! # let _ = client; Ok(()) }
 //! ```
+//!
+//! # TLS mode
+//!
+//! [`KubeSim::start_tls`] (or [`SimOptions::tls`], or `kube-sim --tls`) serves HTTPS only,
+//! like a real API server. At start it generates a throwaway CA (ECDSA P-256, in memory only)
+//! and a serving certificate for `localhost`, `127.0.0.1`, `::1` and the bound address. The
+//! kubeconfig it writes carries an `https://` server URL and the CA as
+//! `certificate-authority-data`, so kubectl and `kube::Config::from_custom_kubeconfig` verify
+//! the server; [`KubeSim::client`] trusts exactly that CA; [`KubeSim::ca_pem`] gives it to
+//! anything else. A client that does not trust the CA, or that speaks plain HTTP to the TLS
+//! port, fails its handshake: there is no fallback to plain HTTP.
+//!
+//! What is *not* checked: clients are not authenticated at all (no client certificates, no
+//! bearer-token checks, no authorization), as in plain mode. The TLS kubeconfig's user carries
+//! the placeholder token `kube-sim` only because kubectl prompts for a username when an HTTPS
+//! cluster's user has no credentials. ALPN offers `http/1.1` only (real API servers also
+//! offer h2); TLS 1.2 and 1.3 are accepted. A fresh CA is made for
+//! every server, so a kubeconfig is only valid for the server that wrote it.
 
 mod apply;
 mod builtin;
@@ -34,6 +53,7 @@ mod selector;
 mod server;
 mod store;
 mod table;
+mod tls;
 mod token;
 mod watch;
 
@@ -72,6 +92,8 @@ pub struct SimOptions {
     pub token_issuer: String,
     /// Audiences used when a TokenRequest or TokenReview names none.
     pub api_audiences: Vec<String>,
+    /// Serve HTTPS with a throwaway CA instead of plain HTTP (see [TLS mode](crate#tls-mode)).
+    pub tls: bool,
 }
 
 impl Default for SimOptions {
@@ -83,6 +105,7 @@ impl Default for SimOptions {
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into(), "cert-manager".into()],
             token_issuer: "https://kubernetes.default.svc.cluster.local".into(),
             api_audiences: vec!["https://kubernetes.default.svc.cluster.local".into()],
+            tls: false,
         }
     }
 }
@@ -91,6 +114,7 @@ impl Default for SimOptions {
 /// the server (the background task is cancelled).
 pub struct KubeSim {
     addr: SocketAddr,
+    tls: Option<tls::TlsMaterial>,
     shared: Arc<server::Shared>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -102,12 +126,19 @@ impl KubeSim {
         Self::start_with(SimOptions::default()).await
     }
 
+    /// Starts an HTTPS-only server with default options and a fresh throwaway CA
+    /// (see [TLS mode](crate#tls-mode)).
+    pub async fn start_tls() -> anyhow::Result<KubeSim> {
+        Self::start_with(SimOptions { tls: true, ..SimOptions::default() }).await
+    }
+
     /// Starts a server; it accepts requests once this returns.
     pub async fn start_with(opts: SimOptions) -> anyhow::Result<KubeSim> {
         let listener =
             tokio::net::TcpListener::bind(opts.addr).await.with_context(|| format!("binding {}", opts.addr))?;
         let addr = listener.local_addr()?;
-        let base_url = format!("http://{addr}");
+        let tls = if opts.tls { Some(tls::TlsMaterial::generate(addr.ip())?) } else { None };
+        let base_url = format!("{}://{addr}", scheme(tls.is_some()));
         let shutdown = CancellationToken::new();
         let (tx, _) = broadcast::channel(16 * 1024);
         let store = store::Store::new(builtin::registry(), opts.watch_history, tx);
@@ -126,15 +157,29 @@ impl KubeSim {
         }
         let app = server::router(shared.clone());
         let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-        });
-        Ok(KubeSim { addr, shared, shutdown, task: Some(task) })
+        let task = match &tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            }),
+            Some(material) => {
+                let listener = material.listener(listener, shutdown.clone())?;
+                tokio::spawn(async move {
+                    let _ =
+                        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+                })
+            }
+        };
+        Ok(KubeSim { addr, tls, shared, shutdown, task: Some(task) })
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:43123`.
+    /// Base URL, e.g. `http://127.0.0.1:43123`, or `https://…` in TLS mode.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", scheme(self.tls.is_some()), self.addr)
+    }
+
+    /// The CA that signed the serving certificate (PEM), in TLS mode; `None` for plain HTTP.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
     }
 
     /// The bound socket address.
@@ -142,16 +187,27 @@ impl KubeSim {
         self.addr
     }
 
-    /// A kube-rs client for this server with default namespace `default`.
+    /// A kube-rs client for this server with default namespace `default`; in TLS mode it
+    /// trusts this server's CA and nothing else.
     pub fn client(&self) -> kube::Client {
         let url: axum::http::Uri = self.url().parse().expect("own URL is valid");
-        let config = kube::Config::new(url);
-        kube::Client::try_from(config).expect("plain-HTTP kube client builds")
+        let mut config = kube::Config::new(url);
+        if let Some(t) = &self.tls {
+            // kube-rs builds its rustls config from the process-wide provider; rustls can only
+            // pick one by itself when exactly one is compiled in, so name ring (the workspace's).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            config.root_cert = Some(vec![t.ca_der.clone()]);
+        }
+        kube::Client::try_from(config).expect("kube client for kube-sim builds")
     }
 
-    /// A kubeconfig (context `kube-sim`, namespace `default`, no credentials).
+    /// A kubeconfig (context `kube-sim`, namespace `default`, no credentials); in TLS mode
+    /// see [`kubeconfig_with_ca`].
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_for(&self.url())
+        match self.ca_pem() {
+            None => kubeconfig_for(&self.url()),
+            Some(ca) => kubeconfig_with_ca(&self.url(), ca),
+        }
     }
 
     /// Writes [`KubeSim::kubeconfig_yaml`] to `path`.
@@ -195,6 +251,22 @@ pub fn kubeconfig_for(url: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {{}}\npreferences: {{}}\n"
     )
+}
+
+/// A kubeconfig pointing at `url` whose server certificate must chain to `ca_pem`.
+///
+/// Its user has the bearer token `kube-sim`, which nothing checks: kubectl asks for a username
+/// on stdin when an HTTPS cluster's user has no credentials at all.
+pub fn kubeconfig_with_ca(url: &str, ca_pem: &str) -> String {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user:\n    token: kube-sim\npreferences: {{}}\n"
+    )
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 /// Runs a create through the normal write pipeline without HTTP.

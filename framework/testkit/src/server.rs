@@ -96,7 +96,7 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         ["version"] => return Ok(json_response(200, &discovery::version())),
         ["healthz" | "livez" | "readyz", ..] => return Ok(Response::new(Body::from("ok"))),
         ["api"] => {
-            let addr = shared.base_url.trim_start_matches("http://").to_string();
+            let addr = shared.base_url.split_once("://").map_or(shared.base_url.as_str(), |(_, a)| a).to_string();
             return Ok(json_response(200, &discovery::api_versions(&addr)));
         }
         ["apis"] => return Ok(json_response(200, &discovery::group_list(&shared.lock().registry))),

@@ -37,3 +37,48 @@ fn kube_sim_binary_serves_until_sigterm() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn kube_sim_binary_with_tls_serves_https_and_writes_a_verifying_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let ca = dir.path().join("ca.pem");
+    let child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--addr", "127.0.0.1:0", "--tls", "--kubeconfig-out"])
+        .arg(&kc)
+        .arg("--ca-out")
+        .arg(&ca)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let child = &mut child.0;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("kube-sim listening on https://127.0.0.1:"), "{line}");
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    assert!(ca_pem.starts_with("-----BEGIN CERTIFICATE-----"), "{ca_pem}");
+    let kubeconfig = std::fs::read_to_string(&kc).unwrap();
+    assert!(kubeconfig.contains("server: https://127.0.0.1:"), "{kubeconfig}");
+    assert!(kubeconfig.contains("certificate-authority-data: "), "{kubeconfig}");
+    let out = Command::new("kubectl")
+        .args(["get", "namespace", "default", "-o", "name"])
+        .env("KUBECONFIG", &kc)
+        .env("KUBECACHEDIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "namespace/default");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Kills the server if an assertion fails before the test sends SIGTERM.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,7 +1,9 @@
 //! kube-rs against the embedded API server: CRUD, conflicts, watches, a Controller,
-//! server-side apply on status, and the real cert-manager schemas.
+//! server-side apply on status, and the real cert-manager schemas; `tls` covers TLS mode
+//! (kube-rs and kubectl).
 
 mod common;
+mod tls;
 
 use std::sync::Arc;
 

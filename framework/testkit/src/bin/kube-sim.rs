@@ -1,7 +1,7 @@
 //! `kube-sim`: runs the embedded Kubernetes API server as a process.
 //!
-//! Writes a kubeconfig, prints `kube-sim listening on http://ADDR` once ready, and serves
-//! until SIGTERM/SIGINT.
+//! Writes a kubeconfig, prints `kube-sim listening on http://ADDR` (`https://ADDR` with
+//! `--tls`) once ready, and serves until SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +25,13 @@ struct Args {
     /// Install the embedded cert-manager CRDs.
     #[arg(long)]
     cert_manager_crds: bool,
+    /// Serve HTTPS only, with a throwaway CA generated at start; the kubeconfig carries it as
+    /// certificate-authority-data.
+    #[arg(long)]
+    tls: bool,
+    /// Also write the CA certificate (PEM) here; needs --tls.
+    #[arg(long, requires = "tls")]
+    ca_out: Option<PathBuf>,
 }
 
 fn crd_files(p: &PathBuf) -> anyhow::Result<Vec<PathBuf>> {
@@ -47,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let sim = KubeSim::start_with(SimOptions { addr: args.addr, ..SimOptions::default() }).await?;
+    let sim = KubeSim::start_with(SimOptions { addr: args.addr, tls: args.tls, ..SimOptions::default() }).await?;
     if args.cert_manager_crds {
         sim.install_cert_manager_crds().await?;
     }
@@ -58,6 +65,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     sim.write_kubeconfig(&args.kubeconfig_out)?;
+    if let (Some(path), Some(ca)) = (&args.ca_out, sim.ca_pem()) {
+        std::fs::write(path, ca).with_context(|| format!("writing {}", path.display()))?;
+    }
     println!("kube-sim listening on {}", sim.url());
     use std::io::Write as _;
     std::io::stdout().flush()?;
