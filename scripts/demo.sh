@@ -68,9 +68,9 @@ note "binaries: $bin/kube-sim, $bin/$controller"
 build_done=$(date +%s)
 
 # --- 2. API server ----------------------------------------------------------------------------------
-step "2/9 starting kube-sim on 127.0.0.1 (a free port), writing a kubeconfig for kubectl and the controller"
+step "2/9 starting kube-sim on 127.0.0.1 (a free port) over HTTPS with a throwaway CA, writing a kubeconfig for kubectl and the controller"
 export KUBECONFIG="$work/kubeconfig"
-"$bin/kube-sim" --addr 127.0.0.1:0 --kubeconfig-out "$KUBECONFIG" >"$work/kube-sim.log" 2>&1 &
+"$bin/kube-sim" --addr 127.0.0.1:0 --tls --kubeconfig-out "$KUBECONFIG" >"$work/kube-sim.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
     [[ -s $KUBECONFIG ]] && kubectl get --raw /version >/dev/null 2>&1 && break
