@@ -24,14 +24,6 @@ pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub struct AllowedModules(Vec<PathBuf>);
 
 impl AllowedModules {
-    /// Reads [`ALLOWED_MODULES_ENV`], or the default.
-    pub fn from_env() -> AllowedModules {
-        match std::env::var(ALLOWED_MODULES_ENV) {
-            Ok(v) if !v.trim().is_empty() => AllowedModules::new(v.split(':').filter(|s| !s.is_empty())),
-            _ => AllowedModules::new([DEFAULT_MODULE]),
-        }
-    }
-
     /// An explicit list.
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<Path>>(paths: I) -> AllowedModules {
         AllowedModules(paths.into_iter().map(|p| p.as_ref().to_path_buf()).collect())

@@ -12,8 +12,7 @@ use crate::ca::{Inputs, PreparedCa, prepare};
 use crate::module::AllowedModules;
 use crate::spec::{ChainKind, Pkcs11IssuerSpec};
 
-/// Environment variable for the session pool size per token (default 4, the controller's default
-/// concurrency).
+/// Environment variable behind `--sessions`, the session pool size per token (see [`crate::flags`]).
 pub const SESSIONS_ENV: &str = "CERTBRIDGE_PKCS11_SESSIONS";
 
 /// Signs with CA keys held in PKCS#11 tokens.
@@ -29,21 +28,9 @@ struct Cached {
     ca: Arc<PreparedCa>,
 }
 
-impl Default for Pkcs11Signer {
-    fn default() -> Self {
-        Pkcs11Signer::new()
-    }
-}
-
 impl Pkcs11Signer {
-    /// A signer configured from the environment (module allow-list, session pool size).
-    pub fn new() -> Self {
-        let max_sessions =
-            std::env::var(SESSIONS_ENV).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(4);
-        Pkcs11Signer::with_config(AllowedModules::from_env(), max_sessions)
-    }
-
-    /// A signer with an explicit allow-list and session pool size.
+    /// A signer with an explicit allow-list and session pool size (the controller builds it from
+    /// its flags, [`crate::flags::Flags::signer`]).
     pub fn with_config(allowed: AllowedModules, max_sessions: usize) -> Self {
         Pkcs11Signer { allowed, max_sessions, prepared: Mutex::new(HashMap::new()) }
     }

@@ -10,7 +10,7 @@
 //! - After a token-level fault the pool's generation changes: idle sessions are closed, sessions in
 //!   use are closed when returned, and the slot is looked up again by serial number.
 //! - A token missing from the slot list is looked for once more after re-initializing the module
-//!   (see [`Module::reinitialize`]); sessions of an older module epoch are forgotten, not closed.
+//!   (see `Module::reinitialize`); sessions of an older module epoch are forgotten, not closed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
