@@ -150,9 +150,15 @@ enum LogFormat {
     Json,
 }
 
-/// Runs the adapter's controller binary: parses the command line and dispatches.
-pub async fn run<S: Signer>(signer: S) -> ExitCode {
-    run_with(|_: NoFlags, _| Ok(signer)).await
+/// Runs the adapter's controller binary: parses the command line and dispatches. `make` builds
+/// the signer only for the commands that use one (`run`, `check`, `sign`): `crds` and `--help`
+/// work even where the signer could not be built.
+///
+/// ```ignore
+/// certbridge::run(MySigner::new).await
+/// ```
+pub async fn run<S: Signer>(make: impl FnOnce() -> S) -> ExitCode {
+    run_with(|_: NoFlags, _| Ok(make())).await
 }
 
 /// [`run`] for an adapter with flags of its own: `A`'s flags are added to `run`, `check` and
@@ -186,6 +192,7 @@ where
     F: FnOnce(A, usize) -> anyhow::Result<S>,
 {
     let cli = Cli::<A>::parse();
+    runtime::install_crypto_provider();
     let build = |adapter: A, concurrency: usize| {
         make(adapter, concurrency).map_err(|e| {
             eprintln!("error: {e:#}");
@@ -257,9 +264,10 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     let client = client(args.kubeconfig.as_ref()).await?;
     let group = <S::Spec as IssuerSpec>::GROUP;
     let ready = Arc::new(AtomicBool::new(false));
+    let alive = Arc::new(AtomicBool::new(true));
     let metrics: Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::default();
     if let Some(addr) = args.health_addr {
-        serve::health(addr, ready.clone()).await?;
+        serve::health(addr, ready.clone(), alive.clone()).await?;
     }
     if let Some(addr) = args.metrics_addr {
         serve::metrics(addr, metrics.clone()).await?;
@@ -311,7 +319,14 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     let result = tokio::select! {
         _ = &mut shutdown => { tracing::info!("shutting down"); Ok(()) }
         _ = lost_leadership => Err(anyhow::anyhow!("lost the leader lease; exiting so another replica takes over")),
-        _ = handle.stopped() => Err(anyhow::anyhow!("a controller stopped unexpectedly")),
+        _ = handle.stopped() => {
+            // /healthz fails from now until the process exits.
+            alive.store(false, Ordering::Release);
+            Err(anyhow::anyhow!(
+                "{}; exiting",
+                handle.failure().unwrap_or_else(|| "a controller stopped unexpectedly".into())
+            ))
+        }
     };
     ready_task.abort();
     handle.shutdown().await;

@@ -1,15 +1,22 @@
 //! The error taxonomy a [`Signer`](crate::Signer) uses to tell the controller what to do next.
 //!
-//! The variant's name is the controller's reaction, exactly as in cert-manager's issuer-lib:
+//! A [`SignError`] is one flat value: its [`Reaction`] is what the controller does, exactly as in
+//! cert-manager's issuer-lib, and every consumer decides by matching on [`SignError::reaction`]
+//! (there is no wrapper layer to look through). Build it with the constructor named after the
+//! reaction:
 //!
-//! | variant | on `sign` | on `check` |
+//! | constructor → [`Reaction`] | on `sign` | on `check` |
 //! |---|---|---|
-//! | [`SignError::Pending`] | Ready=False/`Pending`, requeue after `requeue_after`; no retry deadline | issuer not ready, re-checked after `requeue_after` |
-//! | [`SignError::Permanent`] | Ready=False/`Failed`, `failureTime` set, never retried | issuer Ready=False/`Failed` until its spec changes |
-//! | [`SignError::IssuerNotReady`] | the issuer is flipped to not-ready and re-checked; the request waits for it | issuer not ready, retried with backoff |
-//! | [`SignError::Transient`] | Ready=False/`Pending`, retried with exponential backoff until the max retry duration, then Failed | issuer not ready, retried with backoff |
+//! | [`SignError::pending`] → [`Reaction::Pending`] | Ready=False/`Pending`, requeue after `requeue_after`; no retry deadline | issuer not ready, re-checked after `requeue_after` |
+//! | [`SignError::permanent`] → [`Reaction::Permanent`] | Ready=False/`Failed`, `failureTime` set, never retried | issuer Ready=False/`Failed` until its spec or a Secret/ConfigMap it references changes |
+//! | [`SignError::issuer_not_ready`] → [`Reaction::IssuerNotReady`] | the issuer is flipped to not-ready and re-checked; the request waits for it | issuer not ready, retried with backoff |
+//! | [`SignError::transient`] → [`Reaction::Transient`] | Ready=False/`Pending`, retried with exponential backoff until the max retry duration, then Failed | issuer not ready, retried with backoff |
 //!
-//! Any variant can carry one extra condition for the request ([`SignError::with_condition`]),
+//! A problem in the *content* of a referenced Secret or ConfigMap (wrong password, not PEM, CA
+//! not listed) is [`Reaction::IssuerNotReady`] with a message naming the object, the key and the
+//! fix — never [`Reaction::Permanent`] — so that fixing the Secret brings the issuer back.
+//!
+//! Any error can carry one extra condition for the request ([`SignError::with_condition`]),
 //! which the controller writes alongside Ready (issuer-lib's `SetCertificateRequestConditionError`).
 //! The condition lives only as long as it is returned: every pass that should keep it must return
 //! it again (see [`SignError::with_condition`]).
@@ -29,56 +36,59 @@ pub struct RequestCondition {
     pub reason: String,
 }
 
-/// What went wrong, and therefore what the controller does next.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignError {
-    /// The CA has the request but has not answered yet (e.g. waiting for an approval). Not a failure:
-    /// no retry deadline applies.
-    #[error("{reason}")]
+/// What the controller does with a [`SignError`]; see the [module docs](self) for the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaction {
+    /// The CA has the request but has not answered yet (e.g. waiting for an approval). Not a
+    /// failure: no retry deadline applies. Ask again after `requeue_after`.
     Pending {
-        /// When to ask again.
+        /// When to ask again (zero: the framework's default).
         requeue_after: Duration,
-        /// Why it is pending, shown in the Ready condition.
-        reason: String,
     },
     /// The request can never succeed as it is (the CA refused it, the CSR is invalid, …).
-    #[error("{0}")]
-    Permanent(String),
-    /// The issuer itself is not usable right now (credentials missing, CA unreachable during check, …).
-    #[error("{0}")]
-    IssuerNotReady(String),
+    Permanent,
+    /// The issuer itself is not usable right now (credentials missing or wrong, CA unreachable
+    /// during check, …).
+    IssuerNotReady,
     /// A failure that may go away on its own (timeouts, 5xx, connection resets).
-    #[error("{0}")]
-    Transient(String),
-    /// Any of the above plus an extra condition to set on the request.
-    #[error("{error}")]
-    WithCondition {
-        /// The error that decides the controller's reaction.
-        error: Box<SignError>,
-        /// The extra condition; its message is the error's message.
-        condition: RequestCondition,
-    },
+    Transient,
+}
+
+/// What went wrong, and therefore what the controller does next ([`SignError::reaction`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SignError {
+    /// What the controller does next.
+    pub reaction: Reaction,
+    /// What went wrong, shown in conditions, events and logs (never a secret value).
+    pub message: String,
+    /// An extra condition to set on the request next to Ready ([`SignError::with_condition`]).
+    pub condition: Option<RequestCondition>,
 }
 
 impl SignError {
+    fn new(reaction: Reaction, message: impl Into<String>) -> Self {
+        SignError { reaction, message: message.into(), condition: None }
+    }
+
     /// A pending answer: ask again after `requeue_after`.
-    pub fn pending(reason: impl Into<String>, requeue_after: Duration) -> Self {
-        SignError::Pending { requeue_after, reason: reason.into() }
+    pub fn pending(message: impl Into<String>, requeue_after: Duration) -> Self {
+        Self::new(Reaction::Pending { requeue_after }, message)
     }
 
     /// A permanent failure.
     pub fn permanent(message: impl Into<String>) -> Self {
-        SignError::Permanent(message.into())
+        Self::new(Reaction::Permanent, message)
     }
 
     /// The issuer is not ready.
     pub fn issuer_not_ready(message: impl Into<String>) -> Self {
-        SignError::IssuerNotReady(message.into())
+        Self::new(Reaction::IssuerNotReady, message)
     }
 
     /// A transient failure, retried with backoff.
     pub fn transient(message: impl Into<String>) -> Self {
-        SignError::Transient(message.into())
+        Self::new(Reaction::Transient, message)
     }
 
     /// Attach an extra condition to set on the request, next to Ready. Its message is this error's
@@ -94,47 +104,26 @@ impl SignError {
     /// remove it too. Keep its status stable while it should stay: a change of status wakes the
     /// request at once instead of after `requeue_after`.
     pub fn with_condition(
-        self,
+        mut self,
         type_: impl Into<String>,
         status: impl Into<String>,
         reason: impl Into<String>,
     ) -> Self {
-        let condition = RequestCondition { type_: type_.into(), status: status.into(), reason: reason.into() };
-        match self {
-            SignError::WithCondition { error, .. } => SignError::WithCondition { error, condition },
-            other => SignError::WithCondition { error: Box::new(other), condition },
-        }
+        self.condition = Some(RequestCondition { type_: type_.into(), status: status.into(), reason: reason.into() });
+        self
     }
 
-    /// The error that decides the reaction, with any condition wrapper removed.
-    pub fn kind(&self) -> &SignError {
-        match self {
-            SignError::WithCondition { error, .. } => error.kind(),
-            other => other,
-        }
+    /// The same error with another reaction (message and condition kept), e.g. a transient
+    /// failure during `check` that should read as the issuer not being ready.
+    pub fn with_reaction(mut self, reaction: Reaction) -> Self {
+        self.reaction = reaction;
+        self
     }
 
-    /// The extra condition, if any.
-    pub fn condition(&self) -> Option<&RequestCondition> {
-        match self {
-            SignError::WithCondition { condition, .. } => Some(condition),
-            _ => None,
-        }
-    }
-
-    /// Prefix the message with context, keeping the variant (and condition).
-    pub fn context(self, prefix: impl std::fmt::Display) -> Self {
-        match self {
-            SignError::Pending { requeue_after, reason } => {
-                SignError::Pending { requeue_after, reason: format!("{prefix}: {reason}") }
-            }
-            SignError::Permanent(m) => SignError::Permanent(format!("{prefix}: {m}")),
-            SignError::IssuerNotReady(m) => SignError::IssuerNotReady(format!("{prefix}: {m}")),
-            SignError::Transient(m) => SignError::Transient(format!("{prefix}: {m}")),
-            SignError::WithCondition { error, condition } => {
-                SignError::WithCondition { error: Box::new(error.context(prefix)), condition }
-            }
-        }
+    /// Prefix the message with context, keeping the reaction and condition.
+    pub fn context(mut self, prefix: impl std::fmt::Display) -> Self {
+        self.message = format!("{prefix}: {}", self.message);
+        self
     }
 }
 
@@ -143,13 +132,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn condition_wrapper_keeps_the_reaction() {
+    fn condition_keeps_the_reaction() {
         let e = SignError::transient("CA busy").with_condition("Queued", "True", "Busy");
-        assert_eq!(e.kind(), &SignError::Transient("CA busy".into()));
-        assert_eq!(e.condition().unwrap().reason, "Busy");
+        assert_eq!(e.reaction, Reaction::Transient);
+        assert_eq!(e.condition.as_ref().unwrap().reason, "Busy");
         assert_eq!(e.to_string(), "CA busy");
         let e = e.context("ejbca");
         assert_eq!(e.to_string(), "ejbca: CA busy");
-        assert!(e.condition().is_some());
+        assert_eq!(e.reaction, Reaction::Transient);
+        assert!(e.condition.is_some());
+        let e = SignError::pending("waiting", Duration::from_secs(5)).with_condition("A", "True", "B");
+        assert_eq!(e.reaction, Reaction::Pending { requeue_after: Duration::from_secs(5) });
     }
 }

@@ -13,11 +13,12 @@
 //! ```ignore
 //! #[tokio::main]
 //! async fn main() -> std::process::ExitCode {
-//!     certbridge::run(MySigner::default()).await
+//!     certbridge::run(MySigner::default).await
 //! }
 //! ```
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod context;
 pub(crate) mod controllers;
@@ -27,9 +28,11 @@ pub mod issuer;
 pub(crate) mod kube_source;
 pub(crate) mod metrics;
 pub mod pki;
+pub mod redact;
 pub mod request;
 pub mod resources;
 pub mod runtime;
+pub mod selector;
 pub mod signer;
 pub(crate) mod ssa;
 pub(crate) mod state;
@@ -37,15 +40,20 @@ pub(crate) mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use cache::IssuerCache;
 pub use cli::{run, run_with};
 pub use context::SignContext;
-pub use error::{RequestCondition, SignError};
+pub use error::{Reaction, RequestCondition, SignError};
 pub use issuer::{Issuer, IssuerScope, IssuerSpec};
 pub use pki::{Csr, Issued, KeyKind};
+pub use redact::redact;
 pub use request::{ExtKeyUsage, KeyUsage, RequestKind, RequestObject, Requester, SignRequest};
 pub use resources::Resources;
+pub use selector::{CaBundle, ConfigMapKeySelector, SecretKeySelector};
 pub use signer::Signer;
 
 /// Re-exported so adapters derive [`IssuerSpec`] types without naming the crate versions.
 pub use async_trait::async_trait;
+/// The rcgen that [`pki::certificate_params`] returns, so an adapter cannot pin a different one.
+pub use rcgen;
 pub use schemars;

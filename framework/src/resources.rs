@@ -3,7 +3,7 @@
 //!
 //! A namespaced issuer reads only in its own namespace; a cluster issuer only in the controller's
 //! cluster resource namespace. Adapters never pick a namespace, so they cannot break the rule.
-//! Missing objects and keys are [`SignError::IssuerNotReady`] naming the object and key.
+//! Missing objects and keys are [`Reaction::IssuerNotReady`](crate::Reaction::IssuerNotReady) naming the object and key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use zeroize::Zeroizing;
 
 use crate::error::SignError;
+use crate::selector::{CaBundle, ConfigMapKeySelector, SecretKeySelector};
 
 /// Where objects come from: the API server in `run`, a manifest file in `check -f` / `sign -f`.
 #[async_trait]
@@ -50,7 +51,7 @@ pub type Reference = (RefKind, String, String);
 pub struct Resources {
     source: Arc<dyn ResourceSource>,
     namespace: String,
-    read: Arc<Mutex<BTreeSet<Reference>>>,
+    read: Arc<Mutex<BTreeMap<Reference, Option<String>>>>,
 }
 
 impl std::fmt::Debug for Resources {
@@ -84,17 +85,27 @@ impl Resources {
 
     /// Every object read so far (the issuer controller watches these).
     pub fn references(&self) -> BTreeSet<Reference> {
+        self.read.lock().expect("lock poisoned").keys().cloned().collect()
+    }
+
+    /// Every object read so far with the `resourceVersion` it had (`None`: absent, or not
+    /// versioned such as a service account token). A change of any of these makes the issuer
+    /// outdated: the framework re-checks it, even when it failed permanently, and
+    /// [`IssuerCache`](crate::IssuerCache) drops what was built from the old content.
+    pub fn observed(&self) -> BTreeMap<Reference, Option<String>> {
         self.read.lock().expect("lock poisoned").clone()
     }
 
-    fn note(&self, kind: RefKind, name: &str) {
-        self.read.lock().expect("lock poisoned").insert((kind, self.namespace.clone(), name.to_owned()));
+    fn note(&self, kind: RefKind, name: &str, version: Option<String>) {
+        self.read.lock().expect("lock poisoned").insert((kind, self.namespace.clone(), name.to_owned()), version);
     }
 
     /// All data of a Secret (`data` and `stringData` merged).
     pub async fn secret(&self, name: &str) -> Result<BTreeMap<String, Zeroizing<Vec<u8>>>, SignError> {
-        self.note(RefKind::Secret, name);
-        let secret = self.source.secret(&self.namespace, name).await?.ok_or_else(|| {
+        self.note(RefKind::Secret, name, None);
+        let secret = self.source.secret(&self.namespace, name).await?;
+        self.note(RefKind::Secret, name, secret.as_ref().and_then(|s| s.metadata.resource_version.clone()));
+        let secret = secret.ok_or_else(|| {
             SignError::issuer_not_ready(format!(
                 "Secret \"{}/{}\" not found: create it or fix the reference",
                 self.namespace, name
@@ -135,8 +146,10 @@ impl Resources {
 
     /// One key of a ConfigMap (`data`, or UTF-8 `binaryData`).
     pub async fn config_map_key(&self, name: &str, key: &str) -> Result<String, SignError> {
-        self.note(RefKind::ConfigMap, name);
-        let cm = self.source.config_map(&self.namespace, name).await?.ok_or_else(|| {
+        self.note(RefKind::ConfigMap, name, None);
+        let cm = self.source.config_map(&self.namespace, name).await?;
+        self.note(RefKind::ConfigMap, name, cm.as_ref().and_then(|c| c.metadata.resource_version.clone()));
+        let cm = cm.ok_or_else(|| {
             SignError::issuer_not_ready(format!(
                 "ConfigMap \"{}/{}\" not found: create it or fix the reference",
                 self.namespace, name
@@ -159,6 +172,58 @@ impl Resources {
         )))
     }
 
+    /// The text in a Secret key, surrounding whitespace removed (tokens, PINs, passwords).
+    /// Missing Secret or key, or not UTF-8 → issuer not ready, naming both.
+    pub async fn string(&self, selector: &SecretKeySelector) -> Result<Zeroizing<String>, SignError> {
+        self.secret_string(&selector.name, &selector.key).await
+    }
+
+    /// PEM text in a Secret key (a certificate chain, a private key): missing Secret or key, or
+    /// text that is not PEM → issuer not ready, naming the Secret, the key and the fix. The
+    /// content is never quoted.
+    pub async fn pem(&self, selector: &SecretKeySelector) -> Result<Zeroizing<String>, SignError> {
+        let text = self.secret_string(&selector.name, &selector.key).await?;
+        match pem::parse_many(text.as_bytes()) {
+            Ok(blocks) if !blocks.is_empty() => Ok(text),
+            _ => Err(SignError::issuer_not_ready(format!(
+                "Secret \"{}/{}\" key \"{}\" is not PEM: put the PEM text (-----BEGIN …-----) in it",
+                self.namespace, selector.name, selector.key
+            ))),
+        }
+    }
+
+    /// PEM text in a ConfigMap key, classified like [`Resources::pem`].
+    pub async fn config_map_pem(&self, selector: &ConfigMapKeySelector) -> Result<String, SignError> {
+        let text = self.config_map_key(&selector.name, &selector.key).await?;
+        match pem::parse_many(text.as_bytes()) {
+            Ok(blocks) if !blocks.is_empty() => Ok(text),
+            _ => Err(SignError::issuer_not_ready(format!(
+                "ConfigMap \"{}/{}\" key \"{}\" is not PEM: put the PEM text (-----BEGIN …-----) in it",
+                self.namespace, selector.name, selector.key
+            ))),
+        }
+    }
+
+    /// The CA certificates of a [`CaBundle`], as DER: inline, or from its Secret or ConfigMap.
+    /// Missing object or key, or anything but PEM certificates → issuer not ready naming the
+    /// object and the key (inline PEM is checked by [`CaBundle::validate`] already).
+    pub async fn ca_bundle(&self, bundle: &CaBundle) -> Result<Vec<Vec<u8>>, SignError> {
+        let (text, place) = if let Some(pem) = &bundle.pem {
+            (Zeroizing::new(pem.clone()), "the inline CA bundle".to_owned())
+        } else if let Some(s) = &bundle.secret_ref {
+            (self.pem(s).await?, format!("Secret \"{}/{}\" key \"{}\"", self.namespace, s.name, s.key))
+        } else if let Some(c) = &bundle.config_map_ref {
+            (
+                Zeroizing::new(self.config_map_pem(c).await?),
+                format!("ConfigMap \"{}/{}\" key \"{}\"", self.namespace, c.name, c.key),
+            )
+        } else {
+            return Err(SignError::permanent("the CA bundle names no source: set pem, secretRef or configMapRef"));
+        };
+        crate::pki::certificates_from_pem(&text)
+            .map_err(|e| SignError::issuer_not_ready(format!("{place} {e}: put the PEM CA certificates in it")))
+    }
+
     /// A short-lived token for the service account `name` in the issuer's namespace, with the
     /// given audiences (TokenRequest API).
     pub async fn service_account_token(
@@ -167,7 +232,7 @@ impl Resources {
         audiences: &[String],
         expiration_seconds: i64,
     ) -> Result<Zeroizing<String>, SignError> {
-        self.note(RefKind::ServiceAccount, name);
+        self.note(RefKind::ServiceAccount, name, None);
         self.source.service_account_token(&self.namespace, name, audiences, expiration_seconds).await
     }
 }
@@ -247,5 +312,27 @@ mod tests {
         let refs = res.references();
         assert!(refs.contains(&(RefKind::Secret, "team-a".into(), "other".into())));
         assert_eq!(refs.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn pem_problems_name_the_secret_and_key_and_are_not_permanent() {
+        let ca = crate::testing::TestCa::new(&crate::KeyKind::EcP256).unwrap();
+        let res = Resources::from_objects(
+            "team",
+            vec![secret("team", "ca", "ca.crt", ca.cert_pem()), secret("team", "junk", "junk", "hello")],
+            vec![],
+        );
+        let good = SecretKeySelector { name: "ca".into(), key: "ca.crt".into() };
+        assert!(res.pem(&good).await.unwrap().starts_with("-----BEGIN"));
+        let bundle = CaBundle { secret_ref: Some(good), ..Default::default() };
+        assert_eq!(res.ca_bundle(&bundle).await.unwrap().len(), 1);
+        let junk = SecretKeySelector { name: "junk".into(), key: "junk".into() };
+        let e = res.pem(&junk).await.unwrap_err();
+        assert_eq!(e.reaction, crate::Reaction::IssuerNotReady);
+        assert!(e.message.contains("Secret \"team/junk\" key \"junk\" is not PEM") && !e.message.contains("hello"));
+        let missing = SecretKeySelector { name: "nope".into(), key: "k".into() };
+        assert_eq!(res.string(&missing).await.unwrap_err().reaction, crate::Reaction::IssuerNotReady);
+        let e = res.ca_bundle(&CaBundle { pem: Some(ca.key_pem().into()), ..Default::default() }).await.unwrap_err();
+        assert!(e.message.contains("not a CERTIFICATE"), "{e}");
     }
 }

@@ -22,6 +22,21 @@ use crate::kube_source::ApiSource;
 use crate::metrics::Metrics;
 use crate::signer::Signer;
 
+/// Installs ring as the process's rustls crypto provider, once, unless one is installed already:
+/// the TLS clients of the framework (kube) and of the adapters (reqwest built with
+/// `rustls-no-provider`) all use the process default, so adapters never install one.
+/// [`crate::run_with`] and [`start`] call it; test equipment that builds TLS clients or servers
+/// outside them (a CA simulator, a test server) calls it too.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Losing a race with another installer still leaves a provider installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+    });
+}
+
 /// Controller settings (the `run` subcommand's flags).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -100,8 +115,14 @@ where
 }
 
 /// Running controllers. Dropping the handle does not stop them; call [`ControllerHandle::shutdown`].
+///
+/// A controller task that ends by itself — returns, or panics (kube-runtime re-raises a panic of
+/// a reconcile) — stops all the others: [`ControllerHandle::stopped`] resolves,
+/// [`ControllerHandle::failure`] says which one and why, and [`ControllerHandle::is_alive`] turns
+/// false (what `/healthz` reports), so the process exits instead of serving nothing.
 pub struct ControllerHandle {
     token: CancellationToken,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
     tasks: Vec<JoinHandle<()>>,
     /// Waits for the caches; aborted, not awaited, on shutdown (a cache that never syncs must not
     /// keep the process alive).
@@ -137,6 +158,17 @@ impl ControllerHandle {
         self.token.cancelled().await
     }
 
+    /// Why a controller ended by itself, if one did (`None` while all run, and after a requested
+    /// shutdown).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `false` once a controller has ended by itself: the process is about to exit non-zero.
+    pub fn is_alive(&self) -> bool {
+        self.failure().is_none()
+    }
+
     /// Stops every controller, letting in-flight reconciles finish.
     pub async fn shutdown(self) {
         self.token.cancel();
@@ -149,6 +181,7 @@ impl ControllerHandle {
 
 /// Starts the controllers of `signer` with `client`.
 pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) -> anyhow::Result<ControllerHandle> {
+    install_crypto_provider();
     if !opts.certificate_requests && !opts.certificate_signing_requests {
         anyhow::bail!("both the CertificateRequest and the CertificateSigningRequest controllers are disabled");
     }
@@ -178,11 +211,11 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
     let token = CancellationToken::new();
     let concurrency = opts.concurrency.max(1);
     let mut caches: Vec<Box<dyn CacheReady>> = Vec::new();
-    let mut futures: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut futures: Vec<(String, BoxFuture<'static, ()>)> = Vec::new();
     for scope in [IssuerScope::Namespaced, IssuerScope::Cluster].into_iter().filter(|s| shared.settings.serves(*s)) {
         let f =
             issuer::run(shared.clone(), scope, opts.namespace.clone(), concurrency, stop(&token), &mut caches).await;
-        futures.push(Box::pin(f));
+        futures.push((format!("the {} controller", shared.kinds.get(scope).names.kind), Box::pin(f)));
     }
     if opts.certificate_requests {
         let f = request_controller::run::<S, CertificateRequest>(
@@ -193,7 +226,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
             &mut caches,
         )
         .await;
-        futures.push(Box::pin(f));
+        futures.push(("the CertificateRequest controller".into(), Box::pin(f)));
     }
     if opts.certificate_signing_requests {
         let f = request_controller::run::<S, CertificateSigningRequest>(
@@ -204,19 +237,11 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
             &mut caches,
         )
         .await;
-        futures.push(Box::pin(f));
+        futures.push(("the CertificateSigningRequest controller".into(), Box::pin(f)));
     }
-    let tasks: Vec<JoinHandle<()>> = futures
-        .into_iter()
-        .map(|f| {
-            let token = token.clone();
-            tokio::spawn(async move {
-                f.await;
-                // A controller that ends by itself leaves the others useless: stop them all.
-                token.cancel();
-            })
-        })
-        .collect();
+    let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let tasks: Vec<JoinHandle<()>> =
+        futures.into_iter().map(|(name, f)| tokio::spawn(supervise(name, f, token.clone(), failure.clone()))).collect();
     let ready = Arc::new(AtomicBool::new(false));
     let flag = ready.clone();
     let readiness = tokio::spawn(async move {
@@ -224,7 +249,34 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         flag.store(true, Ordering::Release);
         tracing::info!("caches synced; ready");
     });
-    Ok(ControllerHandle { token, tasks, readiness, ready, metrics })
+    Ok(ControllerHandle { token, failure, tasks, readiness, ready, metrics })
+}
+
+/// Runs one controller; if it ends by itself (returns or panics) before shutdown was requested,
+/// records why and stops all the others: a process with a dead controller must not look healthy.
+async fn supervise(
+    name: String,
+    controller: BoxFuture<'static, ()>,
+    token: CancellationToken,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+) {
+    use futures::FutureExt;
+    let outcome = std::panic::AssertUnwindSafe(controller).catch_unwind().await;
+    let why = match outcome {
+        Ok(()) if token.is_cancelled() => return,
+        Ok(()) => format!("{name} stopped by itself"),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            format!("{name} panicked: {message}")
+        }
+    };
+    tracing::error!(reason = %why, "a controller ended; stopping the others");
+    failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
+    token.cancel();
 }
 
 fn stop(token: &CancellationToken) -> impl Future<Output = ()> + Send + Sync + 'static {

@@ -29,7 +29,7 @@ pub trait Signer: Send + Sync + 'static {
     ) -> Result<Issued, SignError>;
 
     /// Prove the issuer can sign (credentials present, CA reachable, keys match). `Ok` makes it
-    /// Ready; [`SignError::Permanent`] holds it Failed until its spec changes; anything else is
-    /// retried with backoff.
+    /// Ready; a [`Reaction::Permanent`](crate::Reaction::Permanent) error holds it Failed until its
+    /// spec or an object it references changes; anything else is retried with backoff.
     async fn check(&self, issuer: &Issuer<Self::Spec>, resources: &Resources) -> Result<(), SignError>;
 }

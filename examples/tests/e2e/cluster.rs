@@ -268,3 +268,43 @@ async fn a_denied_kubernetes_csr_is_never_signed() {
     })
     .await;
 }
+
+/// Issue 10 item 2: a problem in the referenced Secret makes the issuer not ready (never Failed
+/// forever), and fixing the Secret brings it back without touching the issuer or restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_ca_secret_is_fixed_and_the_issuer_becomes_ready_again() {
+    bounded(async {
+        let env = Env::new().await;
+        env.issuer(IssuerScope::Namespaced, "ca").await;
+        let issuers = testing::issuer_api::<LocalCaSpec>(&env.client, IssuerScope::Namespaced, NS);
+        let generation = issuers.get("ca").await.unwrap().metadata.generation;
+        let secrets = Api::<Secret>::namespaced(env.client.clone(), NS);
+        let good = secrets.get("ca-key-pair").await.unwrap();
+
+        let mut broken = good.clone();
+        broken.data.get_or_insert_default().insert("tls.key".into(), k8s_openapi::ByteString(b"not a key".to_vec()));
+        secrets.replace("ca-key-pair", &PostParams::default(), &broken).await.unwrap();
+        let not_ready = testing::wait_issuer_not_ready::<LocalCaSpec>(
+            &env.client,
+            IssuerScope::Namespaced,
+            NS,
+            "ca",
+            None,
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+        assert!(not_ready.message.contains("Secret \"team-a/ca-key-pair\" key \"tls.key\""), "{not_ready:?}");
+        assert!(!not_ready.message.contains("not a key"), "the content is never quoted: {not_ready:?}");
+
+        let mut fixed = secrets.get("ca-key-pair").await.unwrap();
+        fixed.data = good.data.clone();
+        secrets.replace("ca-key-pair", &PostParams::default(), &fixed).await.unwrap();
+        testing::wait_issuer_ready::<LocalCaSpec>(&env.client, IssuerScope::Namespaced, NS, "ca", TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(issuers.get("ca").await.unwrap().metadata.generation, generation, "the issuer was not touched");
+        env.shutdown().await;
+    })
+    .await;
+}

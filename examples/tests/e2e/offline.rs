@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use certbridge::issuer::{Issuer, IssuerScope};
-use certbridge::{Resources, SignContext, SignError, SignRequest, Signer};
+use certbridge::{Reaction, Resources, SignContext, SignError, SignRequest, Signer};
 use certbridge_example_ca::{LocalCaSigner, LocalCaSpec};
 
 use crate::support::{TestCa, openssl, tls_secret};
@@ -90,7 +90,7 @@ async fn check_names_what_is_wrong_with_the_secret_and_never_leaks_the_key() {
     let (crt, key) = (ca.read("ca.crt"), ca.read("ca.key"));
 
     let e = check(tls_secret("team-a", "ca-key-pair", &crt, &other.read("ca.key"))).await.unwrap_err();
-    assert!(matches!(e, SignError::IssuerNotReady(_)), "{e:?}");
+    assert!(e.reaction == Reaction::IssuerNotReady, "{e:?}");
     assert!(e.to_string().contains("\"tls.key\" does not match the certificate"), "{e}");
 
     let e = check(tls_secret("team-a", "other-name", &crt, &key)).await.unwrap_err();
@@ -108,7 +108,7 @@ async fn check_names_what_is_wrong_with_the_secret_and_never_leaks_the_key() {
     openssl(ca.dir.path(), &["pkey", "-in", "ca.key", "-aes256", "-passout", "pass:pw", "-out", "ca-enc.key"]);
     let encrypted = ca.read("ca-enc.key");
     let e = check(tls_secret("team-a", "ca-key-pair", &crt, &encrypted)).await.unwrap_err();
-    assert!(matches!(e, SignError::IssuerNotReady(_)), "{e:?}");
+    assert!(e.reaction == Reaction::IssuerNotReady, "{e:?}");
     assert!(e.to_string().contains("\"tls.key\" holds an encrypted private key"), "{e}");
     let body: String = encrypted.lines().filter(|l| !l.starts_with("-----")).collect();
     for chunk in body.as_bytes().chunks(16) {

@@ -10,6 +10,7 @@ use kube::api::DynamicObject;
 use crate::context::SignContext;
 use crate::controllers::decision::verify_issued;
 use crate::controllers::shared::typed_issuer;
+use crate::error::Reaction;
 use crate::issuer::{Issuer, IssuerScope, IssuerSpec};
 use crate::request::SignRequest;
 use crate::resources::Resources;
@@ -101,36 +102,42 @@ pub(super) async fn sign<S: Signer>(
     cluster_resource_namespace: &str,
     args: SignArgs,
 ) -> ExitCode {
-    let (issuer, resources) = match load::<S::Spec>(file, cluster_resource_namespace) {
-        Ok(x) => x,
-        Err(e) => return fail(e),
-    };
-    let csr_pem = match std::fs::read_to_string(&args.csr) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("cannot read the CSR {}: {e}", args.csr.display())),
-    };
-    let request = match SignRequest::from_csr_pem(&csr_pem, args.duration, args.is_ca, &args.usages) {
-        Ok(r) => r,
-        Err(e) => return fail(format!("{}: {e}", args.csr.display())),
-    };
-    let mut ctx = SignContext::offline(resources);
-    let issued = match signer.sign(&request, &issuer, &mut ctx).await.and_then(|i| verify_issued(&request, i)) {
-        Ok(i) => i,
-        Err(e @ crate::SignError::Pending { .. }) => {
-            return fail(format!("the CA has not issued the certificate yet (pending): {e}"));
+    match sign_to_files(signer, file, cluster_resource_namespace, &args).await {
+        Ok(chain_pem) => {
+            print!("{chain_pem}");
+            ExitCode::SUCCESS
         }
-        Err(e) => return fail(format!("signing failed: {e}")),
-    };
+        Err(e) => fail(e),
+    }
+}
+
+/// `sign -f` up to the chain it prints: the error is the one line to print.
+async fn sign_to_files<S: Signer>(
+    signer: &S,
+    file: &Path,
+    cluster_resource_namespace: &str,
+    args: &SignArgs,
+) -> Result<String, String> {
+    let (issuer, resources) = load::<S::Spec>(file, cluster_resource_namespace)?;
+    let csr_pem =
+        std::fs::read_to_string(&args.csr).map_err(|e| format!("cannot read the CSR {}: {e}", args.csr.display()))?;
+    let request = SignRequest::from_csr_pem(&csr_pem, args.duration, args.is_ca, &args.usages)
+        .map_err(|e| format!("{}: {e}", args.csr.display()))?;
+    let mut ctx = SignContext::offline(resources);
+    let issued =
+        signer.sign(&request, &issuer, &mut ctx).await.and_then(|i| verify_issued(&request, i)).map_err(|e| match e
+            .reaction
+        {
+            Reaction::Pending { .. } => format!("the CA has not issued the certificate yet (pending): {e}"),
+            _ => format!("signing failed: {e}"),
+        })?;
     if let Some(path) = &args.ca_out {
         let Some(ca) = &issued.ca_pem else {
-            return fail("the CA certificate is not known for this chain; nothing written to --ca-out");
+            return Err("the CA certificate is not known for this chain; nothing written to --ca-out".into());
         };
-        if let Err(e) = std::fs::write(path, ca) {
-            return fail(format!("cannot write {}: {e}", path.display()));
-        }
+        std::fs::write(path, ca).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    print!("{}", issued.chain_pem);
-    ExitCode::SUCCESS
+    Ok(issued.chain_pem)
 }
 
 #[cfg(test)]
@@ -158,7 +165,12 @@ mod tests {
     impl Signer for Demo {
         type Spec = Spec;
         async fn sign(&self, _: &SignRequest, _: &Issuer<Spec>, _: &mut SignContext) -> Result<Issued, SignError> {
-            Err(SignError::permanent("not used"))
+            // What an approval-gated CA answers: pending, with a condition attached.
+            Err(SignError::pending("waiting for approval", Duration::from_secs(5)).with_condition(
+                "ApprovalPending",
+                "True",
+                "WaitingForApproval",
+            ))
         }
         async fn check(&self, issuer: &Issuer<Spec>, resources: &Resources) -> Result<(), SignError> {
             resources.secret_string(&issuer.spec.secret_name, "token").await.map(|_| ())
@@ -214,5 +226,23 @@ mod tests {
         let two = "apiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {name: a}\nspec: {secretName: x}\n---\napiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {name: b}\nspec: {secretName: x}\n";
         assert!(err(two).contains("2 issuers"));
         assert!(err(": : :\n  - [").contains("not valid YAML"));
+    }
+
+    #[tokio::test]
+    async fn a_pending_answer_with_a_condition_is_reported_as_pending() {
+        let f = manifest(&format!(
+            "apiVersion: demo.certbridge.io/v1alpha1\nkind: DemoIssuer\nmetadata: {{name: ca, namespace: team}}\nspec: {{secretName: creds}}\n{SECRET}"
+        ));
+        let (csr_pem, _) = crate::testing::generate_csr(&crate::KeyKind::EcP256, &["a.example.com"]).unwrap();
+        let csr = manifest(&csr_pem);
+        let args = SignArgs {
+            csr: csr.path().to_owned(),
+            duration: Duration::from_secs(3600),
+            is_ca: false,
+            usages: vec![],
+            ca_out: None,
+        };
+        let e = sign_to_files(&Demo, f.path(), "cert-manager", &args).await.unwrap_err();
+        assert_eq!(e, "the CA has not issued the certificate yet (pending): waiting for approval");
     }
 }

@@ -11,9 +11,19 @@ use axum::routing::get;
 /// Renders the metrics once the controllers run.
 pub(super) type Renderer = Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>>;
 
-/// `/healthz` (the process serves) and `/readyz` (caches synced).
-pub(super) async fn health(addr: SocketAddr, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let app = Router::new().route("/healthz", get(|| async { "ok" })).route(
+/// `/healthz` (every controller runs) and `/readyz` (caches synced).
+pub(super) async fn health(addr: SocketAddr, ready: Arc<AtomicBool>, alive: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let healthz = move || {
+        let alive = alive.clone();
+        async move {
+            if alive.load(Ordering::Acquire) {
+                (StatusCode::OK, "ok")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "a controller stopped; the process is exiting")
+            }
+        }
+    };
+    let app = Router::new().route("/healthz", get(healthz)).route(
         "/readyz",
         get(move || {
             let ready = ready.clone();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::controllers::view::{Cond, Flavor, RequestView};
-use crate::error::SignError;
+use crate::error::{Reaction, SignError};
 use crate::pki::Issued;
 use crate::request::SignRequest;
 
@@ -279,6 +279,25 @@ pub(crate) fn verify_issued(req: &SignRequest, issued: Issued) -> Result<Issued,
     Ok(issued)
 }
 
+/// A sign result once the request state was saved (or not). Losing the state of a request the
+/// CA holds (a pending answer, whatever condition it carries) would submit it twice: then the
+/// save error, which is transient, replaces it and the pass is retried. Other failures keep
+/// their own reaction (the save error is only logged).
+pub(crate) fn after_save(result: Result<Issued, SignError>, saved: Result<(), SignError>) -> Result<Issued, SignError> {
+    match (result, saved) {
+        (Ok(issued), _) => Ok(issued),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(save)) if matches!(e.reaction, Reaction::Pending { .. }) => {
+            tracing::warn!(error = %save, pending = %e, "cannot save the state of a pending request; retrying");
+            Err(save)
+        }
+        (Err(e), Err(save)) => {
+            tracing::warn!(error = %save, "cannot save the request state");
+            Err(e)
+        }
+    }
+}
+
 /// issuer-lib's step 10: what a sign result means. `now` and `max_retry` decide when a transient
 /// error becomes permanent (`creationTimestamp + max_retry`).
 pub(crate) fn after_sign(
@@ -302,15 +321,15 @@ pub(crate) fn after_sign(
     };
 
     // An issuer problem: hold the request and let the issuer controller re-check the issuer.
-    if let SignError::IssuerNotReady(message) = err.kind() {
+    if err.reaction == Reaction::IssuerNotReady {
         let mut out = waiting_for_issuer(view, &IssuerState::Outdated).unwrap_or_default();
-        out.issuer_error = Some(message.clone());
+        out.issuer_error = Some(err.message);
         return out;
     }
 
     let mut set = Vec::new();
     let mut custom_transitioned = false;
-    if let Some(c) = err.condition() {
+    if let Some(c) = &err.condition {
         custom_transitioned = view.condition(&c.type_).is_none_or(|cur| cur.status != c.status);
         set.push(SetCond::new(&c.type_, &c.status, &c.reason, err.to_string()));
     }
@@ -320,10 +339,13 @@ pub(crate) fn after_sign(
         deadline.is_ok_and(|d| now > d)
     });
 
-    let mut out = match err.kind() {
-        SignError::Pending { requeue_after, .. } => {
+    let mut out = match err.reaction {
+        Reaction::Pending { requeue_after } => {
+            // Deliberately doubled: issuer-lib wraps its pending error twice and writes exactly this
+            // message, so users, dashboards and tests written against issuer-lib issuers see the
+            // same text from certbridge ones.
             let message = format!("Signing still in progress. Reason: Signing still in progress. Reason: {err}");
-            let after = if requeue_after.is_zero() { DEFAULT_PENDING_REQUEUE } else { *requeue_after };
+            let after = if requeue_after.is_zero() { DEFAULT_PENDING_REQUEUE } else { requeue_after };
             Outcome {
                 set: ready_if_cr(view, "False", "Pending", &message),
                 event: match view.flavor {
@@ -336,7 +358,7 @@ pub(crate) fn after_sign(
                 ..Default::default()
             }
         }
-        SignError::Permanent(_) => permanent(view, &err.to_string()),
+        Reaction::Permanent => permanent(view, &err.to_string()),
         _ if past_deadline => permanent(view, &err.to_string()),
         _ => {
             let message = format!("Failed to sign {}, will retry: {err}", view.flavor.kind());
@@ -440,11 +462,25 @@ pub(crate) enum IssuerStep {
     Check,
 }
 
-/// issuer-lib's issuer gate: permanent failures hold until the generation changes, a fresh issuer
-/// is initialized first, and a sign-time issuer error flips a Ready issuer without a check.
+/// Whether the Secrets and ConfigMaps an issuer's last check read are as they were then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum References {
+    /// Same `resourceVersion`s as at the last check.
+    Unchanged,
+    /// One was created, changed or deleted since.
+    Changed,
+    /// Not known: this process has not checked the issuer yet (e.g. after a restart).
+    Unknown,
+}
+
+/// issuer-lib's issuer gate: a fresh issuer is initialized first, a sign-time issuer error flips a
+/// Ready issuer without a check, and a permanent failure holds until the issuer is *outdated*:
+/// its generation changed, or an object it references changed (or is not known, after a
+/// restart). Fixing a referenced Secret therefore re-checks even a Failed issuer.
 pub(crate) fn issuer_gate(
     ready: Option<&IssuerCond>,
     generation: i64,
+    references: References,
     reported_error: Option<&str>,
     field_owner: &str,
 ) -> IssuerStep {
@@ -460,7 +496,11 @@ pub(crate) fn issuer_gate(
             next: Next::Done,
         });
     };
-    if ready.status == "False" && ready.reason == "Failed" && ready.observed_generation >= generation {
+    if ready.status == "False"
+        && ready.reason == "Failed"
+        && ready.observed_generation >= generation
+        && references == References::Unchanged
+    {
         return IssuerStep::Ignore;
     }
     if let Some(err) = reported_error
@@ -491,8 +531,8 @@ pub(crate) fn issuer_checked(result: Result<(), SignError>, recheck: Duration) -
                 next: Next::After(recheck),
             }
         }
-        Err(e) => match e.kind() {
-            SignError::Permanent(_) => {
+        Err(e) => match e.reaction {
+            Reaction::Permanent => {
                 let message = format!("Failed permanently: {e}");
                 IssuerOutcome {
                     event: event(true, "PermanentError", "SyncFailed", &message),
@@ -500,8 +540,8 @@ pub(crate) fn issuer_checked(result: Result<(), SignError>, recheck: Duration) -
                     next: Next::Done,
                 }
             }
-            SignError::Pending { requeue_after, .. } => {
-                let after = if requeue_after.is_zero() { DEFAULT_PENDING_REQUEUE } else { *requeue_after };
+            Reaction::Pending { requeue_after } => {
+                let after = if requeue_after.is_zero() { DEFAULT_PENDING_REQUEUE } else { requeue_after };
                 not_ready(&e.to_string(), Next::After(after))
             }
             _ => not_ready(&e.to_string(), Next::Backoff(e.to_string())),
@@ -569,6 +609,26 @@ mod tests {
     }
 
     const MAX_RETRY: Duration = Duration::from_secs(180);
+
+    #[test]
+    fn a_pending_answer_whose_state_cannot_be_saved_is_retried() {
+        let save = || Err(SignError::transient("cannot save the request state: conflict"));
+        // With a condition attached (what the EJBCA adapter returns while waiting for approval).
+        let pending = SignError::pending("waiting for approval", Duration::from_secs(5)).with_condition(
+            "ApprovalPending",
+            "True",
+            "WaitingForApproval",
+        );
+        let e = after_save(Err(pending.clone()), save()).unwrap_err();
+        assert_eq!((e.reaction, e.condition), (Reaction::Transient, None));
+        let out = sign(&approved_ready_unknown(), Err(after_save(Err(pending.clone()), save()).unwrap_err()));
+        assert_eq!(out.verdict, Some(Verdict::Retry));
+        // Saved: the pending answer stands, condition and all.
+        assert_eq!(after_save(Err(pending.clone()), Ok(())).unwrap_err(), pending);
+        // Not pending: its own reaction wins over the save error.
+        let e = after_save(Err(SignError::permanent("refused")), save()).unwrap_err();
+        assert_eq!(e.reaction, Reaction::Permanent);
+    }
 
     fn sign(view: &RequestView, r: Result<Issued, SignError>) -> Outcome {
         after_sign(view, r, just_after_creation(), MAX_RETRY)
@@ -906,12 +966,15 @@ mod tests {
 
     #[test]
     fn issuer_initialize_then_check() {
-        let IssuerStep::Write(out) = issuer_gate(None, 1, None, OWNER) else { panic!() };
+        let IssuerStep::Write(out) = issuer_gate(None, 1, References::Unchanged, None, OWNER) else { panic!() };
         assert_eq!(
             out.ready,
             SetCond::new(READY, "Unknown", "Initializing", "demo.certbridge.io has started reconciling this Issuer")
         );
-        assert_eq!(issuer_gate(Some(&icond("Unknown", "Initializing", 1)), 1, None, OWNER), IssuerStep::Check);
+        assert_eq!(
+            issuer_gate(Some(&icond("Unknown", "Initializing", 1)), 1, References::Unchanged, None, OWNER),
+            IssuerStep::Check
+        );
         let ok = issuer_checked(Ok(()), Duration::from_secs(300));
         assert_eq!(ok.ready, SetCond::new(READY, "True", "Checked", "Succeeded checking the issuer"));
         assert_eq!(ok.event, event(false, "Checked", "Synced", "Succeeded checking the issuer"));
@@ -923,8 +986,18 @@ mod tests {
         let out = issuer_checked(Err(SignError::permanent("spec.url: must be https")), Duration::from_secs(300));
         assert_eq!(out.ready, SetCond::new(READY, "False", "Failed", "Failed permanently: spec.url: must be https"));
         assert_eq!(out.next, Next::Done);
-        assert_eq!(issuer_gate(Some(&icond("False", "Failed", 3)), 3, None, OWNER), IssuerStep::Ignore);
-        assert_eq!(issuer_gate(Some(&icond("False", "Failed", 3)), 4, None, OWNER), IssuerStep::Check);
+        assert_eq!(
+            issuer_gate(Some(&icond("False", "Failed", 3)), 3, References::Unchanged, None, OWNER),
+            IssuerStep::Ignore
+        );
+        assert_eq!(
+            issuer_gate(Some(&icond("False", "Failed", 3)), 4, References::Unchanged, None, OWNER),
+            IssuerStep::Check
+        );
+        // A referenced Secret changed, or this process never checked it: look again.
+        for refs in [References::Changed, References::Unknown] {
+            assert_eq!(issuer_gate(Some(&icond("False", "Failed", 3)), 3, refs, None, OWNER), IssuerStep::Check);
+        }
     }
 
     #[test]
@@ -940,11 +1013,15 @@ mod tests {
 
     #[test]
     fn reported_issuer_error_flips_a_ready_issuer_without_a_check() {
-        let step = issuer_gate(Some(&icond("True", "Checked", 1)), 1, Some("token expired"), OWNER);
+        let step =
+            issuer_gate(Some(&icond("True", "Checked", 1)), 1, References::Unchanged, Some("token expired"), OWNER);
         let IssuerStep::Write(out) = step else { panic!("expected a write") };
         assert_eq!(out.ready, SetCond::new(READY, "False", "Pending", "Not ready yet: token expired"));
         assert!(matches!(out.next, Next::Backoff(_)), "then checked again with backoff");
         // Not Ready already: just check.
-        assert_eq!(issuer_gate(Some(&icond("False", "Pending", 1)), 1, Some("x"), OWNER), IssuerStep::Check);
+        assert_eq!(
+            issuer_gate(Some(&icond("False", "Pending", 1)), 1, References::Unchanged, Some("x"), OWNER),
+            IssuerStep::Check
+        );
     }
 }

@@ -56,7 +56,15 @@ pub(crate) async fn run<S: Signer>(
 ) -> impl Future<Output = ()> + Send + 'static {
     let client = shared.client.clone();
     let kind = shared.kinds.get(scope).clone();
-    let (store, trigger) = watch::issuer_cache(&client, &kind, namespace.as_deref(), fingerprint);
+    // A deleted issuer: forget what it read and drop what adapters cached for it.
+    let forget = shared.clone();
+    let on_delete = move |obj: &DynamicObject| {
+        forget.references.remove(&issuer_target(obj, scope));
+        if let Some(uid) = &obj.metadata.uid {
+            crate::cache::evict_issuer(uid);
+        }
+    };
+    let (store, trigger) = watch::issuer_cache(&client, &kind, namespace.as_deref(), fingerprint, on_delete);
     caches.push(Box::new(store.clone()));
     // Issuer problems reported by the request controllers.
     let reported = UnboundedReceiverStream::new(shared.issuer_errors.subscribe(scope));
@@ -97,7 +105,9 @@ fn readers<S: Signer>(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Vec<ObjectRef<DynamicObject>> {
     let reference = (ref_kind, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
-    shared.references.readers(scope, &reference).iter().map(|t| kind.object_ref(t)).collect()
+    // A deleted object reads as absent, as it did to a check that found it missing.
+    let version = if meta.deletion_timestamp.is_some() { None } else { meta.resource_version.as_deref() };
+    shared.references.touched(scope, &reference, version).iter().map(|t| kind.object_ref(t)).collect()
 }
 
 async fn reconcile<S: Signer>(obj: Arc<DynamicObject>, ctx: Arc<IssuerCtx<S>>) -> Result<Action, Error> {
@@ -124,10 +134,13 @@ async fn reconcile_issuer<S: Signer>(obj: &DynamicObject, ctx: &IssuerCtx<S>) ->
     let generation = obj.metadata.generation.unwrap_or(0);
     let current = issuer_ready(obj);
     let reported = shared.issuer_errors.take(&target);
-    let outcome = match decision::issuer_gate(current.as_ref(), generation, reported.as_deref(), &shared.settings.owner)
-    {
+    let references = shared.references.take(&target);
+    let owner = &shared.settings.owner;
+    let outcome = match decision::issuer_gate(current.as_ref(), generation, references, reported.as_deref(), owner) {
         IssuerStep::Ignore => {
-            tracing::debug!("permanently failed at this generation; waiting for a spec change");
+            tracing::debug!(
+                "permanently failed at this generation; waiting for a change of the spec or of what it references"
+            );
             set_ready_gauge(shared, &target, false);
             return Ok(Action::await_change());
         }
@@ -151,7 +164,7 @@ async fn check<S: Signer>(obj: &DynamicObject, target: &IssuerTarget, ctx: &Issu
     issuer.spec.validate().map_err(|e| SignError::permanent(format!("invalid issuer spec: {e}")))?;
     let resources = Resources::new(shared.source.clone(), shared.resource_namespace(target));
     let result = shared.signer.check(&issuer, &resources).await;
-    shared.references.set(target, resources.references());
+    shared.references.set(target, resources.observed());
     result
 }
 

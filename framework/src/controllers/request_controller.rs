@@ -67,7 +67,7 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
     caches.push(Box::new(reader.clone()));
 
     let (cl_store, cl_trigger) =
-        watch::issuer_cache(&client, &kinds.cluster, None, requests::issuer_readiness_fingerprint);
+        watch::issuer_cache(&client, &kinds.cluster, None, requests::issuer_readiness_fingerprint, |_| ());
     caches.push(Box::new(cl_store.clone()));
     let watch_namespaced = R::NAMES_NAMESPACED_ISSUERS && shared.settings.serves(IssuerScope::Namespaced);
     let (ns_store, ns_trigger) = watch_namespaced
@@ -77,6 +77,7 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
                 &kinds.namespaced,
                 namespace.as_deref(),
                 requests::issuer_readiness_fingerprint,
+                |_| (),
             )
         })
         .unzip();

@@ -16,7 +16,7 @@ use crate::context::SignContext;
 use crate::controllers::decision::{self, Gate, IssuerState, Outcome};
 use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
 use crate::controllers::view::{Flavor, IssuerTarget, RequestView};
-use crate::issuer::IssuerScope;
+use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::RequestLabels;
 use crate::resources::Resources;
 use crate::signer::Signer;
@@ -161,9 +161,10 @@ where
     }
     let Some(issuer_obj) = issuer_obj else { return Ok(None) };
     let issuer = match typed_issuer::<S::Spec>(&issuer_obj, target.scope) {
-        Ok(i) => i,
-        // The issuer controller has not caught up with a spec change yet.
-        Err(_) => return Ok(decision::waiting_for_issuer(view, &IssuerState::Outdated)),
+        // Validated here too (the adapter never validates): the issuer controller may not have
+        // caught up with a spec change yet.
+        Ok(i) if i.spec.validate().is_ok() => i,
+        _ => return Ok(decision::waiting_for_issuer(view, &IssuerState::Outdated)),
     };
 
     let group = shared.settings.group;
@@ -176,16 +177,7 @@ where
     shared.metrics.sign_duration.observe(started.elapsed().as_secs_f64());
     // Saved whatever the outcome: an asynchronous CA's request ID must survive a restart.
     let saved = sign_ctx.save_state().await;
-    let result = match (result, saved) {
-        (Ok(issued), _) => decision::verify_issued(&request, issued),
-        (Err(e), Ok(())) => Err(e),
-        // Losing the state of a request in flight would submit it twice: retry instead.
-        (Err(crate::SignError::Pending { .. }), Err(save)) => Err(save),
-        (Err(e), Err(save)) => {
-            tracing::warn!(error = %save, "cannot save the request state");
-            Err(e)
-        }
-    };
+    let result = decision::after_save(result, saved).and_then(|issued| decision::verify_issued(&request, issued));
     if let Err(e) = &result {
         tracing::info!(error = %e, "sign did not succeed");
     }

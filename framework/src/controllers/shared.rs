@@ -2,7 +2,7 @@
 //! the issuer-error channel from request controllers to issuer controllers, the objects each
 //! issuer read during its last check, and per-object backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::controllers::decision::{EventOut, IssuerCond, Next};
+use crate::controllers::decision::{self, EventOut, IssuerCond, Next};
 use crate::controllers::view::IssuerTarget;
 use crate::issuer::{Issuer, IssuerScope, IssuerSpec, KindNames};
 use crate::metrics::Metrics;
@@ -141,23 +141,62 @@ impl IssuerErrors {
     }
 }
 
-/// What each issuer read during its last check, to re-check it when one of them changes.
+/// What each issuer read during its last check, with the `resourceVersion` it saw, to re-check
+/// the issuer when one of them changes (even a Failed one: see [`decision::issuer_gate`]).
 #[derive(Default)]
 pub(crate) struct References {
-    by_issuer: Mutex<HashMap<IssuerTarget, BTreeSet<Reference>>>,
+    by_issuer: Mutex<HashMap<IssuerTarget, Observed>>,
+}
+
+struct Observed {
+    versions: BTreeMap<Reference, Option<String>>,
+    changed: bool,
 }
 
 impl References {
-    pub(crate) fn set(&self, target: &IssuerTarget, refs: BTreeSet<Reference>) {
+    /// What the check of `target` just read.
+    pub(crate) fn set(&self, target: &IssuerTarget, versions: BTreeMap<Reference, Option<String>>) {
         if let Ok(mut m) = self.by_issuer.lock() {
-            m.insert(target.clone(), refs);
+            m.insert(target.clone(), Observed { versions, changed: false });
         }
     }
 
-    /// The issuers of `scope` that read `reference`.
-    pub(crate) fn readers(&self, scope: IssuerScope, reference: &Reference) -> Vec<IssuerTarget> {
-        let Ok(m) = self.by_issuer.lock() else { return vec![] };
-        m.iter().filter(|(t, refs)| t.scope == scope && refs.contains(reference)).map(|(t, _)| t.clone()).collect()
+    /// `reference` now has `version` (`None`: deleted): the issuers of `scope` that read it, the
+    /// ones that saw another version marked changed.
+    pub(crate) fn touched(
+        &self,
+        scope: IssuerScope,
+        reference: &Reference,
+        version: Option<&str>,
+    ) -> Vec<IssuerTarget> {
+        let Ok(mut m) = self.by_issuer.lock() else { return vec![] };
+        let mut readers = Vec::new();
+        for (t, o) in m.iter_mut().filter(|(t, _)| t.scope == scope) {
+            if let Some(seen) = o.versions.get(reference) {
+                if seen.as_deref() != version {
+                    o.changed = true;
+                }
+                readers.push(t.clone());
+            }
+        }
+        readers
+    }
+
+    /// Whether what `target` read changed since its last check (and forget that it did).
+    pub(crate) fn take(&self, target: &IssuerTarget) -> decision::References {
+        let Ok(mut m) = self.by_issuer.lock() else { return decision::References::Unknown };
+        match m.get_mut(target).map(|o| std::mem::take(&mut o.changed)) {
+            None => decision::References::Unknown,
+            Some(true) => decision::References::Changed,
+            Some(false) => decision::References::Unchanged,
+        }
+    }
+
+    /// Forgets a deleted issuer.
+    pub(crate) fn remove(&self, target: &IssuerTarget) {
+        if let Ok(mut m) = self.by_issuer.lock() {
+            m.remove(target);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Watch streams the controllers share the shape of: issuer caches (reflector stores) with a
 //! filtered trigger stream, and namespace selection.
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::utils::{Predicate, PredicateConfig, WatchStreamExt};
@@ -23,12 +23,14 @@ where
 }
 
 /// A cache of one issuer kind and a trigger stream filtered by `predicate`. `namespace` limits a
-/// namespaced kind to one namespace (`--namespace`); cluster kinds ignore it.
+/// namespaced kind to one namespace (`--namespace`); cluster kinds ignore it. `on_delete` sees
+/// every issuer the watch reports deleted.
 pub(crate) fn issuer_cache(
     client: &kube::Client,
     kind: &Kind,
     namespace: Option<&str>,
     predicate: impl Predicate<DynamicObject> + Send + 'static,
+    on_delete: impl Fn(&DynamicObject) + Send + 'static,
 ) -> (Store<DynamicObject>, impl Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static) {
     let api: Api<DynamicObject> = match (kind.names.scope, namespace) {
         (IssuerScope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.resource),
@@ -38,6 +40,11 @@ pub(crate) fn issuer_cache(
     let reader = writer.as_reader();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
         .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                on_delete(obj);
+            }
+        })
         .touched_objects()
         .predicate_filter(predicate, PredicateConfig::default());
     (reader, stream)

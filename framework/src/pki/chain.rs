@@ -106,6 +106,26 @@ impl Issued {
     }
 }
 
+/// The DER certificates of a PEM text: at least one, every `CERTIFICATE` block parsing as X.509;
+/// other blocks (keys, comments) are an error too, so a wrong key in a Secret is caught early.
+/// The message says what is wrong without quoting the text.
+pub fn certificates_from_pem(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    let blocks = pem::parse_many(text).map_err(|e| format!("not valid PEM ({e})"))?;
+    if blocks.is_empty() {
+        return Err("holds no PEM block; expected one or more CERTIFICATE blocks".into());
+    }
+    let mut out = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.into_iter().enumerate() {
+        if b.tag() != "CERTIFICATE" {
+            return Err(format!("PEM block {} is a {:?}, not a CERTIFICATE", i + 1, b.tag()));
+        }
+        X509Certificate::from_der(b.contents())
+            .map_err(|e| format!("PEM block {} is not an X.509 certificate: {e}", i + 1))?;
+        out.push(b.into_contents());
+    }
+    Ok(out)
+}
+
 /// PEM-encodes one DER certificate with LF line endings (the `pem` crate defaults to CRLF).
 pub fn to_pem(der: &[u8]) -> String {
     let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);

@@ -265,7 +265,7 @@ impl TokenSource {
                 c.token_url,
                 c.client_id,
                 status.as_u16(),
-                crate::client::redact(&detail, &[c.client_secret.expose_secret()])
+                certbridge::redact(&detail, &[c.client_secret.expose_secret()])
             );
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 SignError::transient(msg)

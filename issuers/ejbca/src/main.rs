@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    certbridge::run(certbridge_ejbca::EjbcaSigner::new()).await
+    certbridge::run(certbridge_ejbca::EjbcaSigner::new).await
 }

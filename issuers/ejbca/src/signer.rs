@@ -13,7 +13,7 @@
 //! connection or a garbled 201 body all end in a lookup, not a second certificate.
 //!
 //! On `202` (approval required) the state records `phase=approval-pending` (and the approval id
-//! when EJBCA's message names one) before returning [`SignError::Pending`]; a restarted controller
+//! when EJBCA's message names one) before returning a pending [`SignError`]; a restarted controller
 //! then polls: search → finalize (if the id is known) → still pending. It never enrolls again.
 //!
 //! Remaining risk (documented in the README): a crash after EJBCA *received* an enroll that went
@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use certbridge::{Issued, Issuer, IssuerSpec, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+use certbridge::{Issued, Issuer, Reaction, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 
 use crate::auth::Credentials;
 use crate::client::{CertificateResponse, EjbcaClient, EjbcaError, EnrollOutcome, EnrollRequest, base_url};
@@ -120,7 +120,6 @@ impl EjbcaSigner {
         resources: &Resources,
     ) -> Result<Arc<EjbcaClient>, SignError> {
         let spec = &issuer.spec;
-        spec.validate().map_err(SignError::permanent)?;
         let base = base_url(&spec.hostname).map_err(SignError::permanent)?;
         let (credentials, cred_fp) = Credentials::load(resources, &spec.ejbca_secret_name).await?;
         let bundle = match &spec.ca_bundle {
@@ -444,7 +443,7 @@ impl Signer for EjbcaSigner {
             // Fixing credentials does not change the spec: keep re-checking instead of Failed.
             Some(401 | 403) => SignError::issuer_not_ready(err.to_sign_error(op).to_string()),
             _ => match err.to_sign_error(op) {
-                SignError::Transient(m) => SignError::issuer_not_ready(m),
+                e if e.reaction == Reaction::Transient => e.with_reaction(Reaction::IssuerNotReady),
                 other => other,
             },
         };
@@ -458,8 +457,12 @@ impl Signer for EjbcaSigner {
         let cas = client.list_cas().await.map_err(|err| as_check(err, "CA lookup"))?;
         let ca = &issuer.spec.certificate_authority_name;
         if !cas.iter().any(|c| &c.name == ca) {
-            return Err(SignError::permanent(format!(
-                "spec.certificateAuthorityName {ca:?} is not a CA these credentials can see in EJBCA (it lists {:?}): fix the name or the credentials' role",
+            // Not permanent: what the credentials may see is decided by the Secret
+            // (spec.ejbcaSecretName) and by EJBCA's roles, and fixing either must bring the issuer back.
+            return Err(SignError::issuer_not_ready(format!(
+                "spec.certificateAuthorityName {ca:?} is not a CA the credentials in Secret \"{}/{}\" can see in EJBCA (it lists {:?}): fix the name, the credentials in the Secret, or their role in EJBCA",
+                resources.namespace(),
+                issuer.spec.ejbca_secret_name,
                 names(&cas)
             )));
         }
@@ -503,7 +506,7 @@ mod tests {
         let ip_only = request(|p| p.subject_alt_names.push(rcgen::SanType::IpAddress("::1".parse().unwrap())), &[]);
         assert_eq!(end_entity_name(None, &ip_only).unwrap(), "::1");
         let e = end_entity_name(Some("cn"), &ip_only).unwrap_err();
-        assert!(matches!(e, SignError::Permanent(ref m) if m.contains("no common name")), "{e}");
+        assert!(e.reaction == Reaction::Permanent && e.message.contains("no common name"), "{e}");
         let named = request(|p| p.subject_alt_names.push(rcgen::SanType::URI("urn:a".try_into().unwrap())), &[]);
         assert_eq!(end_entity_name(None, &named).unwrap(), "urn:a");
         let nothing = request(|_| {}, &[]);

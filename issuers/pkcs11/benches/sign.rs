@@ -213,6 +213,7 @@ fn prepared(dir: &Path, kind: &str) -> PreparedCa {
         spec: &spec,
         pin: &Zeroizing::new(PIN.to_owned()),
         chain_pem: &chain,
+        chain_place: "the bench chain",
         allowed: &AllowedModules::new([DEFAULT_MODULE]),
         max_sessions: 2,
     })

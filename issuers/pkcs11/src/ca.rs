@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use certbridge::pki::{certificate_params, subject_public_key, to_pem};
-use certbridge::{Issued, KeyKind, SignError, SignRequest};
+use certbridge::{Issued, KeyKind, Reaction, SignError, SignRequest};
 use der::{Decode, Encode};
 use rcgen::{CertificateParams, CrlDistributionPoint, CustomExtension, DnType, Issuer};
 use x509_cert::spki::AlgorithmIdentifierOwned;
@@ -31,19 +31,23 @@ pub struct Inputs<'a> {
     pub pin: &'a zeroize::Zeroizing<String>,
     /// The CA chain PEM, CA certificate first.
     pub chain_pem: &'a str,
+    /// Where the chain was read, for messages, e.g. `Secret "team/ca" key "ca.crt" (spec.caChainRef)`.
+    pub chain_place: &'a str,
     /// The controller's module allow-list.
     pub allowed: &'a crate::module::AllowedModules,
     /// Session pool size for a token seen for the first time.
     pub max_sessions: usize,
 }
 
-/// Why a CA cannot be prepared: the message, and whether it is permanent (fix the spec, Secret or
-/// HSM) or may heal by itself.
+/// Why a CA cannot be prepared: the message, and whether it is permanent (fix the spec) or not
+/// ready (may heal by itself, or when a referenced Secret or ConfigMap is fixed: a change of one
+/// re-checks the issuer).
 #[derive(Debug)]
 pub enum PrepareError {
-    /// Needs a change by a human.
+    /// Needs a change of the spec.
     Permanent(String),
-    /// May heal (token absent, module not installed yet, …).
+    /// May heal (token absent, module not installed yet, …) or needs a fix of a referenced object
+    /// (the chain, the PIN).
     NotReady(String),
     /// From the HSM.
     Hsm(HsmError),
@@ -246,44 +250,40 @@ fn now() -> time::OffsetDateTime {
 pub fn prepare(inputs: Inputs<'_>) -> Result<PreparedCa, PrepareError> {
     use PrepareError::{NotReady, Permanent};
     let spec = inputs.spec;
-    use certbridge::IssuerSpec;
-    spec.validate().map_err(Permanent)?;
+    let place = inputs.chain_place;
     let policy = CompiledPolicy::new(&spec.policy).map_err(Permanent)?;
 
     // The chain.
     let blocks = pem::parse_many(inputs.chain_pem)
-        .map_err(|e| Permanent(format!("spec.caChainRef does not hold valid PEM ({e}): store the CA chain as PEM")))?;
+        .map_err(|e| NotReady(format!("{place} does not hold valid PEM ({e}): store the CA chain as PEM")))?;
     let ders: Vec<Vec<u8>> =
         blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(pem::Pem::into_contents).collect();
     if ders.is_empty() {
-        return Err(Permanent(
-            "spec.caChainRef holds no CERTIFICATE block: store the CA certificate chain as PEM".into(),
-        ));
+        return Err(NotReady(format!("{place} holds no CERTIFICATE block: store the CA certificate chain as PEM")));
     }
-    let (chain_tail, ca_pem) = chain_layout(&ders).map_err(Permanent)?;
+    let (chain_tail, ca_pem) =
+        chain_layout(&ders).map_err(|e| NotReady(format!("{place}: {}", e.trim_start_matches("spec.caChainRef: "))))?;
     let ca_der = &ders[0];
     let (_, ca) = X509Certificate::from_der(ca_der)
-        .map_err(|e| Permanent(format!("spec.caChainRef: the CA certificate does not parse: {e}")))?;
+        .map_err(|e| NotReady(format!("{place}: the CA certificate does not parse: {e}")))?;
     let subject = ca.subject().to_string();
     let bc = ca.basic_constraints().ok().flatten().map(|b| b.value.clone());
     let Some(bc) = bc.filter(|b| b.ca) else {
-        return Err(Permanent(format!(
-            "spec.caChainRef: {subject} is not a CA certificate (no basicConstraints cA=true): reference the CA certificate"
+        return Err(NotReady(format!(
+            "{place}: {subject} is not a CA certificate (no basicConstraints cA=true): reference the CA certificate"
         )));
     };
     if let Ok(Some(ku)) = ca.key_usage()
         && !ku.value.key_cert_sign()
     {
-        return Err(Permanent(format!(
-            "spec.caChainRef: {subject} has no keyCertSign key usage: it may not sign certificates"
-        )));
+        return Err(NotReady(format!("{place}: {subject} has no keyCertSign key usage: it may not sign certificates")));
     }
     let not_after = ca.validity().not_after.to_datetime();
     let not_before = ca.validity().not_before.to_datetime();
     let now = now();
     if now >= not_after {
-        return Err(Permanent(format!(
-            "the CA certificate {subject} expired at {not_after}: renew it and update spec.caChainRef"
+        return Err(NotReady(format!(
+            "the CA certificate {subject} in {place} expired at {not_after}: renew it and update the chain there"
         )));
     }
     if now < not_before {
@@ -308,10 +308,10 @@ pub fn prepare(inputs: Inputs<'_>) -> Result<PreparedCa, PrepareError> {
     key.locate()?;
 
     let issuer = Issuer::from_ca_cert_der(&ca_der.as_slice().into(), key)
-        .map_err(|e| Permanent(format!("spec.caChainRef: rcgen cannot use the CA certificate: {e}")))?;
+        .map_err(|e| NotReady(format!("{place}: rcgen cannot use the CA certificate: {e}")))?;
     let layout_alg = scheme.rcgen_alg().unwrap_or(&rcgen::PKCS_RSA_SHA256);
     let layout_issuer = Issuer::from_ca_cert_der(&ca_der.as_slice().into(), LayoutKey { public_key, alg: layout_alg })
-        .map_err(|e| Permanent(format!("spec.caChainRef: rcgen cannot use the CA certificate: {e}")))?;
+        .map_err(|e| NotReady(format!("{place}: rcgen cannot use the CA certificate: {e}")))?;
 
     let crl = if spec.crl_distribution_points.is_empty() {
         vec![]
@@ -336,7 +336,7 @@ pub fn prepare(inputs: Inputs<'_>) -> Result<PreparedCa, PrepareError> {
 
     // Lay out a probe certificate without the HSM: does rcgen reproduce the CA subject exactly?
     let probe_key = rcgen::SubjectPublicKeyInfo::from_der(spki_raw)
-        .map_err(|e| Permanent(format!("spec.caChainRef: the CA public key cannot be used: {e}")))?;
+        .map_err(|e| NotReady(format!("{place}: the CA public key cannot be used: {e}")))?;
     let mut probe = CertificateParams::default();
     probe.distinguished_name = rcgen::DistinguishedName::new();
     probe.distinguished_name.push(DnType::CommonName, "certbridge-pkcs11 key check");
@@ -353,7 +353,7 @@ pub fn prepare(inputs: Inputs<'_>) -> Result<PreparedCa, PrepareError> {
     } else {
         Some(
             x509_cert::name::Name::from_der(ca.subject().as_raw())
-                .map_err(|e| Permanent(format!("spec.caChainRef: the CA subject does not parse: {e}")))?,
+                .map_err(|e| NotReady(format!("{place}: the CA subject does not parse: {e}")))?,
         )
     };
     let sig_alg = match scheme {
@@ -366,14 +366,14 @@ pub fn prepare(inputs: Inputs<'_>) -> Result<PreparedCa, PrepareError> {
 
     // Prove the key: sign the probe with the HSM and verify it with the certificate's key.
     let signed = prepared.build(&probe, &probe_key).map_err(|e| match e {
-        SignError::Permanent(m) => Permanent(m),
+        e if e.reaction == Reaction::Permanent => Permanent(e.message),
         other => NotReady(other.to_string()),
     })?;
     let (_, probe_cert) = X509Certificate::from_der(&signed)
         .map_err(|e| Permanent(format!("the probe certificate does not parse: {e}")))?;
     if probe_cert.verify_signature(Some(ca.public_key())).is_err() {
-        return Err(Permanent(format!(
-            "the HSM key ({}) does not match the CA certificate {} in spec.caChainRef: a signature made with the key does not verify with the certificate's public key; point spec.key at the CA's key or fix the chain",
+        return Err(NotReady(format!(
+            "the HSM key ({}) does not match the CA certificate {} in {place}: a signature made with the key does not verify with the certificate's public key; point spec.key at the CA's key or fix the chain",
             prepared.issuer.key().token().label(),
             prepared.subject
         )));

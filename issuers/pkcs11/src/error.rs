@@ -164,15 +164,13 @@ impl HsmError {
         }
     }
 
-    /// The reaction when proving the issuer (`check`): PIN problems and ambiguous selectors are
-    /// permanent (retrying a wrong PIN would lock the token); the rest may heal and is retried.
+    /// The reaction when proving the issuer (`check`): ambiguous selectors are permanent (the spec
+    /// must change); the rest may heal or is fixed in a referenced object (the PIN Secret, the
+    /// chain) and is not ready. Retrying is safe for the PIN: a refused PIN is remembered by value
+    /// and never sent again, so only a *changed* Secret reaches the token (once).
     pub fn for_check(self) -> SignError {
         match &self {
-            HsmError::WrongPin { .. }
-            | HsmError::PinLocked { .. }
-            | HsmError::TokenAmbiguous { .. }
-            | HsmError::KeyAmbiguous { .. }
-            | HsmError::KeyTypeMismatch { .. } => SignError::permanent(self.to_string()),
+            HsmError::TokenAmbiguous { .. } | HsmError::KeyAmbiguous { .. } => SignError::permanent(self.to_string()),
             _ => SignError::issuer_not_ready(self.to_string()),
         }
     }

@@ -1,10 +1,9 @@
 //! The certbridge `Signer` for PKCS#11: reads the PIN and chain through `Resources`, keeps one
-//! prepared CA per issuer generation and inputs, and runs HSM work on blocking threads.
+//! prepared CA per issuer version in an [`IssuerCache`], and runs HSM work on blocking threads.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer};
+use certbridge::{Issued, Issuer, IssuerCache, Resources, SignContext, SignError, SignRequest, Signer};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -19,10 +18,9 @@ pub const SESSIONS_ENV: &str = "CERTBRIDGE_PKCS11_SESSIONS";
 pub struct Pkcs11Signer {
     allowed: AllowedModules,
     max_sessions: usize,
-    prepared: Mutex<HashMap<String, Cached>>,
+    prepared: IssuerCache<Cached>,
 }
 
-#[derive(Clone)]
 struct Cached {
     inputs: [u8; 32],
     ca: Arc<PreparedCa>,
@@ -32,7 +30,7 @@ impl Pkcs11Signer {
     /// A signer with an explicit allow-list and session pool size (the controller builds it from
     /// its flags, [`crate::flags::Flags::signer`]).
     pub fn with_config(allowed: AllowedModules, max_sessions: usize) -> Self {
-        Pkcs11Signer { allowed, max_sessions, prepared: Mutex::new(HashMap::new()) }
+        Pkcs11Signer { allowed, max_sessions, prepared: IssuerCache::new() }
     }
 
     /// The prepared CA for `issuer`, preparing it if the issuer or its inputs changed. `fresh`
@@ -44,30 +42,26 @@ impl Pkcs11Signer {
         fresh: bool,
     ) -> Result<Arc<PreparedCa>, PrepareFailure> {
         let spec = &issuer.spec;
-        use certbridge::IssuerSpec;
-        spec.validate().map_err(|m| PrepareFailure(crate::ca::PrepareError::Permanent(m)))?;
-        let pin = resources
-            .secret_string(&spec.pin_secret_ref.name, &spec.pin_secret_ref.key)
-            .await
-            .map_err(PrepareFailure::resource)?;
-        let chain = match spec.ca_chain_ref.kind {
+        let pin = resources.string(&spec.pin_secret_ref).await.map_err(PrepareFailure::resource)?;
+        let chain_ref = &spec.ca_chain_ref;
+        let (chain, kind) = match chain_ref.kind {
             ChainKind::Secret => {
-                let bytes = resources
-                    .secret_key(&spec.ca_chain_ref.name, &spec.ca_chain_ref.key)
-                    .await
-                    .map_err(PrepareFailure::resource)?;
-                String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    PrepareFailure(crate::ca::PrepareError::Permanent(format!(
-                        "Secret {:?} key {:?} (spec.caChainRef) is not PEM text",
-                        spec.ca_chain_ref.name, spec.ca_chain_ref.key
-                    )))
-                })?
+                let selector =
+                    certbridge::SecretKeySelector { name: chain_ref.name.clone(), key: chain_ref.key.clone() };
+                (resources.pem(&selector).await.map_err(PrepareFailure::resource)?.to_string(), "Secret")
             }
-            ChainKind::ConfigMap => resources
-                .config_map_key(&spec.ca_chain_ref.name, &spec.ca_chain_ref.key)
-                .await
-                .map_err(PrepareFailure::resource)?,
+            ChainKind::ConfigMap => {
+                let selector =
+                    certbridge::ConfigMapKeySelector { name: chain_ref.name.clone(), key: chain_ref.key.clone() };
+                (resources.config_map_pem(&selector).await.map_err(PrepareFailure::resource)?, "ConfigMap")
+            }
         };
+        let ns = resources.namespace();
+        let chain_place = format!("{kind} \"{ns}/{}\" key \"{}\" (spec.caChainRef)", chain_ref.name, chain_ref.key);
+        let pin_place = format!(
+            "Secret \"{ns}/{}\" key \"{}\" (spec.pinSecretRef)",
+            spec.pin_secret_ref.name, spec.pin_secret_ref.key
+        );
         let fingerprint: [u8; 32] = {
             let mut h = Sha256::new();
             h.update(crate::token::pin_fingerprint(&pin));
@@ -75,9 +69,8 @@ impl Pkcs11Signer {
             h.update(serde_json::to_vec(spec).unwrap_or_default());
             h.finalize().into()
         };
-        let key = issuer.cache_key();
         if !fresh
-            && let Some(c) = self.prepared.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && let Some(c) = self.prepared.get(issuer, resources)
             && c.inputs == fingerprint
         {
             return Ok(c.ca.clone());
@@ -87,18 +80,29 @@ impl Pkcs11Signer {
         let max_sessions = self.max_sessions;
         let ca = tokio::task::spawn_blocking(move || {
             let pin: Zeroizing<String> = pin;
-            prepare(Inputs { spec: &spec, pin: &pin, chain_pem: &chain, allowed: &allowed, max_sessions })
+            prepare(Inputs {
+                spec: &spec,
+                pin: &pin,
+                chain_pem: &chain,
+                chain_place: &chain_place,
+                allowed: &allowed,
+                max_sessions,
+            })
         })
         .await
         .map_err(|e| PrepareFailure(crate::ca::PrepareError::NotReady(format!("HSM worker failed: {e}"))))?
-        .map_err(PrepareFailure)?;
-        let ca = Arc::new(ca);
-        let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        // Entries of older generations of the same issuer are dead weight.
-        let prefix = key.split('@').next().unwrap_or_default().to_owned();
-        cache.retain(|k, _| k.split('@').next() != Some(prefix.as_str()));
-        cache.insert(key, Cached { inputs: fingerprint, ca: ca.clone() });
-        Ok(ca)
+        .map_err(|e| {
+            PrepareFailure(match e {
+                // A PIN problem is fixed in the Secret: name it. The token never sees a refused PIN
+                // again (crate::token), so re-checking after a Secret change is safe.
+                crate::ca::PrepareError::Hsm(
+                    h @ (crate::error::HsmError::WrongPin { .. } | crate::error::HsmError::PinLocked { .. }),
+                ) => crate::ca::PrepareError::NotReady(format!("{pin_place}: {h}")),
+                other => other,
+            })
+        })?;
+        let cached = self.prepared.insert(issuer, resources, Cached { inputs: fingerprint, ca: Arc::new(ca) });
+        Ok(cached.ca.clone())
     }
 }
 

@@ -67,15 +67,8 @@ pub struct KeyRef {
     pub id: Option<String>,
 }
 
-/// One key of a Secret.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name (in the issuer's namespace, or the cluster resource namespace for a cluster issuer).
-    pub name: String,
-    /// Key inside the Secret.
-    pub key: String,
-}
+/// One key of a Secret: the framework's shared selector (one schema for every issuer).
+pub use certbridge::SecretKeySelector as SecretKeyRef;
 
 /// One key of a Secret or a ConfigMap.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

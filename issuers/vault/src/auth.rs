@@ -134,7 +134,7 @@ impl Credentials {
         match self {
             Credentials::Token { token, source } => {
                 let (ttl, renewable) = client.lookup_self(token).await.map_err(|e| {
-                    let e = scrub(&e.to_string(), &[token]);
+                    let e = certbridge::redact(&e.to_string(), &[token]);
                     SignError::issuer_not_ready(format!(
                         "Vault at {} did not accept the token in {source} (auth/token/lookup-self: {e}): it is invalid, expired or revoked, or lacks the default policy",
                         client.server()
@@ -177,8 +177,11 @@ async fn login(
     secrets: &[&str],
 ) -> Result<TokenGrant, SignError> {
     client.login(mount, body).await.map_err(|e| {
-        let msg =
-            format!("{method} login at {}v1/{mount}/login failed: {}", client.server(), scrub(&e.to_string(), secrets));
+        let msg = format!(
+            "{method} login at {}v1/{mount}/login failed: {}",
+            client.server(),
+            certbridge::redact(&e.to_string(), secrets)
+        );
         login_error(&e, msg)
     })
 }
@@ -195,15 +198,6 @@ pub(crate) fn default_audience(issuer: &Issuer<VaultSpec>) -> String {
         (IssuerScope::Namespaced, Some(ns)) => format!("vault://{ns}/{}", issuer.name),
         _ => format!("vault://{}", issuer.name),
     }
-}
-
-/// Replaces any occurrence of a secret value in a message (Vault could echo what it was sent).
-pub(crate) fn scrub(message: &str, secrets: &[&str]) -> String {
-    let mut out = message.to_owned();
-    for s in secrets.iter().filter(|s| s.len() >= 4) {
-        out = out.replace(*s, "[redacted]");
-    }
-    out
 }
 
 /// Reads the TLS material the spec references: CA bundle, mTLS client certificate and key.
@@ -231,11 +225,6 @@ pub(crate) async fn load_tls(issuer: &Issuer<VaultSpec>, resources: &Resources) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scrub_removes_secret_values() {
-        assert_eq!(scrub("bad secret_id s3cr3t-id given", &["s3cr3t-id", "x"]), "bad secret_id [redacted] given");
-    }
 
     #[test]
     fn audiences_follow_cert_manager() {

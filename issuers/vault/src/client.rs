@@ -376,7 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn health_codes_map_like_cert_manager() {
-        crate::tls::install_default_provider();
+        certbridge::runtime::install_crypto_provider();
         for (code, want) in [
             (200, Health::Ready(200)),
             (429, Health::Ready(429)),

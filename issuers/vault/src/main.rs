@@ -4,5 +4,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    certbridge::run(certbridge_vault::VaultSigner::new()).await
+    certbridge::run(certbridge_vault::VaultSigner::new).await
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use certbridge::{Issuer, Resources, SignError};
+use certbridge::{Issuer, Reaction, Resources, SignError};
 
 use crate::auth::Credentials;
 use crate::chain::ChainCache;
@@ -187,7 +187,7 @@ impl Session {
         }
         *slot = None;
         let fresh = self.obtain(issuer, &credentials, resources).await.map_err(|e| match e {
-            SignError::Transient(m) => SignError::IssuerNotReady(m),
+            e if e.reaction == Reaction::Transient => e.with_reaction(Reaction::IssuerNotReady),
             other => other,
         })?;
         *slot = Some(fresh);

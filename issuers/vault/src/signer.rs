@@ -17,11 +17,10 @@ use serde_json::{Value, json};
 
 use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 
-use crate::auth::{load_tls, scrub};
+use crate::auth::load_tls;
 use crate::client::{Health, VaultClient, VaultError};
 use crate::session::Session;
 use crate::spec::{SignPath, VaultSpec};
-use crate::tls;
 
 /// Signs through a Vault or OpenBao PKI secrets engine. Keeps one client and one cached token
 /// per issuer (per spec generation).
@@ -38,7 +37,6 @@ impl Default for VaultSigner {
 impl VaultSigner {
     /// A signer with no cached sessions.
     pub fn new() -> VaultSigner {
-        tls::install_default_provider();
         VaultSigner { sessions: Mutex::new(HashMap::new()) }
     }
 
@@ -107,7 +105,7 @@ impl Signer for VaultSigner {
             Err(e) if e.is_permission_denied() => {
                 tracing::warn!(
                     issuer = %issuer.display_name(),
-                    error = %scrub(&e.to_string(), &[&token.secret]),
+                    error = %certbridge::redact(&e.to_string(), &[&token.secret]),
                     "Vault denied the cached token; obtaining a new one and retrying once"
                 );
                 session.invalidate(token.id).await;
@@ -197,12 +195,14 @@ fn go_duration(d: Duration) -> String {
 }
 
 fn sign_error(client: &VaultClient, path: &str, e: &VaultError, token: &str) -> SignError {
-    let msg = format!("Vault at {} refused {path}: {}", client.server(), scrub(&e.to_string(), &[token]));
+    let msg = format!("Vault at {} refused {path}: {}", client.server(), certbridge::redact(&e.to_string(), &[token]));
     if e.is_transient() { SignError::transient(msg) } else { SignError::permanent(msg) }
 }
 
 #[cfg(test)]
 mod tests {
+    use certbridge::Reaction;
+
     use super::*;
 
     #[test]
@@ -219,11 +219,11 @@ mod tests {
         let c = VaultClient::new("http://127.0.0.1:1", None, &Default::default()).unwrap();
         let refuse = VaultError::Status { status: 400, errors: vec!["common name x not allowed".into()] };
         let e = sign_error(&c, "pki/sign/web", &refuse, "tok");
-        assert!(matches!(e, SignError::Permanent(ref m) if m.ends_with("HTTP 400: common name x not allowed")), "{e}");
+        assert!(e.reaction == Reaction::Permanent && e.message.ends_with("HTTP 400: common name x not allowed"), "{e}");
         let busy = VaultError::Status { status: 429, errors: vec![] };
-        assert!(matches!(sign_error(&c, "p", &busy, "t"), SignError::Transient(_)));
+        assert!(sign_error(&c, "p", &busy, "t").reaction == Reaction::Transient);
         let down = VaultError::Transport("connection refused".into());
-        assert!(matches!(sign_error(&c, "p", &down, "t"), SignError::Transient(_)));
+        assert!(sign_error(&c, "p", &down, "t").reaction == Reaction::Transient);
         let echo = VaultError::Status { status: 400, errors: vec!["bad token hvs.SECRET".into()] };
         assert!(!sign_error(&c, "p", &echo, "hvs.SECRET").to_string().contains("hvs.SECRET"));
     }

@@ -108,7 +108,7 @@ fn leaf(
 impl OpenBao {
     /// Starts, initializes and unseals a fresh server.
     pub async fn start() -> anyhow::Result<OpenBao> {
-        crate::tls::install_default_provider();
+        certbridge::runtime::install_crypto_provider();
         let bao = bao_binary()?;
         let dir = tempfile::Builder::new().prefix("certbridge-openbao-").tempdir()?;
         let (http_port, tls_port, cluster_port) = (free_port()?, free_port()?, free_port()?);

@@ -203,7 +203,7 @@ fn ejbca_error(status: u16, message: &str) -> (u16, Value) {
 impl EjbcaSim {
     /// Starts a simulator with `opts`.
     pub async fn start(opts: SimOptions) -> Result<EjbcaSim, String> {
-        crate::client::install_crypto_provider();
+        certbridge::runtime::install_crypto_provider();
         let api = OpenApi::load()?;
         let names: Vec<&str> = opts.cas.iter().map(String::as_str).collect();
         let pki = SimPki::generate(&names).map_err(|e| format!("simulator PKI: {e}"))?;

@@ -389,3 +389,36 @@ async fn issuer_check_follows_a_ca_outage_and_recovery() {
     handle.shutdown().await;
     c.kube.shutdown().await;
 }
+
+/// Issue 10 item 2: wrong credentials in the referenced Secret make the issuer not ready (never
+/// Failed forever), and restoring them brings it back without touching the issuer or restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_credentials_secret_brings_the_issuer_back() {
+    let c = Cluster::new(Mode::OAuth, IssuerScope::Namespaced).await;
+    let handle = c.start(EjbcaSigner::new(), Options::default()).await;
+    c.issuer_ready().await;
+    let issuers = issuer_api::<EjbcaIssuerSpec>(&c.client, IssuerScope::Namespaced, NS);
+    let generation = issuers.get("ejbca").await.expect("issuer").metadata.generation;
+    let secrets = Api::<Secret>::namespaced(c.client.clone(), NS);
+    let good = secrets.get("creds").await.expect("Secret");
+
+    let mut broken = good.clone();
+    broken.data.get_or_insert_default().insert("clientSecret".into(), ByteString(b"wrong-client-secret".to_vec()));
+    secrets.replace("creds", &PostParams::default(), &broken).await.expect("break the Secret");
+    let IssuerReady { reason, message, .. } =
+        wait_issuer_not_ready::<EjbcaIssuerSpec>(&c.client, IssuerScope::Namespaced, NS, "ejbca", None, TIMEOUT)
+            .await
+            .expect("not Ready with wrong credentials");
+    assert_eq!(reason, "Pending", "{message}");
+    assert!(!message.contains("wrong-client-secret"), "{message}");
+
+    let mut fixed = secrets.get("creds").await.expect("Secret");
+    fixed.data = good.data.clone();
+    secrets.replace("creds", &PostParams::default(), &fixed).await.expect("fix the Secret");
+    wait_issuer_ready::<EjbcaIssuerSpec>(&c.client, IssuerScope::Namespaced, NS, "ejbca", TIMEOUT)
+        .await
+        .expect("Ready again once the Secret is fixed");
+    assert_eq!(issuers.get("ejbca").await.expect("issuer").metadata.generation, generation, "issuer untouched");
+    handle.shutdown().await;
+    c.kube.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The real controllers on the embedded API server, signing with a CA key held in SoftHSM: an
-//! approved CertificateRequest is issued with the HSM key, and a wrong PIN fails the issuer
-//! permanently (one login attempt, no retry loop against the token).
+//! approved CertificateRequest is issued with the HSM key, and a wrong PIN makes the issuer not
+//! ready (the token sees it once: a refused PIN is never sent again) until the PIN Secret is
+//! fixed, which brings the issuer back without touching it.
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::fixture::{self, CTLBAD, MAIN, NS, PIN, hsm, openssl_csr, openssl_veri
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_issues_with_the_hsm_key_and_a_wrong_pin_fails_the_issuer() {
+async fn controller_issues_with_the_hsm_key_and_a_fixed_pin_secret_brings_the_issuer_back() {
     let hsm = hsm();
     let sim = certbridge_testkit::KubeSim::start().await.expect("kube-sim");
     sim.install_cert_manager_crds().await.expect("cert-manager CRDs");
@@ -54,18 +55,36 @@ async fn controller_issues_with_the_hsm_key_and_a_wrong_pin_fails_the_issuer() {
     let ca_written = pem::parse(status.ca.expect("status.ca").0).expect("CA PEM");
     assert_eq!(ca_written.contents(), pem::parse(&ca_pem).expect("CA").contents(), "status.ca is the HSM CA");
 
-    // A wrong PIN is a permanent issuer failure, held until the spec changes.
+    // A wrong PIN makes the issuer not ready, naming the Secret and key; never Failed forever.
     let mut bad = spec(CTLBAD, "p256");
     bad.pin_secret_ref.name = "wrong-pin".into();
     bad.ca_chain_ref.name = "badpin-chain".into();
     create_issuer(&client, IssuerScope::Namespaced, NS, "bad", &bad).await.expect("issuer");
-    let message =
-        wait_issuer_not_ready::<Pkcs11IssuerSpec>(&client, IssuerScope::Namespaced, NS, "bad", Some("Failed"), TIMEOUT)
-            .await
-            .expect("the wrong-PIN issuer fails")
-            .message;
-    assert!(message.to_lowercase().contains("pin"), "{message}");
+    let message = wait_issuer_not_ready::<Pkcs11IssuerSpec>(
+        &client,
+        IssuerScope::Namespaced,
+        NS,
+        "bad",
+        Some("Pending"),
+        TIMEOUT,
+    )
+    .await
+    .expect("the wrong-PIN issuer is not ready")
+    .message;
+    assert!(message.contains("Secret \"team-a/wrong-pin\" key \"pin\""), "{message}");
     assert!(!message.contains("0000") && !message.contains(PIN), "no PIN in the condition: {message}");
+
+    // Fix the Secret: the issuer becomes Ready without a change to it and without a restart.
+    let issuers = certbridge::testing::issuer_api::<Pkcs11IssuerSpec>(&client, IssuerScope::Namespaced, NS);
+    let generation = issuers.get("bad").await.expect("issuer").metadata.generation;
+    let mut fixed = secrets.get("wrong-pin").await.expect("secret");
+    let wanted = fixture::secret("wrong-pin", "pin", PIN);
+    (fixed.data, fixed.string_data) = (wanted.data, wanted.string_data);
+    secrets.replace("wrong-pin", &PostParams::default(), &fixed).await.expect("fix the PIN");
+    wait_issuer_ready::<Pkcs11IssuerSpec>(&client, IssuerScope::Namespaced, NS, "bad", TIMEOUT)
+        .await
+        .expect("the fixed issuer is ready");
+    assert_eq!(issuers.get("bad").await.expect("issuer").metadata.generation, generation, "issuer untouched");
 
     handle.shutdown().await;
     sim.shutdown().await;

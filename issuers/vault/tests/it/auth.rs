@@ -49,7 +49,7 @@ async fn approle() {
     let mut other = issuer.clone();
     other.generation = 2;
     let err = signer.check(&other, &res).await.unwrap_err();
-    assert!(matches!(err, SignError::IssuerNotReady(_)), "{err:?}");
+    assert!(err.reaction == Reaction::IssuerNotReady, "{err:?}");
     assert!(err.to_string().contains("AppRole login") && err.to_string().contains("HTTP 400"), "{err}");
     assert!(!err.to_string().contains("0000-not-the-secret-id"), "{err}");
 }
@@ -94,7 +94,7 @@ async fn client_certificate_over_tls_with_ca_bundle_and_server_name() {
     let mut untrusted = issuer(s);
     untrusted.name = "untrusted".into();
     let err = signer.check(&untrusted, &res).await.unwrap_err();
-    assert!(matches!(err, SignError::IssuerNotReady(_)), "{err:?}");
+    assert!(err.reaction == Reaction::IssuerNotReady, "{err:?}");
 }
 
 #[tokio::test]

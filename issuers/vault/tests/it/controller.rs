@@ -88,3 +88,37 @@ async fn vault_issuer_signs_an_approved_certificate_request() {
     }
     handle.shutdown().await;
 }
+
+/// Issue 10 item 2: a wrong token in the referenced Secret makes the issuer not ready; replacing
+/// it with a good token brings the issuer back without touching the issuer or restarting.
+#[tokio::test]
+async fn a_fixed_token_secret_brings_the_issuer_back() {
+    let sim = certbridge_testkit::KubeSim::start().await.unwrap();
+    sim.install_cert_manager_crds().await.unwrap();
+    let client = sim.client();
+    testing::install_crds::<VaultSpec>(&client).await.unwrap();
+    testing::create_namespace(&client, NS).await.unwrap();
+    let (bao, _pki) = openbao().await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    secrets.create(&PostParams::default(), &secret("vault-token", &[("token", "hvs.not-a-token")])).await.unwrap();
+    let spec = spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("vault-token", "token")), ..Default::default() });
+    testing::create_issuer(&client, IssuerScope::Namespaced, NS, "vault", &spec).await.unwrap();
+    let handle = start(VaultSigner::new(), client.clone(), Options::default()).await.unwrap();
+    let not_ready =
+        testing::wait_issuer_not_ready::<VaultSpec>(&client, IssuerScope::Namespaced, NS, "vault", None, WAIT)
+            .await
+            .unwrap();
+    assert_ne!(not_ready.reason, "Failed", "{not_ready:?}");
+    assert!(!not_ready.message.contains("hvs.not-a-token"), "{not_ready:?}");
+
+    let issuers = testing::issuer_api::<VaultSpec>(&client, IssuerScope::Namespaced, NS);
+    let generation = issuers.get("vault").await.unwrap().metadata.generation;
+    let token = bao.create_token("1h", true, None).await.unwrap();
+    let mut fixed = secrets.get("vault-token").await.unwrap();
+    fixed.data = None;
+    fixed.string_data = Some([("token".to_owned(), token)].into());
+    secrets.replace("vault-token", &PostParams::default(), &fixed).await.unwrap();
+    testing::wait_issuer_ready::<VaultSpec>(&client, IssuerScope::Namespaced, NS, "vault", WAIT).await.unwrap();
+    assert_eq!(issuers.get("vault").await.unwrap().metadata.generation, generation, "the issuer was not touched");
+    handle.shutdown().await;
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use certbridge::{Issued, Issuer, IssuerScope, Resources, SignContext, SignError, SignRequest, Signer};
+use certbridge::{Issued, Issuer, IssuerScope, Reaction, Resources, SignContext, SignError, SignRequest, Signer};
 use certbridge_vault::spec::{SecretKeyRef, VaultAuth};
 use certbridge_vault::testing::{OpenBao, PKI_MOUNT, Pki, ROLE};
 use certbridge_vault::{VaultSigner, VaultSpec};

@@ -121,10 +121,10 @@ async fn a_revoked_static_token_fails_after_one_retry() {
     sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     bao.revoke_all_tokens().await.unwrap();
     let err = sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap_err();
-    assert!(matches!(err, SignError::IssuerNotReady(_)), "{err:?}");
+    assert!(err.reaction == Reaction::IssuerNotReady, "{err:?}");
     assert!(err.to_string().contains("did not accept the token in Secret \"team-a/t\""), "{err}");
     let err = signer.check(&issuer, &res).await.unwrap_err();
-    assert!(matches!(err, SignError::IssuerNotReady(_)), "{err:?}");
+    assert!(err.reaction == Reaction::IssuerNotReady, "{err:?}");
     assert!(!err.to_string().contains(&token));
 }
 
