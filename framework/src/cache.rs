@@ -1,7 +1,7 @@
 //! [`IssuerCache`]: what an adapter builds per issuer (a client, a session, a prepared CA), kept
 //! while nothing it was built from changed.
 //!
-//! An entry belongs to one issuer object (its UID) and is valid for one *version* of it: the
+//! An entry belongs to one issuer object (kind, namespace, name and UID) and is valid for one *version* of it: the
 //! spec's generation plus the `resourceVersion` of every Secret and ConfigMap read through the
 //! [`Resources`] passed in (what [`Resources::observed`] reports). A new generation or a changed
 //! Secret replaces the entry; a deleted issuer drops it (the issuer controller tells every cache
@@ -17,6 +17,7 @@ use crate::resources::{Reference, Resources};
 /// The version of an issuer an entry was built for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Version {
+    uid: String,
     generation: i64,
     observed: BTreeMap<Reference, Option<String>>,
 }
@@ -32,12 +33,12 @@ struct Inner<T> {
 
 /// Lets the issuer controller evict a deleted issuer from every cache without knowing `T`.
 trait Evict: Send + Sync {
-    fn evict(&self, identity: &str);
+    fn evict(&self, uid: &str);
 }
 
 impl<T: Send + Sync> Evict for Inner<T> {
-    fn evict(&self, identity: &str) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(identity);
+    fn evict(&self, uid: &str) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (v, _)| v.uid != uid);
     }
 }
 
@@ -56,9 +57,10 @@ pub(crate) fn evict_issuer(uid: &str) {
     }
 }
 
-/// The entry key: the UID, or kind/namespace/name for issuers loaded from a file (no UID).
+/// The entry key: kind/namespace/name and UID (a re-created issuer is another object; issuers
+/// loaded from a file have no UID).
 fn identity<S: IssuerSpec>(issuer: &Issuer<S>) -> String {
-    if issuer.uid.is_empty() { format!("{}/{}", issuer.kind(), issuer.display_name()) } else { issuer.uid.clone() }
+    format!("{}/{}#{}", issuer.kind(), issuer.display_name(), issuer.uid)
 }
 
 impl<T: Send + Sync + 'static> Default for IssuerCache<T> {
@@ -77,7 +79,7 @@ impl<T: Send + Sync + 'static> IssuerCache<T> {
     }
 
     fn version<S: IssuerSpec>(issuer: &Issuer<S>, resources: &Resources) -> Version {
-        Version { generation: issuer.generation, observed: resources.observed() }
+        Version { uid: issuer.uid.clone(), generation: issuer.generation, observed: resources.observed() }
     }
 
     /// The value built for this issuer at this generation with these Secrets/ConfigMaps.
@@ -85,6 +87,14 @@ impl<T: Send + Sync + 'static> IssuerCache<T> {
         let version = Self::version(issuer, resources);
         let entries = self.inner.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.get(&identity(issuer)).filter(|(v, _)| *v == version).map(|(_, t)| t.clone())
+    }
+
+    /// The value built for this issuer object at its current generation, whatever Secrets it was
+    /// built from: for an adapter that re-reads its Secrets only now and then (and compares what
+    /// it read itself) rather than on every call.
+    pub fn latest<S: IssuerSpec>(&self, issuer: &Issuer<S>) -> Option<Arc<T>> {
+        let entries = self.inner.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(&identity(issuer)).filter(|(v, _)| v.generation == issuer.generation).map(|(_, t)| t.clone())
     }
 
     /// Stores `value` for this issuer's current version, replacing what an older version built.
@@ -154,6 +164,7 @@ mod tests {
         let r2 = resources("2");
         r2.secret_string("creds", "token").await.unwrap();
         assert!(cache.get(&issuer("u1", 1), &r2).is_none());
+        assert!(cache.latest(&issuer("u1", 1)).is_some() && cache.latest(&issuer("u1", 2)).is_none());
         // A new version replaces the old entry rather than adding one.
         cache.insert(&issuer("u1", 1), &r2, "client-2".into());
         assert_eq!(cache.len(), 1);

@@ -299,12 +299,11 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
 
     let handle = runtime::start(signer, client, args.options()).await?;
     let _ = metrics.set(Box::new(handle.metrics_renderer()));
-    let flag = handle.ready_flag();
+    let mut synced = handle.ready();
     let ready_task = tokio::spawn(async move {
-        while !flag.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if synced.wait_for(|r| *r).await.is_ok() {
+            ready.store(true, Ordering::Release);
         }
-        ready.store(true, Ordering::Release);
     });
 
     let lost_leadership = async {

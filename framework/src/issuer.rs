@@ -128,19 +128,6 @@ impl<S: IssuerSpec> Issuer<S> {
         KindNames::of::<S>(self.scope).kind
     }
 
-    /// A key that identifies this issuer *at this spec generation*: adapters use it to cache
-    /// clients and tokens, so a spec change never reuses a stale client.
-    pub fn cache_key(&self) -> String {
-        format!(
-            "{}/{}/{}@{}#{}",
-            self.kind(),
-            self.namespace.as_deref().unwrap_or(""),
-            self.name,
-            self.generation,
-            self.uid
-        )
-    }
-
     /// `namespace/name` or `name`, for messages.
     pub fn display_name(&self) -> String {
         match &self.namespace {

@@ -25,7 +25,6 @@ pub(crate) mod controllers;
 pub mod crd;
 pub mod error;
 pub mod issuer;
-pub(crate) mod kube_source;
 pub(crate) mod metrics;
 pub mod pki;
 pub mod redact;

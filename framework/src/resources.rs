@@ -15,6 +15,11 @@ use zeroize::Zeroizing;
 use crate::error::SignError;
 use crate::selector::{CaBundle, ConfigMapKeySelector, SecretKeySelector};
 
+// The API-server source lives here too, so `resources` and its sources import nothing of each
+// other's from outside (no import circle).
+mod api_source;
+pub(crate) use api_source::ApiSource;
+
 /// Where objects come from: the API server in `run`, a manifest file in `check -f` / `sign -f`.
 #[async_trait]
 pub trait ResourceSource: Send + Sync {
@@ -75,7 +80,7 @@ impl Resources {
     /// Resources read from the API server with `client` (what the controllers use; handy for
     /// adapter tests that need real TokenRequests).
     pub fn from_client(client: kube::Client, namespace: impl Into<String>) -> Self {
-        Resources::new(Arc::new(crate::kube_source::ApiSource::new(client)), namespace)
+        Resources::new(Arc::new(ApiSource::new(client)), namespace)
     }
 
     /// The namespace reads happen in.

@@ -4,22 +4,23 @@
 //! tests call [`start`] directly against an embedded API server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{Lookup, Store};
+
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::CertificateRequest;
 use crate::controllers::shared::{IssuerErrors, Kinds, References, Settings, Shared};
+use crate::controllers::watch::CacheReady;
 use crate::controllers::{issuer, request_controller};
 use crate::issuer::{IssuerScope, IssuerSpec};
-use crate::kube_source::ApiSource;
 use crate::metrics::Metrics;
+use crate::resources::ApiSource;
 use crate::signer::Signer;
 
 /// Installs ring as the process's rustls crypto provider, once, unless one is installed already:
@@ -80,40 +81,6 @@ impl Default for Options {
     }
 }
 
-/// A cache whose first list the controllers wait for before reporting ready.
-pub(crate) trait CacheReady: Send + Sync {
-    /// Resolves once the cache has its first full list.
-    fn wait(&self) -> BoxFuture<'static, ()>;
-}
-
-impl<K> CacheReady for Store<K>
-where
-    K: Lookup + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    fn wait(&self) -> BoxFuture<'static, ()> {
-        let store = self.clone();
-        Box::pin(async move { wait_until_ready(&store).await })
-    }
-}
-
-/// Resolves once `store` has its first full list.
-///
-/// kube-runtime's `Store::wait_until_ready` can miss its wake-up when several tasks wait on the
-/// same store at once (seen here: a Controller's runner and the readiness task; one of them stays
-/// pending forever). A fresh `wait_until_ready` future does resolve at its first poll once the store
-/// is ready, so this polls a fresh one on a short interval instead of parking on one.
-pub(crate) async fn wait_until_ready<K>(store: &Store<K>)
-where
-    K: Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    use futures::FutureExt;
-    while store.wait_until_ready().now_or_never().is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Running controllers. Dropping the handle does not stop them; call [`ControllerHandle::shutdown`].
 ///
 /// A controller task that ends by itself — returns, or panics (kube-runtime re-raises a panic of
@@ -127,18 +94,18 @@ pub struct ControllerHandle {
     /// Waits for the caches; aborted, not awaited, on shutdown (a cache that never syncs must not
     /// keep the process alive).
     readiness: JoinHandle<()>,
-    ready: Arc<AtomicBool>,
+    ready: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 }
 
 impl ControllerHandle {
     /// Whether every cache has synced (what `/readyz` reports).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        *self.ready.borrow()
     }
 
-    /// A shared flag that turns true once every cache has synced.
-    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+    /// Turns `true` once every cache has synced: `wait_for(|r| *r)` on it instead of polling.
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
         self.ready.clone()
     }
 
@@ -242,11 +209,10 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
     let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let tasks: Vec<JoinHandle<()>> =
         futures.into_iter().map(|(name, f)| tokio::spawn(supervise(name, f, token.clone(), failure.clone()))).collect();
-    let ready = Arc::new(AtomicBool::new(false));
-    let flag = ready.clone();
+    let (flag, ready) = tokio::sync::watch::channel(false);
     let readiness = tokio::spawn(async move {
         futures::future::join_all(caches.iter().map(|c| c.wait())).await;
-        flag.store(true, Ordering::Release);
+        flag.send_replace(true);
         tracing::info!("caches synced; ready");
     });
     Ok(ControllerHandle { token, failure, tasks, readiness, ready, metrics })

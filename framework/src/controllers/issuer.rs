@@ -52,7 +52,7 @@ pub(crate) async fn run<S: Signer>(
     namespace: Option<String>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    caches: &mut Vec<Box<dyn crate::runtime::CacheReady>>,
+    caches: &mut Vec<Box<dyn watch::CacheReady>>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let client = shared.client.clone();
     let kind = shared.kinds.get(scope).clone();

@@ -21,8 +21,8 @@ use crate::controllers::requests::{self, RequestCtx};
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::view::{IssuerTarget, RequestView};
 use crate::controllers::watch;
+use crate::controllers::watch::CacheReady;
 use crate::issuer::IssuerScope;
-use crate::runtime::CacheReady;
 use crate::signer::Signer;
 
 /// A request API the controller serves.

@@ -148,7 +148,7 @@ where
         tracing::debug!(kind = %kind.names.kind, "this controller does not serve the issuer kind");
         return Ok(None);
     };
-    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, crate::runtime::wait_until_ready(store)).await.is_err() {
+    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, crate::controllers::watch::wait_until_ready(store)).await.is_err() {
         return Err(Error::Retry(format!("the {} cache has not synced yet", kind.names.kind)));
     }
     let issuer_obj = store.get(&kind.object_ref(target));

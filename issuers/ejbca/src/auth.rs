@@ -242,11 +242,15 @@ impl TokenSource {
             .send()
             .await
             .map_err(|e| {
-                SignError::transient(format!("OAuth token endpoint {}: {}", c.token_url, crate::client::describe(&e)))
+                SignError::transient(format!(
+                    "OAuth token endpoint {}: {}",
+                    c.token_url,
+                    crate::transport::describe(&e)
+                ))
             })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| {
-            SignError::transient(format!("OAuth token endpoint {}: {}", c.token_url, crate::client::describe(&e)))
+            SignError::transient(format!("OAuth token endpoint {}: {}", c.token_url, crate::transport::describe(&e)))
         })?;
         let parsed: Option<TokenResponse> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {

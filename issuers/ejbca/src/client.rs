@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use certbridge::{SignError, redact};
 
 use crate::auth::{Credentials, TokenSource};
+use crate::transport::describe;
 
 /// Where EJBCA serves its REST API on every host.
 pub const BASE_PATH: &str = "/ejbca/ejbca-rest-api";
@@ -67,27 +68,6 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'[')
     .add(b']');
-
-/// A transport error in one sentence, with its causes (hyper and rustls hide the useful part).
-pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the answer failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = kind.to_owned();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
 
 /// What went wrong talking to EJBCA.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

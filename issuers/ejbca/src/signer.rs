@@ -22,8 +22,7 @@
 //! entity (EJBCA itself refuses an identical waiting request, see README). No second certificate
 //! is issued without an administrator approving both.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -31,7 +30,9 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use certbridge::{Issued, Issuer, Reaction, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+use certbridge::{
+    Issued, Issuer, IssuerCache, Reaction, Resources, SignContext, SignError, SignRequest, Signer, async_trait,
+};
 
 use crate::auth::Credentials;
 use crate::client::{CertificateResponse, EjbcaClient, EjbcaError, EnrollOutcome, EnrollRequest, base_url};
@@ -75,7 +76,7 @@ const CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
 /// The EJBCA signer. Clients (and their OAuth token caches) are kept per issuer and rebuilt when
 /// the issuer's spec, credentials or CA bundle change.
 pub struct EjbcaSigner {
-    clients: Mutex<HashMap<String, CachedClient>>,
+    clients: IssuerCache<CachedClient>,
     pending_requeue: Duration,
 }
 
@@ -104,7 +105,7 @@ pub struct Enrollment {
 impl EjbcaSigner {
     /// A signer asking again every 30 s while EJBCA waits for an approval.
     pub fn new() -> Self {
-        EjbcaSigner { clients: Mutex::default(), pending_requeue: Duration::from_secs(30) }
+        EjbcaSigner { clients: IssuerCache::new(), pending_requeue: Duration::from_secs(30) }
     }
 
     /// How soon a request waiting for EJBCA approval is asked about again.
@@ -124,17 +125,16 @@ impl EjbcaSigner {
         let (credentials, cred_fp) = Credentials::load(resources, &spec.ejbca_secret_name).await?;
         let bundle = match &spec.ca_bundle {
             None => None,
+            // The framework's PEM readers: missing or not PEM is "not ready", naming object and key.
             Some(b) => Some(match (&b.secret_name, &b.config_map_name) {
                 (Some(s), _) => {
-                    let bytes = resources.secret_key(s, &b.key).await?;
-                    String::from_utf8(bytes.to_vec()).map_err(|_| {
-                        SignError::issuer_not_ready(format!(
-                            "spec.caBundle: Secret {s:?} key {:?} is not PEM text",
-                            b.key
-                        ))
-                    })?
+                    let selector = certbridge::SecretKeySelector { name: s.clone(), key: b.key.clone() };
+                    resources.pem(&selector).await?.to_string()
                 }
-                (None, Some(c)) => resources.config_map_key(c, &b.key).await?,
+                (None, Some(c)) => {
+                    let selector = certbridge::ConfigMapKeySelector { name: c.clone(), key: b.key.clone() };
+                    resources.config_map_pem(&selector).await?
+                }
                 (None, None) => {
                     return Err(SignError::permanent(
                         "spec.caBundle sets neither secretName nor configMapName: set one",
@@ -143,22 +143,21 @@ impl EjbcaSigner {
             }),
         };
         let timeout = Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
+        // The cache entry follows the issuer's generation and Secrets; the fingerprint also covers
+        // contents read without a resourceVersion (offline `check -f`).
         let mut h = Sha256::new();
-        h.update(issuer.cache_key().as_bytes());
         h.update(base.as_bytes());
         h.update(cred_fp);
         h.update(bundle.as_deref().unwrap_or("").as_bytes());
         h.update(timeout.as_secs().to_be_bytes());
         let fingerprint = h.finalize().to_vec();
-        let slot =
-            format!("{}/{}/{}#{}", issuer.kind(), issuer.namespace.as_deref().unwrap_or(""), issuer.name, issuer.uid);
-        if let Some((fp, c)) = self.clients.lock().expect("lock poisoned").get(&slot)
-            && *fp == fingerprint
+        if let Some(cached) = self.clients.get(issuer, resources)
+            && cached.0 == fingerprint
         {
-            return Ok(c.clone());
+            return Ok(cached.1.clone());
         }
         let client = Arc::new(EjbcaClient::new(base, credentials, bundle.as_deref(), timeout)?);
-        self.clients.lock().expect("lock poisoned").insert(slot, (fingerprint, client.clone()));
+        self.clients.insert(issuer, resources, (fingerprint, client.clone()));
         Ok(client)
     }
 

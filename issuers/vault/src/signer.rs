@@ -9,13 +9,12 @@
 //! | login refused | `IssuerNotReady` | `IssuerNotReady` |
 //! | `sys/health` 501 / 503 / other | – | `IssuerNotReady` naming the state |
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+use certbridge::{Issued, Issuer, IssuerCache, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 
 use crate::auth::load_tls;
 use crate::client::{Health, VaultClient, VaultError};
@@ -25,7 +24,7 @@ use crate::spec::{SignPath, VaultSpec};
 /// Signs through a Vault or OpenBao PKI secrets engine. Keeps one client and one cached token
 /// per issuer (per spec generation).
 pub struct VaultSigner {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: IssuerCache<Session>,
 }
 
 impl Default for VaultSigner {
@@ -37,11 +36,7 @@ impl Default for VaultSigner {
 impl VaultSigner {
     /// A signer with no cached sessions.
     pub fn new() -> VaultSigner {
-        VaultSigner { sessions: Mutex::new(HashMap::new()) }
-    }
-
-    fn cached(&self, key: &str) -> Option<Arc<Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        VaultSigner { sessions: IssuerCache::new() }
     }
 
     /// The issuer's session. `refresh` re-reads the TLS Secrets and replaces the session (and so
@@ -52,8 +47,8 @@ impl VaultSigner {
         resources: &Resources,
         refresh: bool,
     ) -> Result<Arc<Session>, SignError> {
-        let key = issuer.cache_key();
-        let cached = self.cached(&key);
+        // Signing does not re-read the TLS Secrets: the session of this generation is used as is.
+        let cached = self.sessions.latest(issuer);
         if let Some(s) = &cached
             && !refresh
         {
@@ -68,13 +63,8 @@ impl VaultSigner {
         }
         let client = VaultClient::new(&issuer.spec.server, issuer.spec.namespace.as_deref(), &material)
             .map_err(|e| SignError::issuer_not_ready(format!("connecting to Vault: {e}")))?;
-        let session = Arc::new(Session::new(client, fingerprint));
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        // Sessions of earlier generations of this issuer will never be used again.
-        let identity = key.split('@').next().unwrap_or(&key).to_owned();
-        sessions.retain(|k, _| k.split('@').next() != Some(identity.as_str()));
-        sessions.insert(key, session.clone());
-        Ok(session)
+        // Replaces the session of an earlier generation; the framework drops it when the issuer goes.
+        Ok(self.sessions.insert(issuer, resources, Session::new(client, fingerprint)))
     }
 }
 

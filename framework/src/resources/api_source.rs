@@ -1,5 +1,5 @@
 //! [`ResourceSource`] over the API server: Secrets, ConfigMaps and TokenRequests. The namespace
-//! rules are enforced by [`Resources`](crate::Resources), which decides the namespace; this only
+//! rules are enforced by [`Resources`](super::Resources), which decides the namespace; this only
 //! performs the reads. Errors name the object, never its content.
 
 use async_trait::async_trait;
@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
 use zeroize::Zeroizing;
 
+use super::ResourceSource;
 use crate::error::SignError;
-use crate::resources::ResourceSource;
 
 /// Reads from the cluster with the controller's client.
 pub(crate) struct ApiSource {
