@@ -166,14 +166,14 @@ pub const FLAG_MAX_NAME_BYTES: &str = "csr-max-name-bytes";
 /// CSR, with a message naming the limit and its flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct CsrLimits {
-    /// Largest CSR accepted, in bytes of PEM (the default fits 1,000 names of 64 bytes, about 95 KiB).
-    #[arg(long = FLAG_MAX_PEM_BYTES, default_value_t = CsrLimits::DEFAULT.max_pem_bytes, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Largest CSR accepted, in bytes of PEM (1,000 names of 64 bytes and an RSA-4096 key: 89 KiB).
+    #[arg(long = FLAG_MAX_PEM_BYTES, value_name = "BYTES", default_value_t = CsrLimits::DEFAULT.max_pem_bytes, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pem_bytes: u32,
     /// Most subjectAltNames (of all types together) a CSR may carry.
-    #[arg(long = FLAG_MAX_SANS, default_value_t = CsrLimits::DEFAULT.max_sans, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long = FLAG_MAX_SANS, value_name = "N", default_value_t = CsrLimits::DEFAULT.max_sans, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sans: u32,
     /// Longest subjectAltName or subject attribute value accepted, in bytes.
-    #[arg(long = FLAG_MAX_NAME_BYTES, default_value_t = CsrLimits::DEFAULT.max_name_bytes, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long = FLAG_MAX_NAME_BYTES, value_name = "BYTES", default_value_t = CsrLimits::DEFAULT.max_name_bytes, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_name_bytes: u32,
 }
 
