@@ -125,6 +125,8 @@ struct RunArgs {
     /// are left untouched, and Secrets/ConfigMaps are read only in the cluster resource namespace.
     #[arg(long, env = "CERTBRIDGE_DISABLE_NAMESPACED_ISSUERS")]
     disable_namespaced_issuers: bool,
+    #[command(flatten)]
+    csr_limits: crate::pki::CsrLimits,
 }
 
 impl RunArgs {
@@ -140,6 +142,7 @@ impl RunArgs {
             certificate_signing_requests: !self.disable_certificate_signing_requests,
             namespaced_issuers: !self.disable_namespaced_issuers,
             instance: None,
+            csr_limits: self.csr_limits,
         }
     }
 }
@@ -422,5 +425,13 @@ mod tests {
         assert!(!opts.certificate_signing_requests);
         assert!(opts.certificate_requests);
         assert_eq!((opts.cluster_resource_namespace.as_str(), opts.namespace.as_deref()), ("creds", Some("team-a")));
+        assert_eq!(default.csr_limits, crate::CsrLimits::default());
+        let limits =
+            run_options(&["--csr-max-pem-bytes=4096", "--csr-max-sans=5", "--csr-max-name-bytes=64"]).csr_limits;
+        assert_eq!(limits, crate::CsrLimits { max_pem_bytes: 4096, max_sans: 5, max_name_bytes: 64 });
+        assert!(
+            Cli::<NoFlags>::try_parse_from(["certbridge", "run", "--csr-max-sans=0"]).is_err(),
+            "a limit is at least 1"
+        );
     }
 }

@@ -3,7 +3,11 @@
 //! The controllers build a [`SignRequest`] from a cert-manager `CertificateRequest` or a Kubernetes
 //! `CertificateSigningRequest` with cert-manager's defaults already applied (90-day duration, isCA
 //! adds `cert sign`, no usages means digital signature + key encipherment), and with the CSR parsed
-//! and its signature verified.
+//! (within the controller's [`CsrLimits`](crate::CsrLimits)) and its signature verified.
+//!
+//! Every subjectAltName the CSR asks for is in [`SignRequest::csr`], including otherNames (a UPN
+//! typed, others as OID + DER value) and directoryNames: an adapter that builds certificates
+//! decides which it issues; one that forwards the CSR to a CA forwards it unchanged.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +22,8 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
 pub struct SignRequest {
     /// The CSR as PEM, exactly as the user sent it (for CAs that take the raw CSR).
     pub csr_pem: String,
-    /// The parsed CSR; its signature has been verified.
+    /// The parsed CSR; its signature has been verified. Its names (DNS, IP, URI, email,
+    /// otherName, directoryName) are what the requester asked for, unchecked by any policy.
     pub csr: Csr,
     /// Requested validity.
     pub duration: Duration,
@@ -36,7 +41,8 @@ pub struct SignRequest {
 
 impl SignRequest {
     /// A request for `csr_pem` outside Kubernetes (command line, tests, benchmarks): the CSR is
-    /// parsed and verified, cert-manager's usage defaults applied and checked against the CSR.
+    /// parsed within the default [`CsrLimits`](crate::CsrLimits) and verified, cert-manager's
+    /// usage defaults applied and checked against the CSR.
     pub fn from_csr_pem<S: AsRef<str>>(
         csr_pem: &str,
         duration: Duration,

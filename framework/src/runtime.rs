@@ -63,6 +63,8 @@ pub struct Options {
     pub namespaced_issuers: bool,
     /// The event reporter's instance (pod name); defaults to the host name.
     pub instance: Option<String>,
+    /// What a CSR may hold (`--csr-max-*`); a request over a limit fails naming it.
+    pub csr_limits: crate::pki::CsrLimits,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             certificate_signing_requests: true,
             namespaced_issuers: true,
             instance: None,
+            csr_limits: Default::default(),
         }
     }
 }
@@ -167,6 +170,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
             max_retry_duration: opts.max_retry_duration,
             issuer_recheck_interval: opts.issuer_recheck_interval,
             namespaced_issuers: opts.namespaced_issuers,
+            csr_limits: opts.csr_limits,
         },
         kinds: Kinds::of::<S::Spec>(),
         source: Arc::new(ApiSource::new(client)),

@@ -8,6 +8,8 @@ mod support;
 mod certificate_requests;
 #[path = "controllers/cluster_only.rs"]
 mod cluster_only;
+#[path = "controllers/csr_contents.rs"]
+mod csr_contents;
 #[path = "controllers/csrs.rs"]
 mod csrs;
 #[path = "controllers/issuers.rs"]

@@ -43,6 +43,46 @@ async fn signs_a_chain_openssl_verifies_for_each_ca_key_type() {
     }
 }
 
+/// Like cert-manager's CA issuer, LocalCA issues the otherName SANs a CSR asks for (cert-manager
+/// ≥ 1.20 sends them): a UPN ends up in the certificate. A value rcgen cannot write is refused,
+/// naming it, rather than dropped.
+#[tokio::test]
+async fn issues_a_upn_and_refuses_an_other_name_it_cannot_write() {
+    let ca = TestCa::new(&["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
+    // openssl writes the CSRs, as any client outside this project would.
+    let csr = |name: &str, san: &str| {
+        let (key, csr, subj) = (format!("{name}.key"), format!("{name}.csr"), format!("/CN={name}"));
+        let san = format!("subjectAltName={san}");
+        let args = ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout"];
+        openssl(ca.dir.path(), &[&args[..], &[&key, "-out", &csr, "-subj", &subj, "-addext", &san]].concat());
+        ca.read(&csr)
+    };
+    let upn = csr("card", "DNS:card.example,otherName:1.3.6.1.4.1.311.20.2.3;UTF8:alice@corp.example");
+    let req = SignRequest::from_csr_pem(&upn, Duration::from_secs(3600), false, &["client auth"]).unwrap();
+    let issued =
+        LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources.clone())).await.unwrap();
+    ca.assert_verifies("card", &issued.chain_pem);
+    let text = openssl(ca.dir.path(), &["x509", "-in", "card.crt", "-noout", "-text"]);
+    assert!(text.contains("DNS:card.example, othername: UPN::alice@corp.example"), "{text}");
+
+    let int = csr("int", "DNS:int.example,otherName:1.2.3.4;INT:7");
+    let req = SignRequest::from_csr_pem(&int, Duration::from_secs(3600), false, &[""; 0]).unwrap();
+    let e = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap_err();
+    assert_eq!(reaction(&e), "permanent");
+    assert!(e.to_string().contains("otherName 1.2.3.4 (DER value of 3 bytes), whose value is not a UTF8String"), "{e}");
+}
+
+/// How the controller reacts to `e`; the one place these tests read a SignError's reaction.
+fn reaction(e: &SignError) -> &'static str {
+    match e.reaction {
+        Reaction::Pending { .. } => "pending",
+        Reaction::Permanent => "permanent",
+        Reaction::IssuerNotReady => "issuer-not-ready",
+        Reaction::Transient => "transient",
+    }
+}
+
 #[tokio::test]
 async fn ca_keys_in_pkcs1_and_sec1_form_sign_as_well() {
     // The CA key rewritten in its traditional form: RSA as PKCS#1, EC as SEC1.

@@ -137,7 +137,7 @@ where
         Gate::Continue => {}
     }
     // A request that can never be signed fails at once, whatever its issuer's state.
-    let request = match view.sign_request() {
+    let request = match view.sign_request_within(&shared.settings.csr_limits) {
         Ok(r) => r,
         Err(problem) => return Ok(Some(decision::invalid_request(view, &problem))),
     };

@@ -33,6 +33,7 @@ pub(crate) struct Settings {
     pub issuer_recheck_interval: Duration,
     /// Serve the namespaced issuer kind (`--disable-namespaced-issuers` turns it off).
     pub namespaced_issuers: bool,
+    pub csr_limits: crate::pki::CsrLimits,
 }
 
 impl Settings {

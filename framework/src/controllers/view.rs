@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::CertificateRequest;
 use crate::controllers::duration;
 use crate::issuer::{IssuerScope, KindNames};
-use crate::pki::Csr;
+use crate::pki::{Csr, CsrLimits};
 use crate::request::{RequestKind, RequestObject, Requester, SignRequest, resolve_usages};
 
 /// Which API a request came from.
@@ -171,13 +171,20 @@ impl RequestView {
             .collect()
     }
 
-    /// The adapter's request: CSR parsed and verified, usage defaults applied and checked against
-    /// what the CSR embeds. The error says what is wrong, fit for a Failed condition.
+    /// [`RequestView::sign_request_within`] the default limits.
+    #[cfg(test)]
     pub(crate) fn sign_request(&self) -> Result<SignRequest, String> {
+        self.sign_request_within(&CsrLimits::default())
+    }
+
+    /// The adapter's request: CSR parsed within `limits` (the `--csr-max-*` flags) and verified,
+    /// usage defaults applied and checked against what the CSR embeds. The error says what is
+    /// wrong, fit for a Failed condition.
+    pub(crate) fn sign_request_within(&self, limits: &CsrLimits) -> Result<SignRequest, String> {
         let duration = self.duration.clone()?;
         let csr_pem = String::from_utf8(self.csr_pem.clone())
             .map_err(|_| "spec.request is not PEM text: the CSR is not valid PEM".to_owned())?;
-        let csr = Csr::from_pem(&csr_pem)?;
+        let csr = Csr::from_pem_with_limits(&csr_pem, limits)?;
         let (key_usages, ext_key_usages) = resolve_usages(&self.usages, self.is_ca)?;
         csr.check_consistent(self.is_ca, &key_usages, &ext_key_usages)?;
         Ok(SignRequest {

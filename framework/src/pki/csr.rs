@@ -1,8 +1,10 @@
-//! PKCS#10 parsing with signature verification (x509-parser), and cert-manager's consistency rules
-//! between what the CSR embeds and what the request asks for.
+//! PKCS#10 parsing with signature verification (x509-parser), the controller's caps on what a CSR
+//! may hold ([`CsrLimits`]), and cert-manager's consistency rules between what the CSR embeds and
+//! what the request asks for.
 
 use std::net::IpAddr;
 
+use x509_parser::der_parser::asn1_rs::{Any, Class, Tag};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509CertificationRequest};
 use x509_parser::public_key::PublicKey;
@@ -48,6 +50,179 @@ impl KeyKind {
     }
 }
 
+/// An otherName subjectAltName (RFC 5280 §4.2.1.6): a name whose type is given by an OID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtherName {
+    /// A Microsoft User Principal Name ([`OtherName::UPN_OID`], a UTF8String), e.g.
+    /// `alice@corp.example`: what smart-card and Active Directory logon match an account by, and
+    /// what cert-manager's `otherNames` with that OID produce.
+    Upn(String),
+    /// Any other otherName.
+    Other {
+        /// The type-id, as a dotted OID.
+        type_id: String,
+        /// The DER of the value (the TLV inside the `[0] EXPLICIT` wrapper), e.g. `0c 03 66 6f 6f`
+        /// for the UTF8String "foo".
+        value_der: Vec<u8>,
+    },
+}
+
+impl OtherName {
+    /// The type-id of a User Principal Name (szOID_NT_PRINCIPAL_NAME).
+    pub const UPN_OID: &'static str = "1.3.6.1.4.1.311.20.2.3";
+
+    /// The type-id, as a dotted OID.
+    pub fn type_id(&self) -> &str {
+        match self {
+            OtherName::Upn(_) => Self::UPN_OID,
+            OtherName::Other { type_id, .. } => type_id,
+        }
+    }
+
+    /// The value when it is a UTF8String (always for a UPN), which is what cert-manager's
+    /// `otherNames[].utf8Value` produces.
+    pub fn utf8_value(&self) -> Option<&str> {
+        match self {
+            OtherName::Upn(v) => Some(v),
+            OtherName::Other { value_der, .. } => match Any::from_der(value_der) {
+                Ok((rest, any)) if rest.is_empty() && any.tag() == Tag::Utf8String => {
+                    std::str::from_utf8(any.data).ok()
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// What the name-length limit measures: the string, or the DER of a value that is not one.
+    fn value_bytes(&self) -> &[u8] {
+        match self {
+            OtherName::Upn(v) => v.as_bytes(),
+            OtherName::Other { value_der, .. } => self.utf8_value().map_or(value_der, str::as_bytes),
+        }
+    }
+
+    /// The otherName of `type_id` whose value, as x509-parser hands it over, is `explicit`: the
+    /// `[0] EXPLICIT` wrapper and the value inside it. The error says what is malformed.
+    fn from_parts(type_id: String, explicit: &[u8]) -> Result<OtherName, String> {
+        let bad = |why: &str| format!("the CSR's otherName subjectAltName {type_id} is malformed: {why}");
+        let (rest, wrapper) = Any::from_der(explicit).map_err(|_| bad("its value does not parse as DER"))?;
+        if !rest.is_empty() {
+            return Err(bad("it has trailing data after its value"));
+        }
+        if wrapper.class() != Class::ContextSpecific || wrapper.tag() != Tag(0) || !wrapper.header.is_constructed() {
+            return Err(bad("its value is not wrapped in [0] EXPLICIT"));
+        }
+        let (rest, value) = Any::from_der(wrapper.data).map_err(|_| bad("its value does not parse as DER"))?;
+        if !rest.is_empty() {
+            return Err(bad("it has trailing data after its value"));
+        }
+        if type_id == Self::UPN_OID {
+            if value.tag() != Tag::Utf8String || value.class() != Class::Universal {
+                return Err(bad("a User Principal Name must be a UTF8String"));
+            }
+            let upn = std::str::from_utf8(value.data).map_err(|_| bad("the User Principal Name is not UTF-8"))?;
+            return Ok(OtherName::Upn(upn.to_owned()));
+        }
+        Ok(OtherName::Other { type_id, value_der: wrapper.data.to_vec() })
+    }
+}
+
+impl std::fmt::Display for OtherName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self, self.utf8_value()) {
+            (OtherName::Upn(upn), _) => write!(f, "UPN {upn:?}"),
+            (_, Some(v)) => write!(f, "otherName {} {v:?}", self.type_id()),
+            (OtherName::Other { type_id, value_der }, None) => {
+                write!(f, "otherName {type_id} (DER value of {} bytes)", value_der.len())
+            }
+        }
+    }
+}
+
+/// A directoryName subjectAltName.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryName {
+    /// The DER of the Name, for CAs that copy it verbatim.
+    pub der: Vec<u8>,
+    /// The Name in RFC 4514 form, for messages and policies.
+    pub rfc4514: String,
+}
+
+/// The flag of [`CsrLimits::max_pem_bytes`].
+pub const FLAG_MAX_PEM_BYTES: &str = "csr-max-pem-bytes";
+/// The flag of [`CsrLimits::max_sans`].
+pub const FLAG_MAX_SANS: &str = "csr-max-sans";
+/// The flag of [`CsrLimits::max_name_bytes`].
+pub const FLAG_MAX_NAME_BYTES: &str = "csr-max-name-bytes";
+
+/// What the controller accepts in a CSR, so that one request cannot make it (or the HSM or CA
+/// behind it) parse, check, sign and store an arbitrarily large certificate. Without a cap the only
+/// bound is the API server's object size (about 1.5 MiB). The defaults are generous: real CSRs are
+/// a few KiB; public CAs stop at 100–250 names per certificate; the longest names in use are
+/// SPIFFE IDs (at most 2,048 bytes by the SPIFFE spec; DNS names stop at 253).
+///
+/// These are the `run` subcommand's flags (defined here, next to the checks, so the command line
+/// and the messages cannot drift apart). A request over a limit fails permanently, like any bad
+/// CSR, with a message naming the limit and its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct CsrLimits {
+    /// Largest CSR accepted, in bytes of PEM (1,000 names of 64 bytes and an RSA-4096 key: 89 KiB).
+    #[arg(long = FLAG_MAX_PEM_BYTES, value_name = "BYTES", default_value_t = CsrLimits::DEFAULT.max_pem_bytes, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pem_bytes: u32,
+    /// Most subjectAltNames (of all types together) a CSR may carry.
+    #[arg(long = FLAG_MAX_SANS, value_name = "N", default_value_t = CsrLimits::DEFAULT.max_sans, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sans: u32,
+    /// Longest subjectAltName or subject attribute value accepted, in bytes.
+    #[arg(long = FLAG_MAX_NAME_BYTES, value_name = "BYTES", default_value_t = CsrLimits::DEFAULT.max_name_bytes, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_name_bytes: u32,
+}
+
+impl CsrLimits {
+    /// The defaults: 128 KiB of PEM, 1,000 subjectAltNames, 2,048 bytes per name.
+    pub const DEFAULT: CsrLimits = CsrLimits { max_pem_bytes: 128 * 1024, max_sans: 1000, max_name_bytes: 2048 };
+
+    fn check_pem_size(&self, len: usize) -> Result<(), String> {
+        if len > self.max_pem_bytes as usize {
+            return Err(format!(
+                "the CSR is {len} bytes of PEM, more than this controller accepts ({} bytes, flag --{FLAG_MAX_PEM_BYTES}): send a smaller CSR, or ask the operator to raise the limit",
+                self.max_pem_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_san_count(&self, count: usize) -> Result<(), String> {
+        if count > self.max_sans as usize {
+            return Err(format!(
+                "the CSR has {count} subjectAltNames, more than this controller accepts ({}, flag --{FLAG_MAX_SANS}): spread the names over several certificates, or ask the operator to raise the limit",
+                self.max_sans
+            ));
+        }
+        Ok(())
+    }
+
+    /// `what` names the name in the message; it is only built when the name is too long.
+    fn check_name(&self, what: &dyn Fn() -> String, value: &[u8]) -> Result<(), String> {
+        if value.len() > self.max_name_bytes as usize {
+            // The start of the name, so the requester sees which one; never the whole of it.
+            let start = String::from_utf8_lossy(&value[..value.len().min(40)]);
+            return Err(format!(
+                "the CSR's {} starting {start:?} is {} bytes long, more than this controller accepts ({} bytes per name, flag --{FLAG_MAX_NAME_BYTES}): use a shorter name, or ask the operator to raise the limit",
+                what(),
+                value.len(),
+                self.max_name_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for CsrLimits {
+    fn default() -> Self {
+        CsrLimits::DEFAULT
+    }
+}
+
 /// A parsed PKCS#10 request whose self-signature has been verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Csr {
@@ -67,6 +242,12 @@ pub struct Csr {
     pub uris: Vec<String>,
     /// Email (rfc822Name) SANs, in CSR order.
     pub emails: Vec<String>,
+    /// otherName SANs (a UPN, or any type by OID), in CSR order. cert-manager ≥ 1.20 sends these
+    /// (its `OtherNames` feature is on by default). An adapter that builds certificates decides
+    /// which it accepts; one that forwards the CSR to a CA leaves that to the CA.
+    pub other_names: Vec<OtherName>,
+    /// directoryName SANs, in CSR order.
+    pub directory_names: Vec<DirectoryName>,
     /// The DER SubjectPublicKeyInfo.
     pub public_key_der: Vec<u8>,
     /// The key algorithm.
@@ -80,21 +261,34 @@ pub struct Csr {
 }
 
 impl Csr {
-    /// Parses a PEM CSR (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`) and verifies its signature.
+    /// Parses a PEM CSR (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`) within the default
+    /// [`CsrLimits`] and verifies its signature.
     /// The error says what is wrong in a sentence fit for a condition message.
     pub fn from_pem(pem_text: &str) -> Result<Csr, String> {
+        Csr::from_pem_with_limits(pem_text, &CsrLimits::default())
+    }
+
+    /// [`Csr::from_pem`] within `limits` (the controller's `--csr-max-*` flags). The size is
+    /// checked before anything is decoded; a CSR over a limit is refused with a message naming the
+    /// limit and its flag.
+    pub fn from_pem_with_limits(pem_text: &str, limits: &CsrLimits) -> Result<Csr, String> {
+        limits.check_pem_size(pem_text.len())?;
         if let Some(der) = plain_pem_body(pem_text) {
-            return Csr::from_der(&der);
+            return Csr::from_der_with_limits(&der, limits);
         }
         let block = pem::parse(pem_text.trim()).map_err(|e| format!("the CSR is not valid PEM: {e}"))?;
         match block.tag() {
-            "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => Csr::from_der(block.contents()),
+            "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => Csr::from_der_with_limits(block.contents(), limits),
             other => Err(format!("the PEM block is {other:?}, expected \"CERTIFICATE REQUEST\"")),
         }
     }
 
-    /// Parses a DER CSR and verifies its signature.
+    /// Parses a DER CSR within the default [`CsrLimits`] on names, and verifies its signature.
     pub fn from_der(der: &[u8]) -> Result<Csr, String> {
+        Csr::from_der_with_limits(der, &CsrLimits::default())
+    }
+
+    fn from_der_with_limits(der: &[u8], limits: &CsrLimits) -> Result<Csr, String> {
         let (rest, req) =
             X509CertificationRequest::from_der(der).map_err(|e| format!("the CSR does not parse as PKCS#10: {e}"))?;
         if !rest.is_empty() {
@@ -104,6 +298,10 @@ impl Csr {
             format!("the CSR signature does not verify ({e:?}): the request was altered or signed with an unsupported algorithm")
         })?;
         let info = &req.certification_request_info;
+        for attr in info.subject.iter_attributes() {
+            let what = || format!("subject attribute {}", attr.attr_type().to_id_string());
+            limits.check_name(&what, attr.attr_value().data)?;
+        }
         let subject = info.subject.to_string();
         let common_name = info.subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
         let mut csr = Csr {
@@ -115,23 +313,51 @@ impl Csr {
             ip_addresses: vec![],
             uris: vec![],
             emails: vec![],
+            other_names: vec![],
+            directory_names: vec![],
             public_key_der: info.subject_pki.raw.to_vec(),
             key: key_kind(&info.subject_pki),
             embedded_key_usages: None,
             embedded_ext_key_usages: None,
             embedded_is_ca: None,
         };
+        let mut san_count = 0usize;
         for ext in req.requested_extensions().into_iter().flatten() {
             match ext {
                 ParsedExtension::SubjectAlternativeName(san) => {
+                    // Counted across SAN extensions: a CSR may (wrongly) carry several.
+                    san_count += san.general_names.len();
+                    limits.check_san_count(san_count)?;
                     for name in &san.general_names {
                         match name {
-                            GeneralName::DNSName(d) => csr.dns_names.push((*d).to_owned()),
-                            GeneralName::URI(u) => csr.uris.push((*u).to_owned()),
-                            GeneralName::RFC822Name(e) => csr.emails.push((*e).to_owned()),
+                            GeneralName::DNSName(d) => {
+                                limits.check_name(&|| "DNS subjectAltName".into(), d.as_bytes())?;
+                                csr.dns_names.push((*d).to_owned());
+                            }
+                            GeneralName::URI(u) => {
+                                limits.check_name(&|| "URI subjectAltName".into(), u.as_bytes())?;
+                                csr.uris.push((*u).to_owned());
+                            }
+                            GeneralName::RFC822Name(e) => {
+                                limits.check_name(&|| "email subjectAltName".into(), e.as_bytes())?;
+                                csr.emails.push((*e).to_owned());
+                            }
                             GeneralName::IPAddress(b) => csr.ip_addresses.push(ip_from_bytes(b)?),
+                            GeneralName::OtherName(oid, value) => {
+                                let other = OtherName::from_parts(oid.to_id_string(), value)?;
+                                let what = || format!("otherName subjectAltName {}", other.type_id());
+                                limits.check_name(&what, other.value_bytes())?;
+                                csr.other_names.push(other);
+                            }
+                            GeneralName::DirectoryName(n) => {
+                                limits.check_name(&|| "directoryName subjectAltName".into(), n.as_raw())?;
+                                csr.directory_names
+                                    .push(DirectoryName { der: n.as_raw().to_vec(), rfc4514: n.to_string() });
+                            }
                             other => {
-                                return Err(format!("the CSR has an unsupported subjectAltName entry {other:?}"));
+                                return Err(format!(
+                                    "the CSR has a subjectAltName of a type no issuer here handles ({other}): use DNS, IP, URI, email, otherName or directoryName names"
+                                ));
                             }
                         }
                     }
@@ -284,6 +510,16 @@ fn key_kind(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> KeyKind {
 pub(crate) mod tests {
     use super::*;
 
+    /// How the controller reacts to `e`; the one place the tests read a SignError's reaction.
+    pub(crate) fn reaction(e: &crate::SignError) -> &'static str {
+        match e.reaction {
+            crate::Reaction::Pending { .. } => "pending",
+            crate::Reaction::Permanent => "permanent",
+            crate::Reaction::IssuerNotReady => "issuer-not-ready",
+            crate::Reaction::Transient => "transient",
+        }
+    }
+
     /// A CSR for `kind` with the given SANs, built with rcgen (test helper shared by the crate's tests).
     pub(crate) fn make_csr(
         alg: &'static rcgen::SignatureAlgorithm,
@@ -351,6 +587,182 @@ pub(crate) mod tests {
                 .contains("CERTIFICATE")
         );
         assert!(Csr::from_pem("garbage").unwrap_err().contains("not valid PEM"));
+    }
+
+    /// DER TLV with a short or long length (tests only: building SANs rcgen cannot write).
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n < 0x100 => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// A CSR whose subjectAltName extension holds exactly `general_names` (DER, concatenated).
+    pub(crate) fn csr_with_raw_sans(general_names: &[u8]) -> String {
+        make_csr(&rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+            p.subject_alt_names.clear();
+            let san = tlv(0x30, general_names);
+            p.custom_extensions.push(rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 17], san));
+        })
+    }
+
+    /// An otherName GeneralName: `[0] { OID, [0] EXPLICIT value }`.
+    pub(crate) fn other_name_der(oid_der_content: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut body = tlv(0x06, oid_der_content);
+        body.extend(tlv(0xa0, value));
+        tlv(0xa0, &body)
+    }
+
+    /// 1.3.6.1.4.1.311.20.2.3 (UPN) and 1.3.6.1.4.1.99999.1, DER-encoded arcs.
+    pub(crate) const UPN_OID_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x14, 0x02, 0x03];
+    pub(crate) const PRIVATE_OID_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x86, 0x8d, 0x1f, 0x01];
+
+    #[test]
+    fn other_names_and_directory_names_are_parsed() {
+        // As cert-manager writes them (otherNames[].utf8Value), with rcgen.
+        let pem = make_csr(&rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+            p.subject_alt_names
+                .push(rcgen::SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3], "alice@corp.example".into())));
+            p.subject_alt_names.push(rcgen::SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 99999, 1], "tag-7".into())));
+        });
+        let csr = Csr::from_pem(&pem).unwrap();
+        assert_eq!(csr.dns_names, vec!["a.example.com"]);
+        assert_eq!(csr.other_names[0], OtherName::Upn("alice@corp.example".into()));
+        assert_eq!(csr.other_names[0].type_id(), OtherName::UPN_OID);
+        assert_eq!(csr.other_names[0].to_string(), "UPN \"alice@corp.example\"");
+        let OtherName::Other { type_id, value_der } = &csr.other_names[1] else { panic!("{:?}", csr.other_names) };
+        assert_eq!((type_id.as_str(), value_der.as_slice()), ("1.3.6.1.4.1.99999.1", &b"\x0c\x05tag-7"[..]));
+        assert_eq!(csr.other_names[1].utf8_value(), Some("tag-7"));
+
+        // A value that is not a string, and a directoryName (rcgen writes neither: raw DER).
+        let mut names = other_name_der(PRIVATE_OID_DER, &tlv(0x04, &[1, 2, 3]));
+        let dn = tlv(0x30, &tlv(0x31, &tlv(0x30, &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(0x0c, b"Alice")].concat())));
+        names.extend(tlv(0xa4, &dn));
+        let csr = Csr::from_pem(&csr_with_raw_sans(&names)).unwrap();
+        assert_eq!(
+            csr.other_names,
+            vec![OtherName::Other { type_id: "1.3.6.1.4.1.99999.1".into(), value_der: vec![0x04, 3, 1, 2, 3] }]
+        );
+        assert_eq!(csr.other_names[0].utf8_value(), None);
+        assert!(csr.other_names[0].to_string().contains("DER value of 5 bytes"));
+        assert_eq!(csr.directory_names, vec![DirectoryName { der: dn, rfc4514: "CN=Alice".into() }]);
+    }
+
+    #[test]
+    fn malformed_other_names_and_unhandled_san_types_are_refused() {
+        // A UPN must be a UTF8String (cert-manager and Windows write one).
+        let ia5_upn = other_name_der(UPN_OID_DER, &tlv(0x16, b"alice@corp.example"));
+        let e = Csr::from_pem(&csr_with_raw_sans(&ia5_upn)).unwrap_err();
+        assert!(e.contains("1.3.6.1.4.1.311.20.2.3 is malformed: a User Principal Name must be a UTF8String"), "{e}");
+        // The value must sit in [0] EXPLICIT, with nothing after it.
+        let mut body = tlv(0x06, PRIVATE_OID_DER);
+        body.extend(tlv(0x0c, b"bare"));
+        let e = Csr::from_pem(&csr_with_raw_sans(&tlv(0xa0, &body))).unwrap_err();
+        assert!(e.contains("not wrapped in [0] EXPLICIT"), "{e}");
+        let mut inner = tlv(0x0c, b"x");
+        inner.extend(tlv(0x0c, b"y"));
+        let e = Csr::from_pem(&csr_with_raw_sans(&other_name_der(PRIVATE_OID_DER, &inner))).unwrap_err();
+        assert!(e.contains("trailing data"), "{e}");
+        // registeredID [8]: no adapter handles it.
+        let e = Csr::from_pem(&csr_with_raw_sans(&tlv(0x88, &[0x2a, 0x03]))).unwrap_err();
+        assert!(e.contains("subjectAltName of a type no issuer here handles (RegisteredID(1.2.3))"), "{e}");
+    }
+
+    fn limits(max_pem_bytes: u32, max_sans: u32, max_name_bytes: u32) -> CsrLimits {
+        CsrLimits { max_pem_bytes, max_sans, max_name_bytes }
+    }
+
+    #[test]
+    fn csr_size_limit() {
+        let pem = make_csr(&rcgen::PKCS_ECDSA_P256_SHA256, |_| {});
+        let len = pem.len() as u32;
+        Csr::from_pem_with_limits(&pem, &limits(len, 1, 64)).unwrap();
+        let e = Csr::from_pem_with_limits(&pem, &limits(len - 1, 1, 64)).unwrap_err();
+        assert!(e.contains(&format!("the CSR is {len} bytes of PEM")), "{e}");
+        assert!(e.contains(&format!("({} bytes, flag --csr-max-pem-bytes)", len - 1)), "{e}");
+        // Checked before decoding: a huge blob of garbage gets the size message, not a parse error.
+        let e = Csr::from_pem(&"A".repeat(200 * 1024)).unwrap_err();
+        assert!(e.contains("flag --csr-max-pem-bytes"), "{e}");
+    }
+
+    #[test]
+    fn san_count_limit() {
+        let pem = make_csr(&rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+            for i in 0..4 {
+                p.subject_alt_names.push(rcgen::SanType::IpAddress(std::net::Ipv4Addr::new(10, 0, 0, i).into()));
+            }
+        });
+        // a.example.com + 4 IP addresses: every type counts.
+        Csr::from_pem_with_limits(&pem, &limits(u32::MAX, 5, 64)).unwrap();
+        let e = Csr::from_pem_with_limits(&pem, &limits(u32::MAX, 4, 64)).unwrap_err();
+        assert!(e.contains("the CSR has 5 subjectAltNames"), "{e}");
+        assert!(e.contains("(4, flag --csr-max-sans)"), "{e}");
+        // The default admits 1,000 names and refuses the 1,001st.
+        let many = |n: usize| {
+            make_csr(&rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+                p.subject_alt_names =
+                    (0..n).map(|i| rcgen::SanType::DnsName(format!("h{i}.example.com").try_into().unwrap())).collect();
+            })
+        };
+        assert_eq!(Csr::from_pem(&many(1000)).unwrap().dns_names.len(), 1000);
+        let e = Csr::from_pem(&many(1001)).unwrap_err();
+        assert!(e.contains("1001 subjectAltNames") && e.contains("(1000, flag --csr-max-sans)"), "{e}");
+    }
+
+    #[test]
+    fn name_length_limit() {
+        type Build = fn(&mut rcgen::CertificateParams, String);
+        let long = format!("{}.example.com", "a".repeat(50));
+        let at_limit = long.len() as u32;
+        let cases: [(String, Build, &str); 5] = [
+            (
+                long.clone(),
+                |p, v| p.subject_alt_names.push(rcgen::SanType::DnsName(v.try_into().unwrap())),
+                "DNS subjectAltName",
+            ),
+            (
+                format!("spiffe://{}", &long[9..]),
+                |p, v| p.subject_alt_names.push(rcgen::SanType::URI(v.try_into().unwrap())),
+                "URI subjectAltName",
+            ),
+            (
+                format!("{}@x.io", &long[5..]),
+                |p, v| p.subject_alt_names.push(rcgen::SanType::Rfc822Name(v.try_into().unwrap())),
+                "email subjectAltName",
+            ),
+            (
+                long.clone(),
+                |p, v| {
+                    p.subject_alt_names
+                        .push(rcgen::SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3], v.into())))
+                },
+                "otherName subjectAltName 1.3.6.1.4.1.311.20.2.3",
+            ),
+            (
+                long.clone(),
+                |p, v| p.distinguished_name.push(rcgen::DnType::OrganizationName, v),
+                "subject attribute 2.5.4.10",
+            ),
+        ];
+        for (value, build, what) in cases {
+            assert_eq!(value.len() as u32, at_limit);
+            let pem = make_csr(&rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+                p.subject_alt_names.clear();
+                p.distinguished_name = rcgen::DistinguishedName::new();
+                build(p, value.clone())
+            });
+            // Exactly at the limit passes; one byte less fails naming the name, the limit and the flag.
+            Csr::from_pem_with_limits(&pem, &limits(u32::MAX, 10, at_limit)).unwrap();
+            let e = Csr::from_pem_with_limits(&pem, &limits(u32::MAX, 10, at_limit - 1)).unwrap_err();
+            assert!(e.contains(&format!("the CSR's {what} starting {:?}", &value[..40])), "{e}");
+            assert!(e.contains(&format!("is {at_limit} bytes long")), "{e}");
+            assert!(e.contains(&format!("({} bytes per name, flag --csr-max-name-bytes)", at_limit - 1)), "{e}");
+            assert!(!e.contains(&value), "the message does not repeat the whole name: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,6 @@ mod key;
 mod template;
 
 pub use chain::{Issued, certificates_from_pem, to_pem};
-pub use csr::{Csr, KeyKind};
+pub use csr::{Csr, CsrLimits, DirectoryName, KeyKind, OtherName};
 pub use key::{KeyError, KeyForm, Pkcs8Key, key_pair_from_pem};
 pub use template::{certificate_params, random_serial, subject_public_key};

@@ -5,11 +5,12 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
+    KeyUsagePurpose, OtherNameValue, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use x509_parser::prelude::FromDer;
 
 use crate::error::SignError;
+use crate::pki::OtherName;
 use crate::request::{ExtKeyUsage, KeyUsage, SignRequest};
 
 /// A random positive serial number of 16 bytes (128 bits, above CA/B Forum's 64-bit minimum).
@@ -26,7 +27,9 @@ pub fn subject_public_key(req: &SignRequest) -> Result<SubjectPublicKeyInfo, Sig
         .map_err(|e| SignError::permanent(format!("the CSR's public key ({}) cannot be used: {e}", req.csr.key)))
 }
 
-/// Certificate parameters for `req`: subject and every SAN copied from the CSR, key usages and
+/// Certificate parameters for `req`: subject and every SAN copied from the CSR (otherNames with a
+/// UTF8String value, such as UPNs, included; a directoryName or another otherName value is refused
+/// because rcgen cannot write it), key usages and
 /// extended key usages from the request, basic constraints (`path_len` for CAs), subject and
 /// authority key identifiers, a random serial, and validity now → now + duration.
 ///
@@ -50,6 +53,16 @@ pub fn certificate_params(req: &SignRequest, path_len: Option<u8>) -> Result<Cer
     for e in &req.csr.emails {
         p.subject_alt_names.push(SanType::Rfc822Name(ia5(e, "email")?));
     }
+    // The adapter's policy has already decided which otherNames it allows; the rest is encoding.
+    for o in &req.csr.other_names {
+        p.subject_alt_names.push(other_name(o)?);
+    }
+    if let Some(d) = req.csr.directory_names.first() {
+        return Err(SignError::permanent(format!(
+            "the CSR asks for the directoryName subjectAltName {:?}, which this issuer cannot put in a certificate (rcgen writes no directoryName SANs): remove it from the CSR",
+            d.rfc4514
+        )));
+    }
     p.key_usages = req.key_usages.iter().map(|k| key_usage(*k)).collect();
     p.extended_key_usages = req.ext_key_usages.iter().map(|e| ext_key_usage(*e)).collect();
     p.is_ca = if req.is_ca {
@@ -68,6 +81,20 @@ pub fn certificate_params(req: &SignRequest, path_len: Option<u8>) -> Result<Cer
         .checked_add(duration)
         .ok_or_else(|| SignError::permanent(format!("the requested duration {:?} is too long", req.duration)))?;
     Ok(p)
+}
+
+/// rcgen writes otherNames with a UTF8String value only: every UPN, and whatever cert-manager's
+/// `otherNames[].utf8Value` produces. Anything else is refused rather than dropped.
+fn other_name(o: &OtherName) -> Result<SanType, SignError> {
+    let value = o.utf8_value().ok_or_else(|| {
+        SignError::permanent(format!(
+            "the CSR asks for the subjectAltName {o}, whose value is not a UTF8String; this issuer can only put UTF8String otherNames in a certificate: remove it from the CSR"
+        ))
+    })?;
+    let arcs = o.type_id().split('.').map(str::parse).collect::<Result<Vec<u64>, _>>().map_err(|_| {
+        SignError::permanent(format!("the CSR's otherName type {} has an arc that does not fit 64 bits", o.type_id()))
+    })?;
+    Ok(SanType::OtherName((arcs, OtherNameValue::Utf8String(value.to_owned()))))
 }
 
 fn subject_of(subject_der: &[u8]) -> Result<DistinguishedName, SignError> {
@@ -182,6 +209,55 @@ mod tests {
         );
         assert!(
             x.get_extension_unique(&x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER).unwrap().is_some()
+        );
+    }
+
+    #[test]
+    fn utf8_other_names_are_issued_and_the_rest_refused_naming_why() {
+        use crate::pki::csr::tests::{PRIVATE_OID_DER, csr_with_raw_sans, other_name_der, reaction};
+        use x509_parser::extensions::GeneralName;
+        let pem = make_csr(&rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+            p.subject_alt_names
+                .push(SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3], "alice@corp.example".into())));
+            p.subject_alt_names.push(SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 99999, 1], "tag-7".into())));
+        });
+        let req = request(pem, false);
+        let ca = crate::testing::TestCa::new(&crate::KeyKind::EcP256).unwrap();
+        let cert =
+            certificate_params(&req, None).unwrap().signed_by(&subject_public_key(&req).unwrap(), ca.issuer()).unwrap();
+        let (_, x) = X509Certificate::from_der(cert.der()).unwrap();
+        let sans = &x.subject_alternative_name().unwrap().unwrap().value.general_names;
+        let others: Vec<(String, &[u8])> = sans
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::OtherName(oid, v) => Some((oid.to_id_string(), *v)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            others,
+            vec![
+                ("1.3.6.1.4.1.311.20.2.3".to_owned(), &b"\xa0\x14\x0c\x12alice@corp.example"[..]),
+                ("1.3.6.1.4.1.99999.1".to_owned(), &b"\xa0\x07\x0c\x05tag-7"[..]),
+            ]
+        );
+        assert!(sans.contains(&GeneralName::DNSName("a.example.com")), "{sans:?}");
+
+        // An OCTET STRING value and a directoryName: rcgen cannot write them, so no certificate.
+        let octets = other_name_der(PRIVATE_OID_DER, &[0x04, 0x01, 0x07]);
+        let e = certificate_params(&request(csr_with_raw_sans(&octets), false), None).unwrap_err();
+        assert_eq!(reaction(&e), "permanent");
+        assert!(
+            e.to_string().contains("1.3.6.1.4.1.99999.1 (DER value of 3 bytes), whose value is not a UTF8String"),
+            "{e}"
+        );
+        let dn = [0xa4, 0x0e, 0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, b'A'];
+        let e = certificate_params(&request(csr_with_raw_sans(&dn), false), None).unwrap_err();
+        assert_eq!(reaction(&e), "permanent");
+        let e = e.to_string();
+        assert!(
+            e.contains("directoryName subjectAltName \"CN=A\", which this issuer cannot put in a certificate"),
+            "{e}"
         );
     }
 

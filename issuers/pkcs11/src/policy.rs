@@ -1,9 +1,10 @@
 //! The issuer policy applied to each request before anything is signed: key types, isCA, duration
-//! cap and name allow-lists. Pure functions of the request and the spec, tested with plain values.
+//! cap and name allow-lists (otherNames such as UPNs are refused unless allowed by type). Pure
+//! functions of the request and the spec, tested with plain values.
 
 use std::time::Duration;
 
-use certbridge::{KeyKind, SignError, SignRequest};
+use certbridge::{KeyKind, OtherName, SignError, SignRequest};
 
 use crate::spec::{Cidr, LeafKeyType, Policy};
 
@@ -17,6 +18,9 @@ pub struct CompiledPolicy {
     ip_ranges: Vec<Cidr>,
     uri_prefixes: Vec<String>,
     key_types: Vec<LeafKeyType>,
+    /// Dotted OIDs (`UPN` resolved).
+    other_names: Vec<String>,
+    upn_domains: Vec<String>,
 }
 
 impl CompiledPolicy {
@@ -34,6 +38,13 @@ impl CompiledPolicy {
                 .collect::<Result<_, _>>()?,
             uri_prefixes: policy.allowed_uri_prefixes.clone(),
             key_types: policy.allowed_key_types.clone(),
+            other_names: policy
+                .allowed_other_names
+                .iter()
+                .enumerate()
+                .map(|(i, t)| other_name_type(i, t))
+                .collect::<Result<_, _>>()?,
+            upn_domains: policy.allowed_upn_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
         })
     }
 
@@ -71,7 +82,7 @@ impl CompiledPolicy {
         }
         if !self.dns_domains.is_empty() {
             for d in &req.csr.dns_names {
-                if !self.dns_allowed(d) {
+                if !domain_allowed(&self.dns_domains, d) {
                     return refuse(format!(
                         "DNS name {d:?} is outside spec.policy.allowedDnsDomains {:?}: request names in those domains",
                         self.dns_domains
@@ -84,7 +95,7 @@ impl CompiledPolicy {
                     || req.csr.uris.contains(cn)
                     || req.csr.ip_addresses.iter().any(|ip| ip.to_string() == *cn);
                 let looks_dns = cn.contains('.') && !cn.contains(' ') && !cn.contains('@');
-                if looks_dns && !is_san && !self.dns_allowed(cn) {
+                if looks_dns && !is_san && !domain_allowed(&self.dns_domains, cn) {
                     return refuse(format!(
                         "common name {cn:?} is outside spec.policy.allowedDnsDomains {:?}: use an allowed name",
                         self.dns_domains
@@ -111,23 +122,98 @@ impl CompiledPolicy {
                 }
             }
         }
+        for o in &req.csr.other_names {
+            self.check_other_name(o)?;
+        }
         Ok(())
     }
 
-    fn dns_allowed(&self, name: &str) -> bool {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.dns_domains.iter().any(|d| match d.strip_prefix("*.") {
-            Some(base) => {
-                name.len() > base.len() + 1 && name.ends_with(base) && name[..name.len() - base.len()].ends_with('.')
+    /// Default deny: an otherName is issued only when its type is listed, and a UPN only in an
+    /// allowed domain when domains are listed (a UPN is what Windows logon maps to an account).
+    fn check_other_name(&self, o: &OtherName) -> Result<(), SignError> {
+        if !self.other_names.iter().any(|t| t == o.type_id()) {
+            let add = match o {
+                OtherName::Upn(_) => "\"UPN\"".to_owned(),
+                other => format!("\"{}\"", other.type_id()),
+            };
+            return Err(SignError::permanent(format!(
+                "the CSR asks for the subjectAltName {o}, but spec.policy.allowedOtherNames {:?} does not allow that otherName type: remove it from the CSR or add {add} to spec.policy.allowedOtherNames",
+                self.other_names
+            )));
+        }
+        if let OtherName::Upn(upn) = o
+            && !self.upn_domains.is_empty()
+        {
+            let domain = upn.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty());
+            if !domain.is_some_and(|d| domain_allowed(&self.upn_domains, d)) {
+                return Err(SignError::permanent(format!(
+                    "the CSR's UPN {upn:?} is outside spec.policy.allowedUpnDomains {:?}: request a UPN user@domain in one of those domains",
+                    self.upn_domains
+                )));
             }
-            None => {
-                name == *d
-                    || (name.len() > d.len() + 1
-                        && name.ends_with(d.as_str())
-                        && name[..name.len() - d.len()].ends_with('.'))
-            }
-        })
+        }
+        Ok(())
     }
+}
+
+/// Whether `name` is one of `domains` or below it (`*.example.com`: strictly below).
+fn domain_allowed(domains: &[String], name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    domains.iter().any(|d| match d.strip_prefix("*.") {
+        Some(base) => {
+            name.len() > base.len() + 1 && name.ends_with(base) && name[..name.len() - base.len()].ends_with('.')
+        }
+        None => {
+            name == *d
+                || (name.len() > d.len() + 1
+                    && name.ends_with(d.as_str())
+                    && name[..name.len() - d.len()].ends_with('.'))
+        }
+    })
+}
+
+/// The dotted OID of `spec.policy.allowedOtherNames[i]`: `UPN` or a dotted OID of two or more arcs.
+fn other_name_type(i: usize, t: &str) -> Result<String, String> {
+    if t.eq_ignore_ascii_case("UPN") {
+        return Ok(OtherName::UPN_OID.to_owned());
+    }
+    let arcs: Vec<&str> = t.split('.').collect();
+    let arcs_ok = arcs.iter().all(|a| !a.is_empty() && a.bytes().all(|c| c.is_ascii_digit()));
+    if arcs.len() < 2 || !arcs_ok || !matches!(arcs[0], "0" | "1" | "2") {
+        return Err(format!(
+            "spec.policy.allowedOtherNames[{i}] {t:?} is neither UPN nor a dotted OID: write \"UPN\" or an OID such as \"1.3.6.1.4.1.311.20.2.3\""
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+/// Spec validation of `allowedOtherNames` and `allowedUpnDomains`; the error names the field.
+pub fn validate_other_names(policy: &Policy) -> Result<(), String> {
+    for (i, t) in policy.allowed_other_names.iter().enumerate() {
+        other_name_type(i, t)?;
+    }
+    for (i, d) in policy.allowed_upn_domains.iter().enumerate() {
+        let bare = d.strip_prefix("*.").unwrap_or(d);
+        if bare.is_empty()
+            || bare.contains(['*', '@'])
+            || bare.starts_with('.')
+            || bare.ends_with('.')
+            || bare.contains("..")
+        {
+            return Err(format!(
+                "spec.policy.allowedUpnDomains[{i}] {d:?} is not a domain: use \"corp.example.com\" or \"*.corp.example.com\""
+            ));
+        }
+    }
+    if !policy.allowed_upn_domains.is_empty()
+        && !policy.allowed_other_names.iter().any(|t| t.eq_ignore_ascii_case("UPN") || t == OtherName::UPN_OID)
+    {
+        return Err(
+            "spec.policy.allowedUpnDomains is set but spec.policy.allowedOtherNames does not allow UPN: add \"UPN\" to allowedOtherNames or remove allowedUpnDomains"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The supported leaf key type of a CSR key, or why it is refused.
@@ -166,6 +252,16 @@ mod tests {
         p.serialize_request(&key).unwrap().pem().unwrap()
     }
 
+    /// How the controller reacts to `e`; the one place these tests read a SignError's reaction.
+    fn reaction(e: &SignError) -> &'static str {
+        match e.reaction {
+            Reaction::Pending { .. } => "pending",
+            Reaction::Permanent => "permanent",
+            Reaction::IssuerNotReady => "issuer-not-ready",
+            Reaction::Transient => "transient",
+        }
+    }
+
     fn req(pem: &str, hours: u64, is_ca: bool) -> SignRequest {
         SignRequest::from_csr_pem::<&str>(pem, Duration::from_secs(hours * 3600), is_ca, &[]).unwrap()
     }
@@ -182,7 +278,7 @@ mod tests {
         let p = policy(|_| {});
         p.check(&req(&pem, 24, false)).unwrap();
         let e = p.check(&req(&pem, 24, true)).unwrap_err();
-        assert!((e.reaction == Reaction::Permanent) && e.to_string().contains("allowCA"), "{e}");
+        assert!(reaction(&e) == "permanent" && e.to_string().contains("allowCA"), "{e}");
         policy(|p| p.allow_ca = true).check(&req(&pem, 24, true)).unwrap();
     }
 
@@ -224,5 +320,95 @@ mod tests {
         assert!(e.to_string().contains("10.1.2.3"), "{e}");
         let e = policy(|p| p.allowed_uri_prefixes = vec!["spiffe://other/".into()]).check(&r).unwrap_err();
         assert!(e.to_string().contains("allowedUriPrefixes"), "{e}");
+    }
+
+    fn upn_csr(upns: &[&str]) -> String {
+        csr(&rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+            for u in upns {
+                p.subject_alt_names
+                    .push(rcgen::SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3], (*u).into())));
+            }
+            p.subject_alt_names.push(rcgen::SanType::OtherName((vec![1, 2, 3, 4], "tag".into())));
+        })
+    }
+
+    #[test]
+    fn other_names_are_refused_unless_allowed_by_type() {
+        let r = req(&upn_csr(&["alice@corp.example.com"]), 1, false);
+        // Default deny, naming the field and what to add.
+        let e = policy(|_| {}).check(&r).unwrap_err();
+        assert_eq!(reaction(&e), "permanent");
+        let e = e.to_string();
+        assert!(e.contains("UPN \"alice@corp.example.com\""), "{e}");
+        assert!(e.contains("spec.policy.allowedOtherNames [] does not allow") && e.contains("add \"UPN\""), "{e}");
+        // UPN allowed, the other type not yet: refused naming its OID.
+        let e = policy(|p| p.allowed_other_names = vec!["UPN".into()]).check(&r).unwrap_err().to_string();
+        assert!(e.contains("otherName 1.2.3.4 \"tag\"") && e.contains("add \"1.2.3.4\""), "{e}");
+        policy(|p| p.allowed_other_names = vec!["upn".into(), "1.2.3.4".into()]).check(&r).unwrap();
+        // The UPN's OID works like "UPN".
+        policy(|p| p.allowed_other_names = vec![OtherName::UPN_OID.into(), "1.2.3.4".into()]).check(&r).unwrap();
+        // The other names rules still apply to the rest of the CSR.
+        let e = policy(|p| {
+            p.allowed_other_names = vec!["UPN".into(), "1.2.3.4".into()];
+            p.allowed_dns_domains = vec!["other.example".into()];
+        })
+        .check(&r)
+        .unwrap_err();
+        assert!(e.to_string().contains("allowedDnsDomains"), "{e}");
+    }
+
+    #[test]
+    fn upn_domains() {
+        let allow = |domains: &[&str]| {
+            policy(|p| {
+                p.allowed_other_names = vec!["UPN".into(), "1.2.3.4".into()];
+                p.allowed_upn_domains = domains.iter().map(|d| (*d).to_owned()).collect();
+            })
+        };
+        let r = req(&upn_csr(&["alice@corp.example.com", "bob@EU.Corp.Example.com"]), 1, false);
+        allow(&["corp.example.com"]).check(&r).unwrap();
+        let e = allow(&["*.corp.example.com"]).check(&r).unwrap_err();
+        assert_eq!(reaction(&e), "permanent");
+        assert!(
+            e.to_string().contains("UPN \"alice@corp.example.com\" is outside spec.policy.allowedUpnDomains"),
+            "{e}"
+        );
+        let e = allow(&["example.org"]).check(&req(&upn_csr(&["no-domain"]), 1, false)).unwrap_err();
+        assert!(e.to_string().contains("\"no-domain\" is outside"), "{e}");
+        let e = allow(&["example.com"]).check(&req(&upn_csr(&["alice@evilexample.com"]), 1, false)).unwrap_err();
+        assert!(e.to_string().contains("allowedUpnDomains"), "{e}");
+    }
+
+    #[test]
+    fn other_name_fields_are_validated_naming_the_field() {
+        let check = |f: fn(&mut Policy)| {
+            let mut p = Policy::default();
+            f(&mut p);
+            validate_other_names(&p).and_then(|()| CompiledPolicy::new(&p).map(drop))
+        };
+        check(|p| p.allowed_other_names = vec!["UPN".into(), "1.3.6.1.4.1.99999.1".into()]).unwrap();
+        for (f, field) in [
+            (
+                (|p| p.allowed_other_names = vec!["UPN".into(), "userPrincipalName".into()]) as fn(&mut Policy),
+                "allowedOtherNames[1]",
+            ),
+            (|p| p.allowed_other_names = vec!["1..2".into()], "allowedOtherNames[0]"),
+            (|p| p.allowed_other_names = vec!["7.1".into()], "allowedOtherNames[0]"),
+            (
+                |p| {
+                    p.allowed_other_names = vec!["UPN".into()];
+                    p.allowed_upn_domains = vec!["@corp.example".into()];
+                },
+                "allowedUpnDomains[0]",
+            ),
+            (|p| p.allowed_upn_domains = vec!["corp.example".into()], "allowedOtherNames does not allow UPN"),
+        ] {
+            let e = check(f).unwrap_err();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        // The spec's own validation runs it.
+        let mut spec = crate::spec::tests::spec();
+        spec.policy.allowed_other_names = vec!["nope".into()];
+        assert!(certbridge::IssuerSpec::validate(&spec).unwrap_err().contains("allowedOtherNames[0]"));
     }
 }

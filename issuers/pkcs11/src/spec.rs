@@ -121,6 +121,15 @@ pub struct Policy {
     /// Key types a request may carry. Empty: all supported (RSA 2048–4096, P-256, P-384, Ed25519).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_key_types: Vec<LeafKeyType>,
+    /// otherName SANs a request may carry, by type: `UPN` (a Microsoft User Principal Name, OID
+    /// 1.3.6.1.4.1.311.20.2.3) or a dotted OID. Only UTF8String values can be issued. Empty (the
+    /// default): a CSR with an otherName is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_other_names: Vec<String>,
+    /// The domain of a UPN (the part after its last `@`) must be one of these domains or below it,
+    /// matched like allowedDnsDomains. Empty: any domain, once allowedOtherNames has `UPN`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_upn_domains: Vec<String>,
 }
 
 /// A key type a requested certificate may have.
@@ -231,6 +240,7 @@ impl IssuerSpec for Pkcs11IssuerSpec {
                 ));
             }
         }
+        crate::policy::validate_other_names(&self.policy)?;
         for (i, r) in self.policy.allowed_ip_ranges.iter().enumerate() {
             Cidr::parse(r).map_err(|e| format!("spec.policy.allowedIpRanges[{i}] {r:?}: {e}"))?;
         }

@@ -68,6 +68,35 @@ async fn both_auth_modes_issue_a_chain_that_openssl_verifies() {
     }
 }
 
+/// A CSR with a UPN (cert-manager ≥ 1.20 sends them) is not refused by the framework: the adapter
+/// forwards it unchanged and EJBCA's profile decides (the simulator's copies the names).
+#[tokio::test]
+async fn a_upn_csr_is_forwarded_unchanged_and_the_ca_decides() {
+    let sim = sim().await;
+    let res = resources(&sim, Mode::Mtls);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["card.example.com".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::OtherName((vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3], "alice@corp.example".into())));
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let mut req = request("unused.example.com", &[]);
+    req.csr = certbridge::Csr::from_pem(&pem).unwrap();
+    req.csr_pem = pem.clone();
+    assert_eq!(req.csr.other_names, vec![certbridge::OtherName::Upn("alice@corp.example".into())]);
+    let issued = EjbcaSigner::new().sign(&req, &issuer(spec(&sim)), &mut SignContext::offline(res)).await.unwrap();
+    assert_eq!(enroll_bodies(&sim)[0]["certificate_request"], pem.as_str(), "the CSR reaches EJBCA unchanged");
+    let leaf = pem::parse_many(&issued.chain_pem).unwrap().remove(0);
+    let (_, leaf) = x509_parser::parse_x509_certificate(leaf.contents()).unwrap();
+    let sans = &leaf.subject_alternative_name().unwrap().unwrap().value.general_names;
+    assert!(
+        sans.iter().any(|n| matches!(n, x509_parser::extensions::GeneralName::OtherName(oid, v)
+            if oid.to_id_string() == "1.3.6.1.4.1.311.20.2.3" && v.ends_with(b"alice@corp.example"))),
+        "{sans:?}"
+    );
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
 #[tokio::test]
 async fn passwords_are_fresh_per_call() {
     let sim = sim().await;

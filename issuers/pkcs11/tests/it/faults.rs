@@ -97,6 +97,34 @@ async fn bad_requests_are_refused_with_the_field_to_fix() {
     ca.sign(&leaf("ED25519")).await.unwrap();
 }
 
+/// cert-manager ≥ 1.20 sends otherName SANs: a UPN is refused unless spec.policy allows it, and
+/// then issued by the HSM-backed CA, within the allowed UPN domains.
+#[tokio::test]
+async fn upns_are_refused_by_default_and_issued_when_the_policy_allows_them() {
+    let upn = |value: &str| {
+        let san = format!("DNS:alice.example.com,otherName:1.3.6.1.4.1.311.20.2.3;UTF8:{value}");
+        request(&openssl_csr("ec:P-256", "/CN=alice", &san), 1, false, &[])
+    };
+    let alice = upn("alice@corp.example.com");
+    let ca = Ca::new("p256", |_| {});
+    assert_permanent(&ca.sign(&alice).await.unwrap_err(), "spec.policy.allowedOtherNames [] does not allow");
+    let ca = Ca::new("p256", |s| {
+        s.policy.allowed_other_names = vec!["UPN".into()];
+        s.policy.allowed_upn_domains = vec!["corp.example.com".into()];
+    });
+    let issued = ca.sign(&alice).await.unwrap();
+    openssl_verify(&ca.ca_pem, &issued).unwrap();
+    let leaf_der = pem::parse(&issued.chain_pem).unwrap().into_contents();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+    let sans = &leaf.subject_alternative_name().unwrap().unwrap().value.general_names;
+    assert!(
+        sans.iter().any(|n| matches!(n, x509_parser::extensions::GeneralName::OtherName(oid, v)
+            if oid.to_id_string() == "1.3.6.1.4.1.311.20.2.3" && v.ends_with(b"alice@corp.example.com"))),
+        "{sans:?}"
+    );
+    assert_permanent(&ca.sign(&upn("admin@other.example")).await.unwrap_err(), "allowedUpnDomains");
+}
+
 #[tokio::test]
 async fn bad_issuers_fail_check_with_the_fix() {
     let h = hsm();
