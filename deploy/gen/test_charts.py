@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict] = {
         "replicaCount": 2,
         "approver": {"enabled": False},
         "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "dashboard": {"enabled": True, "namespace": "monitoring"},
         "clusterResourceNamespace": "vault-creds",
         "watchNamespace": "team-a",
         "serviceAccount": {"create": False, "name": "existing"},
@@ -140,6 +142,8 @@ class EveryChart(unittest.TestCase):
                 self.assertEqual(one(docs, "Deployment")["spec"]["strategy"]["type"], "Recreate")
                 self.assertEqual(objects(docs, "PodDisruptionBudget"), [])
                 self.assertEqual(objects(docs, "ServiceMonitor"), [])
+                self.assertEqual(objects(docs, "PrometheusRule"), [], "monitoring is off by default")
+                self.assertEqual(objects(docs, "ConfigMap"), [], "the dashboard is off by default")
                 svc = one(docs, "Service")
                 self.assertEqual(svc["spec"]["selector"], one(docs, "Deployment")["spec"]["selector"]["matchLabels"])
 
@@ -243,6 +247,20 @@ class Values(unittest.TestCase):
         sm = one(docs, "ServiceMonitor")
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "metrics")
         self.assertEqual(sm["spec"]["endpoints"][0]["path"], "/metrics")
+
+    def test_prometheus_rule_and_dashboard_switches(self):
+        docs = render("vault", {"prometheusRule": {"enabled": True, "job": "vault", "labels": {"release": "kps"}},
+                                "dashboard": {"enabled": True, "namespace": "monitoring"}})  # fmt: skip
+        rule = one(docs, "PrometheusRule")
+        self.assertEqual(rule["metadata"]["labels"]["release"], "kps")
+        exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+        self.assertTrue(all('job="vault"' in e for e in exprs), exprs)
+        cm = one(docs, "ConfigMap", "rel-certbridge-vault-dashboard")
+        self.assertEqual(cm["metadata"]["namespace"], "monitoring")
+        self.assertEqual(cm["metadata"]["labels"]["grafana_dashboard"], "1")
+        import json
+
+        self.assertEqual(json.loads(cm["data"]["rel-certbridge-vault.json"])["uid"], "certbridge")
 
     def test_cluster_resource_namespace_and_watch_namespace(self):
         docs = render("vault", {"clusterResourceNamespace": "vault-creds", "watchNamespace": "team-a"})
