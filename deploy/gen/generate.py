@@ -4,12 +4,17 @@
 Sources (edit these):
   deploy/gen/issuers.yaml                 the issuers: names, API groups, kinds, extra values
   deploy/gen/values.common.yaml           the values every chart shares
+  deploy/gen/dashboard.json               the Grafana dashboard (copied into each chart's files/)
   deploy/charts/certbridge-common/        the library chart: all templates
   deploy/crds/<name>.yaml                 CRDs printed by each controller's `crds` subcommand
                                           (scripts/gen-deploy.sh refreshes them first)
 Outputs (never edit by hand):
   deploy/charts/certbridge-<name>/        Chart.yaml, values.yaml, templates/*.yaml, crds/<name>.yaml
-  deploy/manifests/<name>.yaml            the chart rendered with its default values, CRDs and namespace
+  deploy/manifests/<name>.yaml            the chart rendered by real `helm template` with its default
+                                          values, after a Namespace and the CRDs
+
+A new issuer needs one entry in issuers.yaml (and its CRDs): no template code. Helm is the pinned one
+from scripts/tools/install-helm.sh (deploy/gen/helm.py).
 
 `--check` writes nothing: it generates into memory and fails, with a diff, if any output differs from
 what is committed.
@@ -25,7 +30,7 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gotemplate  # noqa: E402
+import helm  # noqa: E402
 
 DEPLOY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART_VERSION = "0.1.0"
@@ -43,6 +48,8 @@ TEMPLATES = {
     "service.yaml": "certbridge.service",
     "servicemonitor.yaml": "certbridge.serviceMonitor",
     "poddisruptionbudget.yaml": "certbridge.podDisruptionBudget",
+    "prometheusrule.yaml": "certbridge.prometheusRule",
+    "dashboard.yaml": "certbridge.dashboard",
 }
 
 NOTES = """\
@@ -54,6 +61,11 @@ Kubernetes CSRs use signerName {{ include "certbridge.clusterIssuerPlural" . }}.
 
 Check an issuer before creating it:  {{ .Chart.Name }} check -f issuer.yaml
 """
+
+
+def dashboard_json() -> str:
+    with open(os.path.join(DEPLOY, "gen", "dashboard.json"), encoding="utf-8") as f:
+        return f.read()
 
 
 def load_issuers() -> list[dict]:
@@ -107,22 +119,25 @@ def chart_files(issuer: dict, crd_yaml: str) -> dict[str, str]:
         f"{chart}/templates/NOTES.txt": NOTES,
         f"{chart}/crds/{name}.yaml": crd_yaml,
         f"{chart}/.helmignore": "# Generated files are packaged as they are.\n*.swp\n",
+        # The library chart cannot ship files: .Files is always the including chart's.
+        f"{chart}/files/dashboard.json": dashboard_json(),
     }
     for fname, define in TEMPLATES.items():
         files[f"{chart}/templates/{fname}"] = f'{{{{- include "{define}" . }}}}\n'
     return files
 
 
-def manifest(issuer: dict, crd_yaml: str, chart_dir: str) -> str:
-    """The plain manifest: namespace, CRDs, then the chart's objects as `helm template` orders them."""
+def manifest(issuer: dict, crd_yaml: str, charts: helm.ChartSet) -> str:
+    """The plain manifest: namespace, CRDs, then the chart's objects as `helm template` prints them."""
     name = issuer["name"]
-    docs = gotemplate.render_chart(
-        chart_dir, f"certbridge-{name}", MANIFEST_NAMESPACE, service="certbridge-manifests"
-    )
+    rendered = charts.template_text(f"certbridge-{name}", f"certbridge-{name}", MANIFEST_NAMESPACE)
+    # These objects are applied with kubectl, not managed by a Helm release: say so in the one label
+    # that names the manager (Helm itself would refuse to adopt them anyway: they lack its annotations).
+    rendered = rendered.replace("app.kubernetes.io/managed-by: Helm\n", "app.kubernetes.io/managed-by: certbridge-manifests\n")
     header = (
         f"# certbridge-{name}: {issuer['description']}.\n"
         f"# Plain manifests rendered from deploy/charts/certbridge-{name} with its default values\n"
-        f"# (release certbridge-{name}, namespace {MANIFEST_NAMESPACE}) by deploy/gen/generate.py.\n"
+        f"# (release certbridge-{name}, namespace {MANIFEST_NAMESPACE}) by `helm template` (deploy/gen/generate.py).\n"
         f"# Install: kubectl apply --server-side -f deploy/manifests/{name}.yaml\n"
         "# Do not edit: change deploy/gen/ or the certbridge-common chart and run scripts/gen-deploy.sh.\n"
     )
@@ -135,38 +150,44 @@ def manifest(issuer: dict, crd_yaml: str, chart_dir: str) -> str:
         for part in crd_yaml.split("\n---\n")
         if part.strip()
     )
-    return header + ns + crds + gotemplate.helm_template_text(docs)
+    return header + ns + crds + rendered
 
 
-def generate(allow_missing_crds: bool) -> dict[str, str]:
+def generate(allow_missing_crds: bool, issuers: list[dict] | None = None) -> dict[str, str]:
+    """Relative path (under deploy/) → content of every generated file."""
     import shutil
     import tempfile
 
     out: dict[str, str] = {}
-    for issuer in load_issuers():
+    issuers = load_issuers() if issuers is None else issuers
+    crd_texts: dict[str, str] = {}
+    for issuer in issuers:
         name = issuer["name"]
         crd_path = os.path.join(DEPLOY, "crds", f"{name}.yaml")
         if os.path.exists(crd_path):
             with open(crd_path, encoding="utf-8") as f:
-                crd_yaml = f.read()
+                crd_texts[name] = f.read()
         elif allow_missing_crds:
-            crd_yaml = ""
+            crd_texts[name] = ""
         else:
             raise SystemExit(f"{crd_path} is missing: run scripts/gen-deploy.sh (it prints the CRDs with "
                              f"`cargo run -p {issuer['crate']} -- crds`)")  # fmt: skip
-        files = chart_files(issuer, crd_yaml)
-        if not crd_yaml:
+        files = chart_files(issuer, crd_texts[name])
+        if not crd_texts[name]:
             del files[f"charts/certbridge-{name}/crds/{name}.yaml"]
-        # Render from a scratch copy so --check never reads stale generated files.
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(os.path.join(DEPLOY, "charts", "certbridge-common"), os.path.join(tmp, "certbridge-common"))
-            for rel, content in files.items():
-                path = os.path.join(tmp, rel.removeprefix("charts/"))
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(content)
-            files[f"manifests/{name}.yaml"] = manifest(issuer, crd_yaml, os.path.join(tmp, f"certbridge-{name}"))
         out.update(files)
+    # Render from a scratch copy so --check never reads stale generated files.
+    with tempfile.TemporaryDirectory() as tmp:
+        charts = os.path.join(tmp, "charts")
+        shutil.copytree(os.path.join(DEPLOY, "charts", "certbridge-common"), os.path.join(charts, "certbridge-common"))
+        for rel, content in out.items():
+            path = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(content)
+        with helm.ChartSet(charts) as chart_set:
+            for issuer in issuers:
+                out[f"manifests/{issuer['name']}.yaml"] = manifest(issuer, crd_texts[issuer["name"]], chart_set)
     return out
 
 
@@ -177,7 +198,7 @@ def main() -> int:
     args = ap.parse_args()
     try:
         files = generate(args.allow_missing_crds)
-    except gotemplate.TemplateError as e:
+    except helm.HelmError as e:
         print(f"chart rendering failed: {e}", file=sys.stderr)
         return 1
     stale = 0

@@ -1,25 +1,94 @@
-"""Tests of the charts (rendered with several values) and of the template renderer itself.
+"""Tests of the charts, rendered by real Helm (scripts/tools/install-helm.sh) with several values.
 
-Run: python3 -m unittest discover -s deploy/gen -p 'test_*.py'   (deploy/check.sh does)
+Run: deploy/gen/python.sh → python -m unittest discover -s deploy/gen -p 'test_*.py'   (deploy/check.sh does)
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import generate  # noqa: E402
-import gotemplate  # noqa: E402
-from gotemplate import Renderer, TemplateError, render_chart  # noqa: E402
+import helm  # noqa: E402
+import schemas  # noqa: E402
+from helm import HelmError  # noqa: E402
 
-CHARTS = os.path.join(generate.DEPLOY, "charts")
 ISSUERS = generate.load_issuers()
+CHARTS: helm.ChartSet | None = None
 
 
-def render(name: str, overrides: dict | None = None, namespace: str = "certbridge") -> list[gotemplate.Document]:
-    return render_chart(os.path.join(CHARTS, f"certbridge-{name}"), "rel", namespace, overrides)
+def setUpModule():
+    global CHARTS
+    CHARTS = helm.ChartSet()
+
+
+def tearDownModule():
+    if CHARTS:
+        CHARTS.close()
+
+
+def render(name: str, overrides: dict | None = None, namespace: str = "certbridge") -> list[helm.Document]:
+    assert CHARTS
+    return CHARTS.render(f"certbridge-{name}", "rel", namespace, overrides)
+
+
+# Every values switch the charts have, each rendered, linted and schema-checked for every chart.
+PKCS11_MOUNTS = {
+    "pkcs11": {
+        "allowedModules": ["/opt/hsm/libcs.so", "/usr/lib/softhsm/libsofthsm2.so"],
+        "env": [{"name": "SOFTHSM2_CONF", "value": "/etc/pkcs11/softhsm2.conf"}],
+        "mounts": [
+            {"name": "hsm-config", "mountPath": "/etc/pkcs11", "volume": {"secret": {"secretName": "cfg"}}},
+            {"name": "tokens", "mountPath": "/var/lib/softhsm/tokens", "writable": True,
+             "volume": {"persistentVolumeClaim": {"claimName": "tokens"}}},
+        ],
+    }
+}  # fmt: skip
+# Every values switch the charts have, in as few combinations as cover them all (each Helm call costs
+# a process start on a shared 2-core CI machine); each combination is linted and schema-checked for
+# every chart. The Values tests below check what each switch does on its own.
+VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "switches-on": {
+        "replicaCount": 2,
+        "approver": {"enabled": False},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "dashboard": {"enabled": True, "namespace": "monitoring"},
+        "clusterResourceNamespace": "vault-creds",
+        "watchNamespace": "team-a",
+        "serviceAccount": {"create": False, "name": "existing"},
+        "controller": {"maxRetryDuration": "10m", "concurrency": 8, "logFormat": "text"},
+        "extraArgs": ["--issuer-recheck-interval=1m"],
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+        "image": {"digest": "sha256:abc"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "podAnnotations": {"a": "b"},
+        "podLabels": {"team": "pki"},
+        "commonLabels": {"env": "test"},
+        "priorityClassName": "system-cluster-critical",
+    },
+    "switches-off": {
+        "leaderElection": {"enabled": True},
+        "namespacedIssuers": {"enabled": False},
+        "kubernetesCSRs": {"enabled": False},
+        "podDisruptionBudget": {"enabled": False},
+    },
+}
+
+
+def variants(issuer: dict):
+    for name, overrides in VARIANTS.items():
+        if issuer["name"] == "pkcs11" and name == "switches-on":
+            overrides = {**overrides, **PKCS11_MOUNTS}
+        yield name, overrides
 
 
 def objects(docs, kind):
@@ -73,6 +142,8 @@ class EveryChart(unittest.TestCase):
                 self.assertEqual(one(docs, "Deployment")["spec"]["strategy"]["type"], "Recreate")
                 self.assertEqual(objects(docs, "PodDisruptionBudget"), [])
                 self.assertEqual(objects(docs, "ServiceMonitor"), [])
+                self.assertEqual(objects(docs, "PrometheusRule"), [], "monitoring is off by default")
+                self.assertEqual(objects(docs, "ConfigMap"), [], "the dashboard is off by default")
                 svc = one(docs, "Service")
                 self.assertEqual(svc["spec"]["selector"], one(docs, "Deployment")["spec"]["selector"]["matchLabels"])
 
@@ -105,11 +176,10 @@ class EveryChart(unittest.TestCase):
                 self.assertEqual(tokens, bool(issuer.get("rbacServiceAccountTokens")), "only vault requests SA tokens")
 
     def test_notes_name_the_kinds_and_signer(self):
-        notes: list[str] = []
-        render_chart(os.path.join(CHARTS, "certbridge-vault"), "rel", "certbridge", notes_out=notes)
-        self.assertIn("Kinds: VaultIssuer and VaultClusterIssuer (vault.certbridge.io/v1alpha1)", notes[0])
-        self.assertIn("signerName vaultclusterissuers.vault.certbridge.io/<cluster-issuer-name>", notes[0])
-        self.assertIn("namespace cert-manager", notes[0])
+        notes = CHARTS.notes("certbridge-vault", "rel", "certbridge")
+        self.assertIn("Kinds: VaultIssuer and VaultClusterIssuer (vault.certbridge.io/v1alpha1)", notes)
+        self.assertIn("signerName vaultclusterissuers.vault.certbridge.io/<cluster-issuer-name>", notes)
+        self.assertIn("namespace cert-manager", notes)
 
     def test_no_lease_rights_without_leader_election(self):
         docs = render("example-ca")
@@ -178,6 +248,20 @@ class Values(unittest.TestCase):
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "metrics")
         self.assertEqual(sm["spec"]["endpoints"][0]["path"], "/metrics")
 
+    def test_prometheus_rule_and_dashboard_switches(self):
+        docs = render("vault", {"prometheusRule": {"enabled": True, "job": "vault", "labels": {"release": "kps"}},
+                                "dashboard": {"enabled": True, "namespace": "monitoring"}})  # fmt: skip
+        rule = one(docs, "PrometheusRule")
+        self.assertEqual(rule["metadata"]["labels"]["release"], "kps")
+        exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+        self.assertTrue(all('job="vault"' in e for e in exprs), exprs)
+        cm = one(docs, "ConfigMap", "rel-certbridge-vault-dashboard")
+        self.assertEqual(cm["metadata"]["namespace"], "monitoring")
+        self.assertEqual(cm["metadata"]["labels"]["grafana_dashboard"], "1")
+        import json
+
+        self.assertEqual(json.loads(cm["data"]["rel-certbridge-vault.json"])["uid"], "certbridge")
+
     def test_cluster_resource_namespace_and_watch_namespace(self):
         docs = render("vault", {"clusterResourceNamespace": "vault-creds", "watchNamespace": "team-a"})
         args = container(docs)["args"]
@@ -236,11 +320,11 @@ class Values(unittest.TestCase):
         self.assertNotIn(generate_env_name(), {e["name"] for e in container(render("vault"))["env"]})
 
     def test_bad_values_fail_with_a_message_naming_the_value(self):
-        with self.assertRaisesRegex(TemplateError, "serviceAccount.name is required"):
+        with self.assertRaisesRegex(HelmError, "serviceAccount.name is required"):
             render("vault", {"serviceAccount": {"create": False}})
-        with self.assertRaisesRegex(TemplateError, r"pkcs11.mounts\[\].volume is required"):
+        with self.assertRaisesRegex(HelmError, r"pkcs11.mounts\[\].volume is required"):
             render("pkcs11", {"pkcs11": {"mounts": [{"name": "x", "mountPath": "/x"}]}})
-        with self.assertRaisesRegex(TemplateError, "pkcs11.allowedModules: \"lib.so\" must be an absolute path"):
+        with self.assertRaisesRegex(HelmError, "pkcs11.allowedModules: \"lib.so\" must be an absolute path"):
             render("pkcs11", {"pkcs11": {"allowedModules": ["lib.so"]}})
         docs = render("vault", {"serviceAccount": {"create": False, "name": "existing"}})
         self.assertEqual(objects(docs, "ServiceAccount"), [])
@@ -250,47 +334,6 @@ class Values(unittest.TestCase):
 
 def generate_env_name() -> str:
     return "CERTBRIDGE_PKCS11_ALLOWED_MODULES"
-
-
-class RendererFollowsGo(unittest.TestCase):
-    def run_tpl(self, src: str, data=None) -> str:
-        r = Renderer()
-        return r.render(r.add(src, "t"), data if data is not None else {})
-
-    def test_trim_markers_and_comments(self):
-        self.assertEqual(self.run_tpl("a  {{- 1 -}}  b"), "a1b")
-        self.assertEqual(self.run_tpl("a\n{{- /* c }} */ -}}\nb"), "ab")
-        self.assertEqual(self.run_tpl("a {{-3}} b"), "a -3 b")
-
-    def test_values_numbers_are_floats_so_comparisons_need_int(self):
-        vals = {"Values": gotemplate.helm_values({"n": 2})}
-        with self.assertRaisesRegex(TemplateError, "incompatible types"):
-            self.run_tpl("{{ gt .Values.n 1 }}", vals)
-        self.assertEqual(self.run_tpl("{{ gt (int .Values.n) 1 }} {{ .Values.n }}", vals), "true 2")
-
-    def test_missing_keys_render_empty_but_nil_field_access_fails(self):
-        self.assertEqual(self.run_tpl("[{{ .a }}]", {"a": None}), "[]")
-        with self.assertRaisesRegex(TemplateError, "nil pointer"):
-            self.run_tpl("{{ .a.b }}", {})
-
-    def test_and_or_short_circuit_and_return_operands(self):
-        self.assertEqual(self.run_tpl("{{ or .a \"x\" }}|{{ and .a .a.b }}", {"a": None}), "x|")
-
-    def test_range_scopes_and_maps_in_key_order(self):
-        src = '{{- $p := "-" }}{{ range $k, $v := .m }}{{ $p }}{{ $k }}={{ $v }}{{ end }}{{ range .l }}[{{ . }}]{{ else }}none{{ end }}'
-        self.assertEqual(self.run_tpl(src, {"m": {"b": "2", "a": "1"}, "l": []}), "-a=1-b=2none")
-
-    def test_unsupported_functions_are_errors_not_guesses(self):
-        with self.assertRaisesRegex(TemplateError, 'function "sha256sum" is not supported'):
-            self.run_tpl('{{ sha256sum "x" }}')
-
-    def test_to_yaml_is_sorted_and_has_no_trailing_newline(self):
-        v = gotemplate.helm_values({"b": 1, "a": [{"y": True}]})
-        self.assertEqual(self.run_tpl("{{ toYaml . }}", v), "a:\n- y: true\nb: 1")
-
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 class RbacEvaluation(unittest.TestCase):
@@ -336,3 +379,77 @@ class RbacEvaluation(unittest.TestCase):
         self.assertTrue(self.authz.allows(sign))
         other = self.rbac.Attributes("sign", "certificates.k8s.io", "signers", "", "vaultissuers.vault.certbridge.io/x")
         self.assertFalse(self.authz.allows(other))
+
+
+class RealHelm(unittest.TestCase):
+    """`helm lint --strict` and the Kubernetes OpenAPI schemas, for every chart and values switch."""
+
+    def test_lint_strict_with_every_values_switch(self):
+        for issuer in ISSUERS:
+            for variant, overrides in variants(issuer):
+                with self.subTest(issuer=issuer["name"], values=variant):
+                    CHARTS.lint(f"certbridge-{issuer['name']}", overrides)
+
+    def test_every_rendered_object_matches_the_kubernetes_schemas(self):
+        for issuer in ISSUERS:
+            for variant, overrides in variants(issuer):
+                with self.subTest(issuer=issuer["name"], values=variant):
+                    docs = render(issuer["name"], overrides)
+                    self.assertTrue(docs)
+                    self.assertEqual([e for d in docs for e in schemas.errors(d.obj)], [])
+
+    def test_the_committed_manifests_match_the_kubernetes_schemas(self):
+        import yaml
+
+        for issuer in ISSUERS:
+            with self.subTest(issuer=issuer["name"]):
+                with open(os.path.join(generate.DEPLOY, "manifests", f"{issuer['name']}.yaml"), encoding="utf-8") as f:
+                    objs = [o for o in yaml.safe_load_all(f) if o]
+                self.assertIn("CustomResourceDefinition", {o["kind"] for o in objs})
+                self.assertEqual([e for o in objs for e in schemas.errors(o)], [])
+
+    def test_a_misspelled_security_context_field_fails(self):
+        values = {"securityContext": {"readOnlyRootFilesytem": True}}
+        dep = one(render("example-ca", values), "Deployment")
+        errs = schemas.errors(dep)
+        self.assertTrue(errs)
+        self.assertIn("readOnlyRootFilesytem", errs[0])
+        self.assertIn("securityContext", errs[0])
+        pod = copy.deepcopy(one(render("example-ca"), "Deployment"))
+        pod["spec"]["template"]["spec"]["securityContext"]["runAsNonroot"] = True
+        self.assertIn("runAsNonroot", " ".join(schemas.errors(pod)))
+        self.assertEqual(schemas.errors(one(render("example-ca"), "Deployment")), [])
+
+    def test_a_new_issuer_is_one_entry_and_no_template_code(self):
+        """What the AD CS and Venafi charts will be: an issuers.yaml entry, rendered by the shared templates."""
+        entry = {"name": "acme-ca", "crate": "certbridge-acme-ca", "binary": "certbridge-acme-ca",
+                 "group": "acme-ca.certbridge.io", "kind": "AcmeCA", "description": "a new issuer"}  # fmt: skip
+        files = generate.chart_files(entry, "")
+        templates = {k: v for k, v in files.items() if "/templates/" in k and not k.endswith("NOTES.txt")}
+        self.assertTrue(all(v.startswith('{{- include "certbridge.') and v.count("\n") == 1 for v in templates.values()))
+        with tempfile.TemporaryDirectory() as tmp:
+            charts = os.path.join(tmp, "charts")
+            os.makedirs(charts)
+            import shutil
+
+            shutil.copytree(os.path.join(generate.DEPLOY, "charts", "certbridge-common"), os.path.join(charts, "certbridge-common"))
+            for rel, content in files.items():
+                if rel.endswith(".yaml") and "/crds/" in rel:
+                    continue
+                path = os.path.join(tmp, rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(content)
+            with helm.ChartSet(charts) as cs:
+                cs.lint("certbridge-acme-ca")
+                docs = cs.render("certbridge-acme-ca", "rel", "certbridge")
+        rules = rules_of(docs, "ClusterRole", "rel-certbridge-acme-ca")
+        self.assertTrue(grants(rules, "acme-ca.certbridge.io", "acmecaclusterissuers/status", "patch"))
+        self.assertEqual(container(docs)["image"], f"ghcr.io/certbridge/certbridge-acme-ca:{generate.APP_VERSION}")
+        self.assertEqual([e for d in docs for e in schemas.errors(d.obj)], [])
+
+    def test_package(self):
+        with tempfile.TemporaryDirectory() as out:
+            tgz = CHARTS.package("certbridge-vault", out)
+            self.assertEqual(os.path.basename(tgz), f"certbridge-vault-{generate.CHART_VERSION}.tgz")
+            self.assertTrue(os.path.exists(tgz))

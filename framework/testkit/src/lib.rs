@@ -40,6 +40,7 @@ mod builtin;
 mod crd;
 mod discovery;
 mod error;
+mod events;
 mod faults;
 mod managed;
 mod objects;

@@ -40,8 +40,14 @@ pub(crate) struct Req {
 pub(crate) type Reply = (u16, Value);
 
 impl Req {
+    /// The storage of the request's resource (events.k8s.io events share core events').
     fn key(&self) -> ResKey {
-        self.def.key()
+        crate::events::storage_key(&self.def)
+    }
+
+    /// The stored object in the form this request's API serves (see `events`).
+    fn current(&self, store: &Store) -> Option<Value> {
+        store.get(&self.key(), self.ns_key(), self.name()).map(|o| crate::events::served(&self.def, o).into_owned())
     }
 
     fn ns_key(&self) -> &str {
@@ -93,7 +99,7 @@ impl Req {
 
 /// The object as served at the request's version.
 pub(crate) fn present(def: &ResourceDef, version: &str, obj: &Value) -> Value {
-    let mut o = obj.clone();
+    let mut o = crate::events::served(def, obj).into_owned();
     if let Some(m) = o.as_object_mut() {
         m.insert("apiVersion".into(), json!(def.api_version(version)));
         m.insert("kind".into(), json!(def.kind));
@@ -153,7 +159,8 @@ pub(crate) fn list(store: &Store, req: &Req) -> ApiResult<Value> {
     let mut items = Vec::new();
     let mut next = None;
     for o in store.list(&req.key(), req.ns.as_deref()) {
-        if !ls.as_ref().is_none_or(|s| s.matches(o)) || !fs.as_ref().is_none_or(|s| s.matches(o)) {
+        let shown = crate::events::served(&req.def, o);
+        if !ls.as_ref().is_none_or(|s| s.matches(&shown)) || !fs.as_ref().is_none_or(|s| s.matches(&shown)) {
             continue;
         }
         let k =
@@ -230,7 +237,7 @@ pub(crate) fn create(store: &mut Store, req: &Req) -> ApiResult<Reply> {
 
 /// PUT to an object or subresource.
 pub(crate) fn update(store: &mut Store, req: &Req) -> ApiResult<Reply> {
-    let old = store.get(&req.key(), req.ns_key(), req.name()).cloned().ok_or_else(|| req.not_found())?;
+    let old = req.current(store).ok_or_else(|| req.not_found())?;
     let new = parse_body(req)?;
     check_type(req, &new)?;
     match objects::resource_version(&new) {
@@ -254,7 +261,7 @@ pub(crate) fn update(store: &mut Store, req: &Req) -> ApiResult<Reply> {
 pub(crate) fn patch(store: &mut Store, req: &Req) -> ApiResult<Reply> {
     let kind = PatchKind::from_content_type(&req.content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(&req.content_type))?;
-    let old = store.get(&req.key(), req.ns_key(), req.name()).cloned();
+    let old = req.current(store);
     if kind == PatchKind::Apply {
         return server_side_apply(store, req, old);
     }
@@ -594,7 +601,7 @@ fn finish_write(
     if req.dry_run() {
         return Ok((if old.is_some() { 200 } else { 201 }, present(def, &req.version, &new)));
     }
-    let stored = store.put(&req.key(), new);
+    let stored = store.put(&req.key(), crate::events::to_storage(def, new));
     after_write(store, def, &stored);
     Ok((if old.is_some() { 200 } else { 201 }, present(def, &req.version, &stored)))
 }
@@ -686,7 +693,10 @@ pub(crate) fn delete_collection(store: &mut Store, req: &Req) -> ApiResult<Reply
     let fs = req.field_selector()?;
     let victims: Vec<Value> = store
         .list(&req.key(), req.ns.as_deref())
-        .filter(|o| ls.as_ref().is_none_or(|s| s.matches(o)) && fs.as_ref().is_none_or(|s| s.matches(o)))
+        .filter(|o| {
+            let shown = crate::events::served(&req.def, o);
+            ls.as_ref().is_none_or(|s| s.matches(&shown)) && fs.as_ref().is_none_or(|s| s.matches(&shown))
+        })
         .cloned()
         .collect();
     let opts: Value =

@@ -132,6 +132,13 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
         Kind::Namespace => {
             cols.push((col("Status", "string", "", 0), |o| o.pointer("/status/phase").cloned().unwrap_or(json!(""))))
         }
+        Kind::CoreEvent => {
+            cols.push((col("Last Seen", "string", "", 0), |o| json!(human_age(crate::events::last_seen(o)))));
+            cols.push((col("Type", "string", "", 0), |o| o["type"].clone()));
+            cols.push((col("Reason", "string", "", 0), |o| o["reason"].clone()));
+            cols.push((col("Object", "string", "", 0), crate::events::involved_object));
+            cols.push((col("Message", "string", "", 0), |o| o["message"].clone()));
+        }
         Kind::Lease => cols.push((col("Holder", "string", "", 0), |o| {
             o.pointer("/spec/holderIdentity").cloned().unwrap_or(json!(""))
         })),

@@ -23,6 +23,8 @@ use crate::server::Shared;
 use crate::store::{Change, EventType};
 
 struct Filter {
+    /// The resource as the request names it: selectors see objects in its API's form.
+    def: Arc<ResourceDef>,
     key: ResKey,
     ns: Option<String>,
     labels: Option<LabelSelector>,
@@ -31,6 +33,7 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, o: &Value) -> bool {
+        let o = &*crate::events::served(&self.def, o);
         self.ns.as_deref().is_none_or(|n| objects::namespace(o) == Some(n))
             && self.labels.as_ref().is_none_or(|s| s.matches(o))
             && self.fields.as_ref().is_none_or(|s| s.matches(o))
@@ -105,7 +108,13 @@ pub(crate) fn watch(shared: Arc<Shared>, req: Req) -> ApiResult<Response> {
         let allowed = vec!["metadata.name".to_string()];
         fields = Some(FieldSelector::parse(&format!("metadata.name={n}"), &allowed)?);
     }
-    let filter = Filter { key: req.def.key(), ns: req.ns.clone(), labels: req.label_selector()?, fields };
+    let filter = Filter {
+        def: req.def.clone(),
+        key: crate::events::storage_key(&req.def),
+        ns: req.ns.clone(),
+        labels: req.label_selector()?,
+        fields,
+    };
     let bookmarks = req.q("allowWatchBookmarks") == Some("true");
     let send_initial = req.q("sendInitialEvents") == Some("true");
     if send_initial && req.q("resourceVersionMatch") != Some("NotOlderThan") {
