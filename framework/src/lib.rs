@@ -26,6 +26,7 @@ pub mod error;
 pub mod issuer;
 pub(crate) mod kube_source;
 pub(crate) mod metrics;
+pub mod overrides;
 pub mod pki;
 pub mod request;
 pub mod resources;
