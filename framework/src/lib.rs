@@ -23,6 +23,7 @@ pub mod context;
 pub(crate) mod controllers;
 pub mod crd;
 pub mod error;
+pub mod http;
 pub mod issuer;
 pub(crate) mod kube_source;
 pub(crate) mod metrics;
