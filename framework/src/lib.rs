@@ -27,6 +27,7 @@ pub mod http;
 pub mod issuer;
 pub(crate) mod kube_source;
 pub(crate) mod metrics;
+pub mod metrics_auth;
 pub mod overrides;
 pub mod pki;
 pub mod request;
