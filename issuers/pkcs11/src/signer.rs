@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::ca::{Inputs, PreparedCa, prepare};
+use crate::grants::{TokenPolicy, capped};
 use crate::module::AllowedModules;
 use crate::spec::{ChainKind, Pkcs11IssuerSpec};
 
@@ -18,6 +19,7 @@ pub const SESSIONS_ENV: &str = "CERTBRIDGE_PKCS11_SESSIONS";
 /// Signs with CA keys held in PKCS#11 tokens.
 pub struct Pkcs11Signer {
     allowed: AllowedModules,
+    grants: TokenPolicy,
     max_sessions: usize,
     prepared: Mutex<HashMap<String, Cached>>,
 }
@@ -30,9 +32,15 @@ struct Cached {
 
 impl Pkcs11Signer {
     /// A signer with an explicit allow-list and session pool size (the controller builds it from
-    /// its flags, [`crate::flags::Flags::signer`]).
+    /// its flags, [`crate::flags::Flags::signer`]), under the default token policy: cluster
+    /// issuers only (see [`crate::grants`]).
     pub fn with_config(allowed: AllowedModules, max_sessions: usize) -> Self {
-        Pkcs11Signer { allowed, max_sessions, prepared: Mutex::new(HashMap::new()) }
+        Pkcs11Signer { allowed, grants: TokenPolicy::default(), max_sessions, prepared: Mutex::new(HashMap::new()) }
+    }
+
+    /// The same signer under another token policy.
+    pub fn with_token_policy(self, grants: TokenPolicy) -> Self {
+        Pkcs11Signer { grants, ..self }
     }
 
     /// The prepared CA for `issuer`, preparing it if the issuer or its inputs changed. `fresh`
@@ -43,9 +51,13 @@ impl Pkcs11Signer {
         resources: &Resources,
         fresh: bool,
     ) -> Result<Arc<PreparedCa>, PrepareFailure> {
-        let spec = &issuer.spec;
         use certbridge::IssuerSpec;
-        spec.validate().map_err(|m| PrepareFailure(crate::ca::PrepareError::Permanent(m)))?;
+        issuer.spec.validate().map_err(|m| PrepareFailure(crate::ca::PrepareError::Permanent(m)))?;
+        // Before the PIN Secret is read and before any PKCS#11 call: a tenant learns nothing about
+        // tokens it was not granted.
+        let caps = self.grants.authorize(issuer).map_err(|m| PrepareFailure(crate::ca::PrepareError::NotReady(m)))?;
+        let narrowed = capped(&issuer.spec, &caps);
+        let spec = &narrowed;
         let pin = resources
             .secret_string(&spec.pin_secret_ref.name, &spec.pin_secret_ref.key)
             .await
