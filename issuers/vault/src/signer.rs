@@ -19,6 +19,7 @@ use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest,
 
 use crate::auth::{load_tls, scrub};
 use crate::client::{Health, VaultClient, VaultError};
+use crate::flags::ControllerPolicy;
 use crate::session::Session;
 use crate::spec::{SignPath, VaultSpec};
 use crate::tls;
@@ -27,6 +28,7 @@ use crate::tls;
 /// per issuer (per spec generation).
 pub struct VaultSigner {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    policy: ControllerPolicy,
 }
 
 impl Default for VaultSigner {
@@ -36,10 +38,21 @@ impl Default for VaultSigner {
 }
 
 impl VaultSigner {
-    /// A signer with no cached sessions.
+    /// A signer with no cached sessions, under the strict controller policy (https:// servers
+    /// only, generated token audiences only; see [`crate::flags`]).
     pub fn new() -> VaultSigner {
         tls::install_default_provider();
-        VaultSigner { sessions: Mutex::new(HashMap::new()) }
+        VaultSigner { sessions: Mutex::new(HashMap::new()), policy: ControllerPolicy::default() }
+    }
+
+    /// The same signer under another controller policy.
+    pub fn with_policy(self, policy: ControllerPolicy) -> VaultSigner {
+        VaultSigner { policy, ..self }
+    }
+
+    /// For tests and development against a dev server on plain HTTP ([`ControllerPolicy::dev`]).
+    pub fn dev() -> VaultSigner {
+        VaultSigner::new().with_policy(ControllerPolicy::dev())
     }
 
     fn cached(&self, key: &str) -> Option<Arc<Session>> {
@@ -54,6 +67,9 @@ impl VaultSigner {
         resources: &Resources,
         refresh: bool,
     ) -> Result<Arc<Session>, SignError> {
+        // Before any Secret is read or any byte sent: the issuer author may not choose where its
+        // credentials go in clear, nor what a minted token is valid for.
+        self.policy.check(&issuer.spec).map_err(SignError::issuer_not_ready)?;
         let key = issuer.cache_key();
         let cached = self.cached(&key);
         if let Some(s) = &cached
