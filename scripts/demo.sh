@@ -105,6 +105,9 @@ if [[ $issuer == pkcs11 ]]; then
     note "CA certificate $work/ca.crt; the controller gets the PIN from Secret demo/hsm-pin"
     kubectl -n demo create secret generic hsm-pin --from-file=pin="$CERTBRIDGE_PKCS11_PIN_FILE"
     kubectl -n demo create secret generic hsm-ca --from-file=ca.crt="$work/ca.crt"
+    # Namespaced issuers may use only the tokens the controller's token policy grants their namespace.
+    printf 'grants:\n- namespaces: [demo]\n  token: {label: demo}\n' >"$work/token-policy.yaml"
+    export CERTBRIDGE_PKCS11_TOKEN_POLICY="$work/token-policy.yaml"
     issuer_spec="module: $CERTBRIDGE_PKCS11_MODULE
   token: {label: demo}
   key: {label: ca-p256}

@@ -24,8 +24,11 @@ pub mod context;
 pub(crate) mod controllers;
 pub mod crd;
 pub mod error;
+pub mod http;
 pub mod issuer;
 pub(crate) mod metrics;
+pub mod metrics_auth;
+pub mod overrides;
 pub mod pki;
 pub mod redact;
 pub mod request;
@@ -35,6 +38,7 @@ pub mod selector;
 pub mod signer;
 pub(crate) mod ssa;
 pub(crate) mod state;
+pub mod state_auth;
 // Also built for the crate's own unit tests, which use its test CA; it needs no dev-dependency.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

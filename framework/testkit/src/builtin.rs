@@ -1,6 +1,6 @@
 //! Built-in resources (core/v1 namespaces, secrets, configmaps, serviceaccounts, events;
 //! events.k8s.io, coordination.k8s.io leases, certificates.k8s.io CSRs, authentication
-//! reviews, apiextensions CRDs) and their kind-specific write rules.
+//! reviews, rbac.authorization.k8s.io roles and bindings, apiextensions CRDs) and their kind-specific write rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -138,6 +138,11 @@ fn specs() -> Vec<Spec> {
         Spec::review("authentication.k8s.io", "tokenreviews", "TokenReview"),
         Spec::review("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
         Spec::review("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview"),
+        // RBAC objects are stored as written; crate::rbac evaluates them for SubjectAccessReview.
+        Spec::new("rbac.authorization.k8s.io", "roles", "Role", NAMESPACED, Kind::Rbac),
+        Spec::new("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", NAMESPACED, Kind::Rbac),
+        Spec::new("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", CLUSTER, Kind::Rbac),
+        Spec::new("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", CLUSTER, Kind::Rbac),
     ]
 }
 

@@ -7,7 +7,9 @@
 //! pruning/defaulting/validation, resourceVersion/conflict semantics,
 //! watches with bookmarks and 410 Gone, status subresources, server-side apply with
 //! managedFields and conflicts, merge/JSON/strategic patches, selectors, finalizers,
-//! TokenRequest/TokenReview and CertificateSigningRequest approval.
+//! TokenRequest/TokenReview, SubjectAccessReview with RBAC evaluation (Roles, ClusterRoles
+//! and their bindings, for resource and non-resource URLs) and CertificateSigningRequest
+//! approval.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -29,7 +31,8 @@
 //! port, fails its handshake: there is no fallback to plain HTTP.
 //!
 //! What is *not* checked: clients are not authenticated at all (no client certificates, no
-//! bearer-token checks, no authorization), as in plain mode. The TLS kubeconfig's user carries
+//! bearer-token checks, no authorization of kube-sim's own callers — SubjectAccessReview
+//! answers questions about others), as in plain mode. The TLS kubeconfig's user carries
 //! the placeholder token `kube-sim` only because kubectl prompts for a username when an HTTPS
 //! cluster's user has no credentials. ALPN offers `http/1.1` only (real API servers also
 //! offer h2); TLS 1.2 and 1.3 are accepted. A fresh CA is made for
@@ -47,6 +50,7 @@ mod objects;
 mod openapi;
 mod patch;
 mod protobuf;
+mod rbac;
 mod resources;
 mod rest;
 mod schema;

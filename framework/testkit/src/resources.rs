@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     Crd,
     /// Create-only reviews that are answered, never stored (TokenReview, SubjectAccessReview...).
     Review,
+    /// RBAC roles and bindings (read by SubjectAccessReview, see `crate::rbac`).
+    Rbac,
     Custom,
 }
 

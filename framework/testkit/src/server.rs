@@ -258,11 +258,15 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
     Ok(json_response(code, &value))
 }
 
-/// Create-only review resources: TokenReview is real; access reviews always allow
-/// (this server does no authorization).
+/// Create-only review resources: TokenReview and SubjectAccessReview are real (the latter
+/// evaluates stored RBAC, see `crate::rbac`); SelfSubjectAccessReview always allows (every
+/// caller is the administrator here).
 fn review(store: &Store, signer: &TokenSigner, req: &Req) -> ApiResult<Value> {
     match req.def.plural.as_str() {
         "tokenreviews" => token::token_review(store, signer, &req.body),
+        "subjectaccessreviews" => {
+            crate::rbac::subject_access_review(store, &req.def.api_version(&req.version), &req.body)
+        }
         _ => {
             let mut v: Value = serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
             v["status"] = json!({"allowed": true, "reason": "kube-sim performs no authorization"});

@@ -249,9 +249,9 @@ impl TokenSource {
                 ))
             })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| {
-            SignError::transient(format!("OAuth token endpoint {}: {}", c.token_url, crate::transport::describe(&e)))
-        })?;
+        let bytes = certbridge::http::read_limited(reqwest::Body::from(resp), certbridge::http::BODY_LIMIT)
+            .await
+            .map_err(|e| SignError::transient(format!("OAuth token endpoint {}: {e}", c.token_url)))?;
         let parsed: Option<TokenResponse> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
             let detail = parsed

@@ -311,6 +311,8 @@ impl EjbcaClient {
                 .timeout(timeout)
                 .connect_timeout(timeout.min(Duration::from_secs(10)))
                 .pool_idle_timeout(Duration::from_secs(60))
+                .http1_max_headers(certbridge::http::MAX_RESPONSE_HEADERS)
+                .http2_max_header_list_size(certbridge::http::MAX_HEADER_LIST_BYTES)
                 .https_only(true)
                 .user_agent(concat!("certbridge-ejbca/", env!("CARGO_PKG_VERSION")))
         };
@@ -395,7 +397,10 @@ impl EjbcaClient {
                 retried = true;
                 continue;
             }
-            let body = resp.bytes().await.map_err(|e| EjbcaError::Transport(redact(&describe(&e), secrets)))?;
+            // Bounded: answers carry at most a certificate chain or a search page.
+            let body = certbridge::http::read_limited(reqwest::Body::from(resp), certbridge::http::CHAIN_BODY_LIMIT)
+                .await
+                .map_err(|e| EjbcaError::Transport(redact(&e.to_string(), secrets)))?;
             return Ok((status, bytes_like::Body(body.to_vec())));
         }
     }

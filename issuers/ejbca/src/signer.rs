@@ -48,6 +48,8 @@ pub mod annotations {
     pub const END_ENTITY_PROFILE: &str = "endEntityProfileName";
     /// Overrides `spec.endEntityName`.
     pub const END_ENTITY_NAME: &str = "endEntityName";
+    /// Every override, for `spec.allowedOverrides`.
+    pub const OVERRIDES: [&str; 4] = [CA, CERTIFICATE_PROFILE, END_ENTITY_PROFILE, END_ENTITY_NAME];
     /// cert-manager's annotation naming the Certificate a request belongs to.
     pub const CERTIFICATE_NAME: &str = "cert-manager.io/certificate-name";
 }
@@ -162,10 +164,14 @@ impl EjbcaSigner {
     }
 
     /// CA, profiles and end-entity name for `request`: annotations under `ejbca.certbridge.io/`
-    /// win over the spec.
+    /// win over the spec when `spec.allowedOverrides` allows them; any other annotation under
+    /// that prefix refuses the request (see [`certbridge::overrides`]).
     pub fn enrollment(request: &SignRequest, spec: &EjbcaIssuerSpec) -> Result<Enrollment, SignError> {
+        let overrides =
+            certbridge::overrides::resolve(GROUP, &request.object.annotations, &spec.allowed_overrides, &[])
+                .map_err(|e| SignError::permanent(e.to_string()))?;
         let pick = |key: &str, spec_value: &str| -> Result<String, SignError> {
-            match request.object.annotation(GROUP, key) {
+            match overrides.get(key).map(String::as_str) {
                 Some(v) if v.trim().is_empty() => {
                     Err(SignError::permanent(format!("annotation {GROUP}/{key} is empty: remove it or set a value")))
                 }
@@ -176,7 +182,7 @@ impl EjbcaSigner {
         let ca = pick(annotations::CA, &spec.certificate_authority_name)?;
         let certificate_profile = pick(annotations::CERTIFICATE_PROFILE, &spec.certificate_profile_name)?;
         let end_entity_profile = pick(annotations::END_ENTITY_PROFILE, &spec.end_entity_profile_name)?;
-        let naming = match request.object.annotation(GROUP, annotations::END_ENTITY_NAME) {
+        let naming = match overrides.get(annotations::END_ENTITY_NAME).map(String::as_str) {
             Some(v) if v.trim().is_empty() => {
                 return Err(SignError::permanent(format!(
                     "annotation {GROUP}/{} is empty: remove it or set cn, dns, uri, ip, certificateName or a literal name",

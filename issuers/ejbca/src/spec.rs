@@ -42,6 +42,13 @@ pub struct EjbcaIssuerSpec {
     /// Timeout of one HTTP call to EJBCA or the token endpoint, in seconds (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_seconds: Option<u32>,
+    /// Which per-request override annotations (`ejbca.certbridge.io/<name>`) this issuer
+    /// honours, optionally only with the listed values. Default: none — a request carrying one
+    /// is refused, since Certificate authors would otherwise choose the CA, profiles and end
+    /// entity with this issuer's credentials. Names: certificateAuthorityName,
+    /// certificateProfileName, endEntityProfileName, endEntityName.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_overrides: Vec<certbridge::overrides::AllowedOverride>,
 }
 
 /// A PEM bundle in one key of a Secret or a ConfigMap.
@@ -67,6 +74,7 @@ impl IssuerSpec for EjbcaIssuerSpec {
 
     fn validate(&self) -> Result<(), String> {
         crate::client::base_url(&self.hostname)?;
+        certbridge::overrides::validate_allowed(&self.allowed_overrides, &crate::signer::annotations::OVERRIDES)?;
         for (field, value) in [
             ("certificateProfileName", &self.certificate_profile_name),
             ("endEntityProfileName", &self.end_entity_profile_name),
@@ -115,6 +123,7 @@ mod tests {
             ejbca_secret_name: "creds".into(),
             ca_bundle: None,
             request_timeout_seconds: None,
+            allowed_overrides: vec![],
         }
     }
 

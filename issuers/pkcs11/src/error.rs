@@ -53,6 +53,24 @@ pub enum HsmError {
         /// Whether this PIN was refused earlier and so was not sent to the token again.
         remembered: bool,
     },
+    /// Another PIN is proven on this token: this one was compared with it, not sent.
+    #[error(
+        "the user PIN in spec.pinSecretRef is not the PIN token {label:?} is logged in with; it was not sent to the token (the token is shared: a wrong PIN would cost a login attempt and log the other issuers out). Put the token's PIN in the Secret; if the token's PIN was changed, restart the controller"
+    )]
+    PinMismatch {
+        /// Token label.
+        label: String,
+    },
+    /// Too many failed logins on this token recently: the PIN was not tried.
+    #[error(
+        "the PIN in spec.pinSecretRef was not tried: token {label:?} refused PINs recently and certbridge allows one failed login per token per minute (so tenants cannot lock it); retrying in about {retry_in}s"
+    )]
+    LoginRateLimited {
+        /// Token label.
+        label: String,
+        /// Seconds until a login may be tried.
+        retry_in: u64,
+    },
     /// The token locked the PIN.
     #[error("the user PIN of token {label:?} is locked: unlock it with the SO PIN, then update spec.pinSecretRef")]
     PinLocked {

@@ -4,6 +4,7 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
+use crate::grants::{TOKEN_POLICY_ENV, TokenPolicy};
 use crate::module::{ALLOWED_MODULES_ENV, AllowedModules, DEFAULT_MODULE};
 use crate::signer::{Pkcs11Signer, SESSIONS_ENV};
 
@@ -18,6 +19,11 @@ pub struct Flags {
     /// a session.
     #[arg(long, value_name = "N", env = SESSIONS_ENV)]
     pub sessions: Option<NonZeroUsize>,
+    /// Which namespaces (and the cluster scope) may use which token and key: a YAML file,
+    /// normally mounted from a ConfigMap in the controller's namespace (see `grants`). Default:
+    /// cluster issuers may use any token of an allowed module, namespaced issuers none.
+    #[arg(long, value_name = "FILE", env = TOKEN_POLICY_ENV)]
+    pub token_policy: Option<PathBuf>,
 }
 
 impl Flags {
@@ -33,7 +39,11 @@ impl Flags {
         let allowed =
             if modules.is_empty() { AllowedModules::new([DEFAULT_MODULE]) } else { AllowedModules::new(modules) };
         let sessions = self.sessions.map_or(concurrency.max(1), NonZeroUsize::get);
-        Ok(Pkcs11Signer::with_config(allowed, sessions))
+        let grants = match &self.token_policy {
+            Some(path) => TokenPolicy::load(path)?,
+            None => TokenPolicy::default(),
+        };
+        Ok(Pkcs11Signer::with_config(allowed, sessions).with_token_policy(grants))
     }
 }
 

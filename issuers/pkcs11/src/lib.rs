@@ -6,6 +6,7 @@
 //! - [`spec`]: the issuer spec and its validation.
 //! - [`policy`]: what a request may ask for.
 //! - [`flags`]: the controller's flags (module allow-list, sessions per token).
+//! - [`grants`]: the controller's token policy (which scopes may use which token and key).
 //! - [`module`]: the module allow-list and the process-wide PKCS#11 contexts.
 //! - [`token`]: a token's session pool, login, and fault recovery.
 //! - [`key`]: the CA key as an rcgen signing key (mechanisms, ECDSA encoding).
@@ -16,6 +17,7 @@
 pub mod ca;
 pub mod error;
 pub mod flags;
+pub mod grants;
 pub mod key;
 pub mod module;
 pub mod policy;

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::ca::{Inputs, PreparedCa, prepare};
+use crate::grants::{TokenPolicy, capped};
 use crate::module::AllowedModules;
 use crate::spec::{ChainKind, Pkcs11IssuerSpec};
 
@@ -17,6 +18,7 @@ pub const SESSIONS_ENV: &str = "CERTBRIDGE_PKCS11_SESSIONS";
 /// Signs with CA keys held in PKCS#11 tokens.
 pub struct Pkcs11Signer {
     allowed: AllowedModules,
+    grants: TokenPolicy,
     max_sessions: usize,
     prepared: IssuerCache<Cached>,
 }
@@ -28,9 +30,15 @@ struct Cached {
 
 impl Pkcs11Signer {
     /// A signer with an explicit allow-list and session pool size (the controller builds it from
-    /// its flags, [`crate::flags::Flags::signer`]).
+    /// its flags, [`crate::flags::Flags::signer`]), under the default token policy: cluster
+    /// issuers only (see [`crate::grants`]).
     pub fn with_config(allowed: AllowedModules, max_sessions: usize) -> Self {
-        Pkcs11Signer { allowed, max_sessions, prepared: IssuerCache::new() }
+        Pkcs11Signer { allowed, grants: TokenPolicy::default(), max_sessions, prepared: IssuerCache::new() }
+    }
+
+    /// The same signer under another token policy.
+    pub fn with_token_policy(self, grants: TokenPolicy) -> Self {
+        Pkcs11Signer { grants, ..self }
     }
 
     /// The prepared CA for `issuer`, preparing it if the issuer or its inputs changed. `fresh`
@@ -41,7 +49,11 @@ impl Pkcs11Signer {
         resources: &Resources,
         fresh: bool,
     ) -> Result<Arc<PreparedCa>, PrepareFailure> {
-        let spec = &issuer.spec;
+        // Before the PIN Secret is read and before any PKCS#11 call: a tenant learns nothing about
+        // tokens it was not granted.
+        let caps = self.grants.authorize(issuer).map_err(|m| PrepareFailure(crate::ca::PrepareError::NotReady(m)))?;
+        let narrowed = capped(&issuer.spec, &caps);
+        let spec = &narrowed;
         let pin = resources.string(&spec.pin_secret_ref).await.map_err(PrepareFailure::resource)?;
         let chain_ref = &spec.ca_chain_ref;
         let (chain, kind) = match chain_ref.kind {

@@ -6,6 +6,13 @@
 //!   and every session it opens afterwards is already logged in.
 //! - A PIN that the token refused is remembered (as a salted hash) and never sent again; real HSMs
 //!   lock the user after a few wrong PINs.
+//! - While a PIN is proven (the process is logged in with it), any other PIN is refused by
+//!   comparing fingerprints in constant time: no `C_Login`, no logout of the issuers using it.
+//!   Tenants share tokens, so a tenant's wrong PIN must neither cost a login attempt nor disturb
+//!   the others. (Changing the token's PIN therefore needs a controller restart.)
+//! - Failed logins per token are budgeted process-wide: [`FAILED_LOGIN_BURST`] at once, then one
+//!   per [`FAILED_LOGIN_INTERVAL`]; past the budget a new PIN is not tried, so no sequence of
+//!   issuer edits drives the token to its lockout count quickly.
 //! - At most `max_sessions` sessions exist at once (idle + in use); callers wait for a free one.
 //! - After a token-level fault the pool's generation changes: idle sessions are closed, sessions in
 //!   use are closed when returned, and the slot is looked up again by serial number.
@@ -16,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error, RvError};
 use cryptoki::session::{Session, SessionState, UserType};
@@ -45,6 +53,20 @@ impl std::fmt::Display for TokenSelector {
             (None, None) => f.write_str("(nothing)"),
         }
     }
+}
+
+/// Failed logins a token may take at once (a fixed Secret after one typo must not wait).
+pub const FAILED_LOGIN_BURST: f64 = 2.0;
+/// After the burst, one more failed login per token is allowed per this interval.
+pub const FAILED_LOGIN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Compares two fingerprints in constant time (hand-written: eight lines do not need a crate).
+fn same_fingerprint(a: &PinFingerprint, b: &PinFingerprint) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// A salted hash of a PIN: lets the pool recognise a PIN without keeping every PIN it was shown.
@@ -84,6 +106,25 @@ struct Inner {
     pin: Option<AuthPin>,
     pin_fp: Option<PinFingerprint>,
     bad_pins: HashSet<PinFingerprint>,
+    /// Failed logins still allowed now (refills at one per [`FAILED_LOGIN_INTERVAL`]).
+    login_budget: f64,
+    budget_at: Instant,
+}
+
+impl Inner {
+    /// The failed-login budget now.
+    fn budget(&mut self) -> f64 {
+        let now = Instant::now();
+        let refill = now.duration_since(self.budget_at).as_secs_f64() / FAILED_LOGIN_INTERVAL.as_secs_f64();
+        self.login_budget = (self.login_budget + refill).min(FAILED_LOGIN_BURST);
+        self.budget_at = now;
+        self.login_budget
+    }
+
+    fn spend_failed_login(&mut self) {
+        self.budget();
+        self.login_budget -= 1.0;
+    }
 }
 
 /// A token in a module, shared by every issuer that names it.
@@ -190,6 +231,8 @@ impl Token {
                         pin: None,
                         pin_fp: None,
                         bad_pins: HashSet::new(),
+                        login_budget: FAILED_LOGIN_BURST,
+                        budget_at: Instant::now(),
                     }),
                     freed: Condvar::new(),
                     stats: TokenStats::default(),
@@ -277,8 +320,18 @@ impl Token {
         if g.bad_pins.contains(&fp) {
             return Err(HsmError::WrongPin { label: self.label.clone(), remembered: true });
         }
-        if g.pin_fp == Some(fp) {
-            return Ok(());
+        if let Some(proven) = g.pin_fp {
+            if same_fingerprint(&proven, &fp) {
+                return Ok(());
+            }
+            if g.pin.is_some() {
+                return Err(HsmError::PinMismatch { label: self.label.clone() });
+            }
+        }
+        let budget = g.budget();
+        if budget < 1.0 {
+            let wait = FAILED_LOGIN_INTERVAL.mul_f64(1.0 - budget);
+            return Err(HsmError::LoginRateLimited { label: self.label.clone(), retry_in: wait.as_secs().max(1) });
         }
         self.sync_epoch(&mut g);
         let slot = self.slot(&mut g)?;
@@ -328,10 +381,12 @@ impl Token {
         match e {
             Error::Pkcs11(RvError::PinLocked, _) => {
                 g.bad_pins.insert(fp);
+                g.spend_failed_login();
                 HsmError::PinLocked { label: self.label.clone() }
             }
             e if Fault::of(&e) == Fault::Pin => {
                 g.bad_pins.insert(fp);
+                g.spend_failed_login();
                 tracing::warn!(token = %self.label, "the token refused the user PIN; it will not be sent again");
                 HsmError::WrongPin { label: self.label.clone(), remembered: false }
             }

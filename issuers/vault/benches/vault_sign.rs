@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
     });
-    let signer = Arc::new(VaultSigner::new());
+    let signer = Arc::new(VaultSigner::dev());
     signer.check(&issuer, &resources).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let plain = reqwest::Client::builder()

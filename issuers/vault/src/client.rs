@@ -186,9 +186,11 @@ impl VaultClient {
         }
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls.client_config()?)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(certbridge::http::CONNECT_TIMEOUT)
+            .timeout(certbridge::http::REQUEST_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
+            .http1_max_headers(certbridge::http::MAX_RESPONSE_HEADERS)
+            .http2_max_header_list_size(certbridge::http::MAX_HEADER_LIST_BYTES)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
         Ok(VaultClient { http, base, namespace: namespace.map(str::to_owned) })
@@ -239,7 +241,11 @@ impl VaultClient {
     ) -> Result<T, VaultError> {
         let resp = self.call(method, api_path, token, body, true).await?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| VaultError::Transport(error_chain(&e)))?;
+        // Bounded: a misbehaving server cannot make the shared controller buffer an endless body
+        // (sign answers carry chains, hence the chain limit).
+        let bytes = certbridge::http::read_limited(reqwest::Body::from(resp), certbridge::http::CHAIN_BODY_LIMIT)
+            .await
+            .map_err(|e| VaultError::Transport(format!("{api_path}: {e}")))?;
         if !status.is_success() {
             return Err(status_error(status, &bytes));
         }

@@ -8,6 +8,7 @@
 mod auth;
 mod chain;
 mod client;
+pub mod flags;
 mod session;
 mod signer;
 pub mod spec;

@@ -4,5 +4,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    certbridge::run(certbridge_vault::VaultSigner::new).await
+    certbridge::run_with(|flags: certbridge_vault::flags::Flags, _| Ok(flags.signer())).await
 }

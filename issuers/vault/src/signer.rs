@@ -18,6 +18,7 @@ use certbridge::{Issued, Issuer, IssuerCache, Resources, SignContext, SignError,
 
 use crate::auth::load_tls;
 use crate::client::{Health, VaultClient, VaultError};
+use crate::flags::ControllerPolicy;
 use crate::session::Session;
 use crate::spec::{SignPath, VaultSpec};
 
@@ -25,6 +26,7 @@ use crate::spec::{SignPath, VaultSpec};
 /// per issuer (per spec generation).
 pub struct VaultSigner {
     sessions: IssuerCache<Session>,
+    policy: ControllerPolicy,
 }
 
 impl Default for VaultSigner {
@@ -34,9 +36,20 @@ impl Default for VaultSigner {
 }
 
 impl VaultSigner {
-    /// A signer with no cached sessions.
+    /// A signer with no cached sessions, under the strict controller policy (https:// servers
+    /// only, generated token audiences only; see [`crate::flags`]).
     pub fn new() -> VaultSigner {
-        VaultSigner { sessions: IssuerCache::new() }
+        VaultSigner { sessions: IssuerCache::new(), policy: ControllerPolicy::default() }
+    }
+
+    /// The same signer under another controller policy.
+    pub fn with_policy(self, policy: ControllerPolicy) -> VaultSigner {
+        VaultSigner { policy, ..self }
+    }
+
+    /// For tests and development against a dev server on plain HTTP ([`ControllerPolicy::dev`]).
+    pub fn dev() -> VaultSigner {
+        VaultSigner::new().with_policy(ControllerPolicy::dev())
     }
 
     /// The issuer's session. `refresh` re-reads the TLS Secrets and replaces the session (and so
@@ -47,7 +60,9 @@ impl VaultSigner {
         resources: &Resources,
         refresh: bool,
     ) -> Result<Arc<Session>, SignError> {
-        // Signing does not re-read the TLS Secrets: the session of this generation is used as is.
+        // Before any Secret is read or any byte sent: the issuer author may not choose where its
+        // credentials go in clear, nor what a minted token is valid for.
+        self.policy.check(&issuer.spec).map_err(SignError::issuer_not_ready)?;
         let cached = self.sessions.latest(issuer);
         if let Some(s) = &cached
             && !refresh

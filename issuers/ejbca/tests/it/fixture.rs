@@ -69,6 +69,16 @@ pub fn spec(sim: &EjbcaSim) -> EjbcaIssuerSpec {
             key: "ca.crt".into(),
         }),
         request_timeout_seconds: Some(5),
+        // The adapter and controller tests exercise every override; the tenant tests (security)
+        // start from the real default, an empty list.
+        allowed_overrides: [
+            "certificateAuthorityName",
+            "certificateProfileName",
+            "endEntityProfileName",
+            "endEntityName",
+        ]
+        .map(|name| certbridge::overrides::AllowedOverride { name: name.into(), values: vec![] })
+        .to_vec(),
     }
 }
 

@@ -42,11 +42,42 @@ fn cli(args: &[&str], file: &Path, allowed: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_certbridge-pkcs11"));
     cmd.args(&args[..1]).arg("-f").arg(file).args(&args[1..]);
     cmd.env("SOFTHSM2_CONF", hsm().dir.join("softhsm2.conf"));
+    cmd.env("CERTBRIDGE_PKCS11_TOKEN_POLICY", token_policy());
     match allowed {
         Some(a) => cmd.env("CERTBRIDGE_PKCS11_ALLOWED_MODULES", a),
         None => cmd.env_remove("CERTBRIDGE_PKCS11_ALLOWED_MODULES"),
     };
     cmd.output().expect("run certbridge-pkcs11")
+}
+
+/// A token policy granting the test namespace every token of the fixture (the manifests are
+/// namespaced issuers, which the default policy refuses).
+fn token_policy() -> std::path::PathBuf {
+    let path = hsm().dir.join("cli-token-policy.yaml");
+    let grants: String = [MAIN, BADPIN, RECOVER, BURST, CTLBAD]
+        .iter()
+        .map(|t| format!("- namespaces: [{NS}]\n  token: {{label: {t}}}\n"))
+        .collect();
+    std::fs::write(&path, format!("grants:\n{grants}")).expect("write token policy");
+    path
+}
+
+#[test]
+fn a_namespaced_issuer_needs_a_token_policy_grant() {
+    let h = hsm();
+    let dir = tempfile::tempdir().unwrap();
+    let file = manifest(dir.path(), MAIN, certbridge_pkcs11::module::DEFAULT_MODULE, PIN, &h.ca_pem(MAIN, "p256"));
+    let out = Command::new(env!("CARGO_BIN_EXE_certbridge-pkcs11"))
+        .args(["check", "-f"])
+        .arg(&file)
+        .env("SOFTHSM2_CONF", h.dir.join("softhsm2.conf"))
+        .env_remove("CERTBRIDGE_PKCS11_TOKEN_POLICY")
+        .env_remove("CERTBRIDGE_PKCS11_ALLOWED_MODULES")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("--token-policy") && t.contains("namespace \"team-a\""), "{t}");
 }
 
 fn text(o: &Output) -> String {

@@ -150,7 +150,8 @@ async fn bad_issuers_fail_check_with_the_fix() {
     let ca = Ca::new("p256", |s| s.module = "/usr/lib/x86_64-linux-gnu/libc.so.6".into());
     assert_permanent(&ca.check().await.unwrap_err(), "is not allowed by this controller");
     let strict = Ca {
-        signer: Pkcs11Signer::with_config(AllowedModules::new(["/opt/vendor/libhsm.so"]), 2),
+        signer: Pkcs11Signer::with_config(AllowedModules::new(["/opt/vendor/libhsm.so"]), 2)
+            .with_token_policy(certbridge_pkcs11::grants::TokenPolicy::unrestricted()),
         ..Ca::new("p256", |_| {})
     };
     assert_permanent(&strict.check().await.unwrap_err(), "CERTBRIDGE_PKCS11_ALLOWED_MODULES");
@@ -257,7 +258,10 @@ async fn sessions_closed_and_logouts_are_recovered_without_restart() {
 async fn many_requests_at_once_share_a_bounded_pool() {
     let h = hsm();
     let ca_pem = h.ca_pem(BURST, "p256");
-    let signer = Arc::new(Pkcs11Signer::with_config(AllowedModules::new([DEFAULT_MODULE]), 3));
+    let signer = Arc::new(
+        Pkcs11Signer::with_config(AllowedModules::new([DEFAULT_MODULE]), 3)
+            .with_token_policy(certbridge_pkcs11::grants::TokenPolicy::unrestricted()),
+    );
     let iss = Arc::new(issuer("burst", spec(BURST, "p256")));
     let res = resources(PIN, &ca_pem);
     signer.check(&iss, &res).await.unwrap();

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use certbridge::{Issued, Issuer, IssuerScope, Resources, SignContext, SignError, SignRequest, Signer};
 use certbridge_pkcs11::Pkcs11Signer;
+use certbridge_pkcs11::grants::TokenPolicy;
 use certbridge_pkcs11::module::{AllowedModules, DEFAULT_MODULE};
 use certbridge_pkcs11::spec::{ChainKind, ChainRef, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -33,6 +34,10 @@ pub const GONE: &str = "gone";
 pub const GONE_PIN: &str = "pin-of-gone-token";
 /// A token used next to GONE through the same (second) SoftHSM instance; see `removal`.
 pub const BYSTANDER: &str = "bystander";
+/// Tokens of the tenant-isolation tests (`security`): one shared by a cluster issuer and tenants,
+/// one whose failed-login budget a test spends.
+pub const SHARED: &str = "shared";
+pub const LIMITED: &str = "limited";
 pub const PIN: &str = "4321";
 pub const CA_KINDS: [&str; 4] = ["rsa2048", "p256", "p384", "ed25519"];
 
@@ -58,6 +63,8 @@ pub fn hsm() -> &'static Hsm {
             (CTLBAD, &["p256"][..], PIN),
             (GONE, &["p256"][..], GONE_PIN),
             (BYSTANDER, &["p256"][..], PIN),
+            (SHARED, &["p256"][..], PIN),
+            (LIMITED, &["p256"][..], PIN),
         ] {
             let mut cmd = Command::new("bash");
             cmd.arg(&script).arg(&dir).args(["--label", label, "--pin", pin, "--so-pin", "99999"]);
@@ -109,7 +116,8 @@ impl Hsm {
 
 pub fn signer() -> Pkcs11Signer {
     hsm();
-    Pkcs11Signer::with_config(AllowedModules::new([DEFAULT_MODULE]), 4)
+    // These tests use namespaced issuers freely; the token policy has tests of its own (security).
+    Pkcs11Signer::with_config(AllowedModules::new([DEFAULT_MODULE]), 4).with_token_policy(TokenPolicy::unrestricted())
 }
 
 pub fn spec(token: &str, kind: &str) -> Pkcs11IssuerSpec {

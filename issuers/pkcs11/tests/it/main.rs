@@ -7,3 +7,4 @@ mod faults;
 mod fixture;
 mod matrix;
 mod removal;
+mod security;

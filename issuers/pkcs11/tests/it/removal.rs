@@ -108,7 +108,8 @@ fn cp(from: &Path, to: &Path) {
 #[tokio::test]
 async fn a_token_that_goes_away_and_returns_is_used_again_without_restart() {
     let module_path = own_module();
-    let signer = Pkcs11Signer::with_config(AllowedModules::new([module_path]), 4);
+    let signer = Pkcs11Signer::with_config(AllowedModules::new([module_path]), 4)
+        .with_token_policy(certbridge_pkcs11::grants::TokenPolicy::unrestricted());
     let gone = Ca::new(GONE, GONE_PIN, module_path);
     // Another token of the same module, used first: SoftHSM numbers sessions and objects from one
     // counter that restarts with each initialization, so once the returning token has reopened, the

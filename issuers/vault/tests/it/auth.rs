@@ -13,7 +13,7 @@ async fn token_from_a_secret() {
     let res = resources(vec![secret("vault-token", &[("token", &format!("  {token}\n"))])]);
     let issuer =
         issuer(spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("vault-token", "token")), ..Default::default() }));
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     signer.check(&issuer, &res).await.unwrap();
     let issued = sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);
@@ -33,7 +33,7 @@ async fn approle() {
         ..Default::default()
     };
     let issuer = issuer(spec(&bao, auth));
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     signer.check(&issuer, &res).await.unwrap();
     let issued = sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);
@@ -71,7 +71,7 @@ async fn client_certificate_over_tls_with_ca_bundle_and_server_name() {
     let mut s = spec(&bao, auth);
     s.server = bao.tls_addr();
     s.ca_bundle = Some(b64(&bao.listener_ca_pem));
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let tls_issuer = issuer(s.clone());
     signer.check(&tls_issuer, &res).await.unwrap();
     let issued = sign(&signer, &tls_issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
@@ -116,7 +116,7 @@ async fn approle_over_mtls_with_ca_bundle_secret() {
     s.client_cert_secret_ref = Some(SecretKeyRef { name: "mtls".into(), key: None });
     s.client_key_secret_ref = Some(SecretKeyRef { name: "mtls".into(), key: None });
     let issuer = issuer(s);
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     signer.check(&issuer, &res).await.unwrap();
     let issued = sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);

@@ -16,7 +16,7 @@ async fn chain_is_leaf_then_intermediate_with_the_root_as_ca() {
     let token = bao.create_token("1h", true, None).await.unwrap();
     let res = resources(vec![secret("t", &[("token", &token)])]);
     let issuer = issuer(spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("t", "token")), ..Default::default() }));
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let csr_pem =
         csr(&["app.example.com", "www.example.com"], &["10.0.0.7"], &["spiffe://example.com/ns/team-a/sa/app"]);
     let mut ctx = SignContext::offline(res.clone());
@@ -62,7 +62,7 @@ async fn sign_verbatim_endpoint() {
     let mut s = spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("t", "token")), ..Default::default() });
     s.path = format!("{}/sign-verbatim/{}", certbridge_vault::testing::PKI_MOUNT, certbridge_vault::testing::ROLE);
     let issuer = issuer(s);
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let issued = sign(&signer, &issuer, &res, &csr(&["anything.example.org"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);
 }
@@ -76,7 +76,7 @@ async fn namespace_is_sent_as_x_vault_namespace() {
     let mut s = spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("t", "token")), ..Default::default() });
     s.namespace = Some("team-a".into());
     let in_namespace = issuer(s.clone());
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     signer.check(&in_namespace, &res).await.unwrap();
     let issued = sign(&signer, &in_namespace, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     // A self-signed namespace root: the chain is the leaf alone and Vault's issuing_ca is the CA.

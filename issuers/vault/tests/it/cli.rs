@@ -35,13 +35,27 @@ async fn check_and_sign_from_a_manifest() {
     std::fs::write(dir.path().join("issuer.yaml"), manifest(&bao.addr(), &token)).unwrap();
     std::fs::write(dir.path().join("app.csr"), csr(&["app.example.com"], &[], &[])).unwrap();
 
-    let out = Command::new(bin).current_dir(dir.path()).args(["check", "-f", "issuer.yaml"]).output().unwrap();
+    // The dev server speaks plain HTTP: refused unless the controller's dev flag says otherwise.
+    let out = Command::new(bin)
+        .current_dir(dir.path())
+        .env_remove("CERTBRIDGE_VAULT_ALLOW_INSECURE_HTTP")
+        .args(["check", "-f", "issuer.yaml"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && text.contains("is not https://") && !text.contains(&token), "{text}");
+    let out = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["check", "-f", "issuer.yaml", "--allow-insecure-http"])
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     assert!(!text.contains(&token), "{text}");
 
     let out = Command::new(bin)
         .current_dir(dir.path())
+        .env("CERTBRIDGE_VAULT_ALLOW_INSECURE_HTTP", "true")
         .args(["sign", "-f", "issuer.yaml", "--csr", "app.csr", "--duration", "24h", "--ca-out", "ca.pem"])
         .output()
         .unwrap();
@@ -55,7 +69,11 @@ async fn check_and_sign_from_a_manifest() {
 
     // A sealed server: check fails with the reason, non-zero exit.
     bao.seal().await.unwrap();
-    let out = Command::new(bin).current_dir(dir.path()).args(["check", "-f", "issuer.yaml"]).output().unwrap();
+    let out = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["check", "-f", "issuer.yaml", "--allow-insecure-http"])
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("is sealed"), "{text}");

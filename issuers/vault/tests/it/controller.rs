@@ -48,7 +48,7 @@ async fn vault_issuer_signs_an_approved_certificate_request() {
     );
     testing::create_issuer(&client, IssuerScope::Namespaced, NS, "vault", &spec).await.unwrap();
 
-    let handle = start(VaultSigner::new(), client.clone(), Options::default()).await.unwrap();
+    let handle = start(VaultSigner::dev(), client.clone(), Options::default()).await.unwrap();
     testing::wait_issuer_ready::<VaultSpec>(&client, IssuerScope::Namespaced, NS, "vault", WAIT).await.unwrap();
 
     let (csr_pem, _key) = testing::generate_csr(&KeyKind::EcP256, &["app.example.com"]).unwrap();

@@ -19,7 +19,7 @@ async fn token_issuer(bao: &OpenBao) -> (Issuer<VaultSpec>, Resources) {
 async fn role_refusals_are_permanent_with_vaults_message() {
     let (bao, _) = openbao().await;
     let (issuer, res) = token_issuer(&bao).await;
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
 
     let err = sign(&signer, &issuer, &res, &csr(&["evil.example.org"], &[], &[])).await.unwrap_err();
     assert!(err.reaction == Reaction::Permanent, "{err:?}");
@@ -82,7 +82,7 @@ async fn a_ca_request_is_refused_instead_of_returning_a_leaf() {
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let csr_pem = p.serialize_request(&key).unwrap().pem().unwrap();
     let req = SignRequest::from_csr_pem::<&str>(&csr_pem, Duration::from_secs(3600), true, &[]).unwrap();
-    let err = VaultSigner::new().sign(&req, &issuer, &mut SignContext::offline(res)).await.unwrap_err();
+    let err = VaultSigner::dev().sign(&req, &issuer, &mut SignContext::offline(res)).await.unwrap_err();
     assert!(err.reaction == Reaction::Permanent, "{err:?}");
     assert!(err.to_string().contains("isCA=true"), "{err}");
 }
@@ -94,7 +94,7 @@ async fn an_invalid_path_is_refused_before_calling_vault() {
     issuer.spec.path = "pki/issue/web".into();
     let err = certbridge::IssuerSpec::validate(&issuer.spec).unwrap_err();
     assert!(err.contains("spec.path \"pki/issue/web\""), "{err}");
-    let err = sign(&VaultSigner::new(), &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap_err();
+    let err = sign(&VaultSigner::dev(), &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap_err();
     assert!(err.reaction == Reaction::Permanent, "{err:?}");
 }
 
@@ -102,7 +102,7 @@ async fn an_invalid_path_is_refused_before_calling_vault() {
 async fn sealed_then_unsealed_without_a_new_signer() {
     let (bao, pki) = openbao().await;
     let (issuer, res) = token_issuer(&bao).await;
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     signer.check(&issuer, &res).await.unwrap();
 
     bao.seal().await.unwrap();
@@ -134,7 +134,7 @@ async fn down_then_restarted_without_a_new_signer() {
             ..Default::default()
         },
     ));
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     signer.check(&issuer, &res).await.unwrap();
 
     bao.stop().await.unwrap();

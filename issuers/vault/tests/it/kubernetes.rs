@@ -104,7 +104,11 @@ async fn service_account_ref_through_token_request_and_token_review() {
     let res = sim_resources(&sim, vec![]);
     let logs = LogCapture::start();
     let vault_issuer = issuer(spec(&bao, auth.clone()));
-    let signer = VaultSigner::new();
+    // "extra" is an audience the controller's operator allows (--allowed-token-audience).
+    let signer = VaultSigner::new().with_policy(certbridge_vault::flags::ControllerPolicy {
+        allowed_audiences: vec!["extra".into()],
+        allow_insecure_http: true,
+    });
     signer.check(&vault_issuer, &res).await.unwrap();
     let issued = sign(&signer, &vault_issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);
@@ -138,7 +142,7 @@ async fn static_jwt_from_a_secret() {
     };
     let logs = LogCapture::start();
     let vault_issuer = issuer(spec(&bao, auth));
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     signer.check(&vault_issuer, &res).await.unwrap();
     let issued = sign(&signer, &vault_issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     openssl_verify(&pki.root_pem, &issued);

@@ -8,6 +8,7 @@ mod controller;
 mod failures;
 mod kubernetes;
 mod secrets;
+mod security;
 mod tokens;
 
 use std::collections::BTreeMap;

@@ -34,7 +34,7 @@ async fn no_secret_in_logs_or_errors() {
         }),
         ..Default::default()
     };
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let mut errors = Vec::new();
     let first_token = bao.create_token("1h", true, None).await.unwrap();
     let res = make_res(&first_token);

@@ -27,7 +27,7 @@ async fn approle_issuer(bao: &OpenBao, ttl: &str, max_ttl: &str) -> (Issuer<Vaul
 async fn one_login_serves_many_requests_and_checks() {
     let (bao, _) = openbao().await;
     let (issuer, res) = approle_issuer(&bao, "1h", "24h").await;
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let logs = LogCapture::start();
     signer.check(&issuer, &res).await.unwrap();
     for i in 0..10 {
@@ -49,7 +49,7 @@ async fn one_login_serves_many_requests_and_checks() {
 async fn concurrent_requests_share_one_login() {
     let (bao, _) = openbao().await;
     let (issuer, res) = approle_issuer(&bao, "1h", "24h").await;
-    let signer = std::sync::Arc::new(VaultSigner::new());
+    let signer = std::sync::Arc::new(VaultSigner::dev());
     let mut tasks = Vec::new();
     for i in 0..8 {
         let (signer, issuer, res) = (signer.clone(), issuer.clone(), res.clone());
@@ -68,7 +68,7 @@ async fn an_expired_token_is_replaced_by_a_new_login() {
     let (bao, pki) = openbao().await;
     // Tokens live 3 s and cannot be renewed past that.
     let (issuer, res) = approle_issuer(&bao, "3s", "3s").await;
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let logs = LogCapture::start();
     sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -81,7 +81,7 @@ async fn an_expired_token_is_replaced_by_a_new_login() {
 async fn a_renewable_token_is_renewed_not_replaced() {
     let (bao, _) = openbao().await;
     let (issuer, res) = approle_issuer(&bao, "6s", "1h").await;
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let logs = LogCapture::start();
     sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     // Past two thirds of its TTL, then past its original end.
@@ -98,7 +98,7 @@ async fn a_renewable_token_is_renewed_not_replaced() {
 async fn a_revoked_token_is_replaced_transparently_once() {
     let (bao, _) = openbao().await;
     let (issuer, res) = approle_issuer(&bao, "1h", "24h").await;
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let logs = LogCapture::start();
     sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     assert_eq!(bao.revoke_all_tokens().await.unwrap(), 1);
@@ -117,7 +117,7 @@ async fn a_revoked_static_token_fails_after_one_retry() {
     let token = bao.create_token("1h", true, None).await.unwrap();
     let res = resources(vec![secret("t", &[("token", &token)])]);
     let issuer = issuer(spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("t", "token")), ..Default::default() }));
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap();
     bao.revoke_all_tokens().await.unwrap();
     let err = sign(&signer, &issuer, &res, &csr(&["app.example.com"], &[], &[])).await.unwrap_err();
@@ -132,7 +132,7 @@ async fn a_revoked_static_token_fails_after_one_retry() {
 async fn a_rotated_secret_is_used_at_the_next_check() {
     let (bao, _) = openbao().await;
     let (issuer, res) = approle_issuer(&bao, "1h", "24h").await;
-    let signer = VaultSigner::new();
+    let signer = VaultSigner::dev();
     let logs = LogCapture::start();
     signer.check(&issuer, &res).await.unwrap();
     // The operator rotates the secret ID and destroys the old one; the spec does not change.

@@ -1,0 +1,93 @@
+//! Bounded reads of remote CA answers.
+//!
+//! A CA, Vault or a man in the middle of a misconfigured `http://` URL can answer with an endless
+//! body; a shared controller that buffers it runs out of memory for every tenant. Adapters read
+//! response bodies through [`read_limited`] (which stops at the limit without buffering more than
+//! it) and build their HTTP clients with the limits below: header count
+//! ([`MAX_RESPONSE_HEADERS`]; header bytes are bounded by hyper's read buffer, about 400 KiB, for
+//! HTTP/1 and by [`MAX_HEADER_LIST_BYTES`] for HTTP/2), a connect timeout and a total timeout
+//! that also covers reading the body, so no read is without a deadline.
+//!
+//! `http_body_util::Limited` does the counting; this module only picks limits and words the
+//! error.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
+
+/// Limit for an ordinary JSON answer.
+pub const BODY_LIMIT: usize = 1 << 20;
+/// Limit for answers that carry certificate chains (a CA bundle, a PKCS#7 chain).
+pub const CHAIN_BODY_LIMIT: usize = 4 << 20;
+/// Most header fields accepted in one HTTP/1 response.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+/// Most header bytes accepted in one HTTP/2 response.
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// Time allowed for TCP connect plus TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a whole request, body included, unless the issuer asks for another.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body is longer than the limit; nothing past the limit was buffered.
+    #[error(
+        "the response body is larger than {limit} bytes (a certbridge limit; the server is misbehaving or is not what the issuer expects)"
+    )]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The transfer failed (reset, timeout, bad framing).
+    #[error("reading the response body: {0}")]
+    Transport(String),
+}
+
+/// Reads a whole body, refusing more than `limit` bytes. With reqwest:
+/// `read_limited(reqwest::Body::from(response), BODY_LIMIT)`.
+pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge { limit }),
+        Err(e) => Err(BodyError::Transport(error_chain(e.as_ref()))),
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Full, StreamBody};
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_without_buffering_them() {
+        assert_eq!(read_limited(Full::new(Bytes::from_static(b"hello")), 5).await.unwrap(), "hello");
+        let err = read_limited(Full::new(Bytes::from(vec![0u8; 6])), 5).await.unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 5 }), "{err}");
+        // An endless stream of unknown length: stops at the limit.
+        let endless = futures::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(&[7u8; 4096])))
+        });
+        let err = read_limited(StreamBody::new(endless), BODY_LIMIT).await.unwrap_err();
+        assert!(err.to_string().contains("larger than 1048576 bytes"), "{err}");
+    }
+}
