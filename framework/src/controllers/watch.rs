@@ -7,6 +7,7 @@ use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::utils::{Predicate, PredicateConfig, WatchStreamExt};
 use kube::runtime::watcher;
 
+use crate::controllers::prune::Prune;
 use crate::controllers::shared::Kind;
 use crate::issuer::IssuerScope;
 
@@ -36,7 +37,9 @@ pub(crate) fn issuer_cache(
     };
     let writer = Writer::new(kind.resource.clone());
     let reader = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
+    // managedFields are never read (see `prune`).
+    let issuers = watcher(api, watcher::Config::default().any_semantic()).modify(Prune::prune);
+    let stream = reflector::reflector(writer, issuers)
         .default_backoff()
         .touched_objects()
         .predicate_filter(predicate, PredicateConfig::default());
