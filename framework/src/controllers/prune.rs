@@ -167,7 +167,7 @@ mod tests {
         assert!(needs_full(&RequestView::from_certificate_request(&unapproved)), "not approved: the CSR goes");
         assert_eq!(after.conditions, before.conditions);
         assert_eq!(after.annotations, before.annotations);
-        assert_eq!((after.usages, after.requester.username), (before.usages, before.requester.username));
+        assert_eq!((&after.usages, &after.requester.username), (&before.usages, &before.requester.username));
         assert_eq!(
             crate::controllers::requests::fingerprint(&after),
             crate::controllers::requests::fingerprint(&before)
