@@ -158,7 +158,8 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
     let group = <S::Spec as IssuerSpec>::GROUP;
     let instance =
         opts.instance.clone().or_else(|| std::env::var("POD_NAME").ok()).or_else(|| std::env::var("HOSTNAME").ok());
-    let recorder = Recorder::new(client.clone(), Reporter { controller: format!("{group}-controller"), instance });
+    let reporter = Reporter { controller: format!("{group}-controller"), instance };
+    let recorder = Recorder::new(client.clone(), reporter.clone());
     let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
         signer: Arc::new(signer),
@@ -175,6 +176,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         kinds: Kinds::of::<S::Spec>(),
         source: Arc::new(ApiSource::new(client)),
         recorder,
+        reporter,
         metrics: metrics.clone(),
         issuer_errors: IssuerErrors::default(),
         references: References::default(),

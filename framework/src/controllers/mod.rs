@@ -7,6 +7,7 @@ pub(crate) mod csr;
 pub(crate) mod decision;
 pub(crate) mod duration;
 pub(crate) mod issuer;
+pub(crate) mod prune;
 pub(crate) mod request_controller;
 pub(crate) mod requests;
 pub(crate) mod shared;

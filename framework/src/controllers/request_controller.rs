@@ -17,6 +17,8 @@ use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use crate::controllers::decision::{self, Gate};
+use crate::controllers::prune::{self, Prune};
 use crate::controllers::requests::{self, RequestCtx};
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::view::{IssuerTarget, RequestView};
@@ -27,7 +29,7 @@ use crate::signer::Signer;
 
 /// A request API the controller serves.
 pub(crate) trait RequestApi:
-    kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+    kube::Resource<DynamicType = ()> + Prune + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
     /// The controller's name in spans and metrics.
     const CONTROLLER: &'static str;
@@ -60,7 +62,9 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
     let client = shared.client.clone();
     let kinds = shared.kinds.clone();
     let (reader, writer) = reflector::store::<R>();
-    let stream = reflector::reflector(writer, watcher(R::watch_api(&client, namespace.as_deref()), any_semantic()))
+    // Pruned before the store: a cluster keeps thousands of finished requests (see `prune`).
+    let pruned = watcher(R::watch_api(&client, namespace.as_deref()), any_semantic()).modify(R::prune);
+    let stream = reflector::reflector(writer, pruned)
         .default_backoff()
         .touched_objects()
         .predicate_filter(|r: &R| Some(requests::fingerprint(&r.view())), PredicateConfig::default());
@@ -162,7 +166,13 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
             return Ok(Action::await_change());
         }
         let api = request.object_api(&ctx.shared.client);
-        requests::reconcile(&ctx, request.view(), target, api).await
+        let mut view = request.view();
+        if prune::needs_full(&view) && decision::gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
+            // The cached copy lost its CSR (cached before approval): read the request afresh.
+            let Some(full) = api.get_opt(&view.name).await? else { return Ok(Action::await_change()) };
+            view = full.view();
+        }
+        requests::reconcile(&ctx, view, target, api).await
     }
     .instrument(span)
     .await

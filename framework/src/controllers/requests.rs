@@ -13,7 +13,7 @@ use kube::runtime::reflector::Store;
 use serde::de::DeserializeOwned;
 
 use crate::context::SignContext;
-use crate::controllers::decision::{self, Gate, IssuerState, Outcome};
+use crate::controllers::decision::{self, Gate, IssuerState, Outcome, Verdict};
 use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
 use crate::controllers::view::{Flavor, IssuerTarget, RequestView};
 use crate::issuer::{IssuerScope, IssuerSpec};
@@ -87,7 +87,12 @@ where
         Flavor::Csr => {}
     }
     if let Some(ev) = &outcome.event {
-        shared.publish(ev, &object_reference(&view)).await;
+        // A request is issued, failed or denied once: its event never repeats (see `publish_once`).
+        if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
+            shared.publish_once(ev, &object_reference(&view)).await;
+        } else {
+            shared.publish(ev, &object_reference(&view)).await;
+        }
     }
     let kind = shared.kinds.get(target.scope);
     if let Some(message) = &outcome.issuer_error {

@@ -11,6 +11,7 @@ use kube::runtime::reflector::{self, Lookup, Store, store::Writer};
 use kube::runtime::utils::{Predicate, PredicateConfig, WatchStreamExt};
 use kube::runtime::watcher;
 
+use crate::controllers::prune::Prune;
 use crate::controllers::shared::Kind;
 use crate::issuer::IssuerScope;
 
@@ -42,7 +43,9 @@ pub(crate) fn issuer_cache(
     };
     let writer = Writer::new(kind.resource.clone());
     let reader = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
+    // managedFields are never read (see `prune`).
+    let issuers = watcher(api, watcher::Config::default().any_semantic()).modify(Prune::prune);
+    let stream = reflector::reflector(writer, issuers)
         .default_backoff()
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
