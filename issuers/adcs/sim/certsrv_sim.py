@@ -241,7 +241,7 @@ class Handler(BaseHTTPRequestHandler):
     def challenge(self, extra=None):
         st = self.server.state
         hdrs = []
-        if st.auth == "ntlm":
+        if st.auth in ("ntlm", "kerberos"):
             hdrs = [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "NTLM")] if extra is None else [("WWW-Authenticate", extra)]
         elif st.auth == "basic":
             hdrs = [("WWW-Authenticate", 'Basic realm="ca.example.com"')]
@@ -280,6 +280,16 @@ class Handler(BaseHTTPRequestHandler):
             self.challenge()
             return False
         raw = base64.b64decode(token)
+        if st.auth == "kerberos":
+            if scheme == "Negotiate" and not raw.startswith(b"NTLMSSP\0"):
+                ok = self.accept_kerberos(raw)
+                if ok:
+                    self.authenticated = ok
+                    return True
+            with st.lock:
+                st.counters["auth_failures"] += 1
+            self.challenge()
+            return False
         if raw[8:12] == b"\x01\x00\x00\x00":
             import spnego
 
@@ -299,6 +309,34 @@ class Handler(BaseHTTPRequestHandler):
             st.counters["auth_failures"] += 1
         self.challenge()
         return False
+
+    def accept_kerberos(self, raw):
+        """Kerberos through python-gssapi (MIT krb5) with the HTTP/<host> keytab (KRB5_KTNAME).
+
+        MIT krb5 rejects wrong bindings but accepts none without setting the channel-bound flag
+        (ca-protocols.md 7.5): "required" checks that flag itself."""
+        import gssapi
+        import gssapi.raw
+
+        st = self.server.state
+        cb = None
+        if st.epa != "off":
+            cb = gssapi.raw.ChannelBindings(application_data=b"tls-server-end-point:" + self.server.binding)
+        try:
+            ctx = gssapi.SecurityContext(creds=gssapi.Credentials(usage="accept"), channel_bindings=cb)
+            ctx.step(raw)
+            if not ctx.complete:
+                sys.stderr.write("Kerberos refused: context not complete after one token\n")
+                return None
+            with st.lock:
+                st.counters["handshakes"] += 1
+            if st.epa == "required" and not int(ctx.actual_flags) & 0x800:
+                sys.stderr.write("Kerberos refused: no channel binding (EPA required)\n")
+                return None
+            return str(ctx.initiator_name)
+        except Exception as e:
+            sys.stderr.write(f"Kerberos refused: {e!r} (token {raw[:24].hex()}..., {len(raw)} bytes)\n")
+            return None
 
     def accept_authenticate(self, raw):
         from spnego._ntlm_raw.messages import Authenticate, AvId, NTClientChallengeV2
@@ -537,7 +575,7 @@ class Admin(BaseHTTPRequestHandler):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--auth", choices=["ntlm", "basic", "cert", "none"], default="ntlm")
+    p.add_argument("--auth", choices=["ntlm", "kerberos", "basic", "cert", "none"], default="ntlm")
     p.add_argument("--epa", choices=["off", "when-supported", "required"], default="when-supported")
     p.add_argument("--users", help="NTLM_USER_FILE (DOMAIN:USER:PASSWORD lines)")
     p.add_argument("--templates", default="WebServer,Other", help="templates issued at once")

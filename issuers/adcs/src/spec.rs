@@ -26,7 +26,7 @@ pub struct AdcsIssuerSpec {
     /// `template`, set by the annotation `adcs.certbridge.io/template` on the request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_overrides: Vec<AllowedOverride>,
-    /// How to authenticate: set exactly one of `ntlm`, `clientCertificate`, `basic`.
+    /// How to authenticate: set exactly one of `ntlm`, `kerberos`, `clientCertificate`, `basic`.
     pub auth: AuthSpec,
     /// CA bundle (PEM) that signs certsrv's TLS certificate. Default: the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +64,27 @@ pub struct AuthSpec {
     /// HTTP Basic with the `username`/`password` of a Secret (off by default on IIS; https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic: Option<SecretRef>,
+    /// Kerberos (HTTP Negotiate) with the `username`/`password` of a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kerberos: Option<KerberosAuth>,
+}
+
+/// Kerberos credentials and where the KDCs are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KerberosAuth {
+    /// Secret with `username` (`user` or `user@REALM`) and `password`.
+    pub secret_name: String,
+    /// The Kerberos realm (upper case, e.g. `CORP.EXAMPLE.COM`).
+    pub realm: String,
+    /// KDC addresses `host[:port]` (TCP, port 88 by default), tried in order.
+    pub kdc: Vec<String>,
+    /// Service principal of certsrv. Default: `HTTP/<host of spec.url>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spn: Option<String>,
+    /// Channel binding (EPA), as for NTLM (default `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_binding: Option<ChannelBindingMode>,
 }
 
 /// NTLM credentials and Extended Protection for Authentication.
@@ -131,14 +152,28 @@ impl IssuerSpec for AdcsIssuerSpec {
             }
         }
         let a = &self.auth;
-        let set = [a.ntlm.is_some(), a.client_certificate.is_some(), a.basic.is_some()].iter().filter(|b| **b).count();
+        let set = [a.ntlm.is_some(), a.kerberos.is_some(), a.client_certificate.is_some(), a.basic.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         if set != 1 {
-            return Err(format!("spec.auth sets {set} methods: set exactly one of ntlm, clientCertificate, basic"));
+            return Err(format!(
+                "spec.auth sets {set} methods: set exactly one of ntlm, kerberos, clientCertificate, basic"
+            ));
+        }
+        if let Some(k) = &a.kerberos {
+            if k.realm.trim().is_empty() {
+                return Err("spec.auth.kerberos.realm is empty: set the Kerberos realm, e.g. CORP.EXAMPLE.COM".into());
+            }
+            if k.kdc.is_empty() || k.kdc.iter().any(|h| h.trim().is_empty() || h.contains("://")) {
+                return Err("spec.auth.kerberos.kdc must list KDC addresses as host or host:port, e.g. [dc1.corp.example.com:88]".into());
+            }
         }
         for (field, name) in [
             ("spec.auth.ntlm.secretName", a.ntlm.as_ref().map(|n| &n.secret_name)),
             ("spec.auth.clientCertificate.secretName", a.client_certificate.as_ref().map(|s| &s.secret_name)),
             ("spec.auth.basic.secretName", a.basic.as_ref().map(|s| &s.secret_name)),
+            ("spec.auth.kerberos.secretName", a.kerberos.as_ref().map(|k| &k.secret_name)),
         ] {
             if name.is_some_and(|n| n.trim().is_empty()) {
                 return Err(format!("{field} is empty: name the Secret holding the credentials"));

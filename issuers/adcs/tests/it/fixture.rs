@@ -12,7 +12,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use certbridge::{Issuer, IssuerScope, KeyKind, Resources, SignRequest};
-use certbridge_adcs::spec::{AdcsIssuerSpec, AuthSpec, CaBundleRef, ChannelBindingMode, NtlmAuth, SecretRef};
+use certbridge_adcs::spec::{
+    AdcsIssuerSpec, AuthSpec, CaBundleRef, ChannelBindingMode, KerberosAuth, NtlmAuth, SecretRef,
+};
 
 pub const NS: &str = "team-a";
 pub const USER: &str = "alice";
@@ -23,6 +25,7 @@ pub const PASSWORD: &str = "S3cret-pw!";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
     Ntlm,
+    Kerberos,
     Basic,
     Cert,
 }
@@ -42,8 +45,43 @@ impl Default for SimOpts {
     }
 }
 
+/// A throwaway MIT KDC (scripts/krb5/start.sh), stopped on drop (scripts/krb5/stop.sh).
+pub struct Kdc {
+    dir: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Kdc {
+    pub fn start() -> Kdc {
+        let dir = std::env::temp_dir().join(format!("adcs-kdc-{}-{}", std::process::id(), rand_suffix()));
+        let out = Command::new(repo_root().join("scripts/krb5/start.sh"))
+            .arg(&dir)
+            .output()
+            .expect("scripts/krb5/start.sh runs");
+        assert!(out.status.success(), "scripts/krb5/start.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        Kdc { dir, env }
+    }
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/krb5/stop.sh")).arg(&self.dir).status();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A running simulator; killed on drop.
 pub struct Sim {
+    pub kdc: Option<Kdc>,
     child: Child,
     pub port: u16,
     pub admin_port: u16,
@@ -77,12 +115,18 @@ impl Sim {
         let users = dir.path().join("users");
         std::fs::write(&users, format!("{DOMAIN}:{USER}:{PASSWORD}\n")).unwrap();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sim/certsrv_sim.py");
+        let kdc = (opts.mode == Mode::Kerberos).then(Kdc::start);
         let auth = match opts.mode {
             Mode::Ntlm => "ntlm",
+            Mode::Kerberos => "kerberos",
             Mode::Basic => "basic",
             Mode::Cert => "cert",
         };
-        let mut child = Command::new(python())
+        let mut cmd = Command::new(python());
+        if let Some(k) = &kdc {
+            cmd.env("KRB5_CONFIG", &k.env["KRB5_CONFIG"]).env("KRB5_KTNAME", &k.env["KRB5_KTNAME"]);
+        }
+        let mut child = cmd
             .arg(script)
             .args(["--auth", auth, "--epa", opts.epa, "--latency-ms", &opts.latency_ms.to_string()])
             .arg("--users")
@@ -103,6 +147,7 @@ impl Sim {
             client_cert_pem: s("client_cert_pem"),
             client_key_pem: s("client_key_pem"),
             child,
+            kdc,
             _dir: dir,
             opts,
         }
@@ -164,6 +209,11 @@ pub fn objects(sim: &Sim, ns: &str, password: &str) -> (Vec<Secret>, Vec<ConfigM
     let creds = match sim.opts.mode {
         Mode::Ntlm => secret(ns, "creds", None, &[("username", USER), ("domain", DOMAIN), ("password", password)]),
         Mode::Basic => secret(ns, "creds", None, &[("username", USER), ("password", password)]),
+        Mode::Kerberos => {
+            let env = &sim.kdc.as_ref().expect("KDC").env;
+            let pw = if password == PASSWORD { env["KRB5_PASSWORD"].as_str() } else { password };
+            secret(ns, "creds", None, &[("username", &env["KRB5_USER"]), ("password", pw)])
+        }
         Mode::Cert => secret(
             ns,
             "creds",
@@ -187,6 +237,19 @@ pub fn spec(sim: &Sim) -> AdcsIssuerSpec {
             ..Default::default()
         },
         Mode::Basic => AuthSpec { basic: Some(creds), ..Default::default() },
+        Mode::Kerberos => {
+            let env = &sim.kdc.as_ref().expect("KDC").env;
+            AuthSpec {
+                kerberos: Some(KerberosAuth {
+                    secret_name: "creds".into(),
+                    realm: env["KRB5_REALM"].clone(),
+                    kdc: vec![env["KRB5_KDC"].clone()],
+                    spn: None,
+                    channel_binding: Some(ChannelBindingMode::Auto),
+                }),
+                ..Default::default()
+            }
+        }
         Mode::Cert => AuthSpec { client_certificate: Some(creds), ..Default::default() },
     };
     AdcsIssuerSpec {
