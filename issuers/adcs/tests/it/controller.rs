@@ -1,6 +1,6 @@
 //! The real controllers (`certbridge::runtime`) on the embedded API server, signing at the certsrv
-//! simulator: NTLM with EPA required (namespaced issuer) and a client certificate (cluster
-//! issuer); pending → approved across a controller restart, submitted once; pending → denied and
+//! simulator: NTLM with EPA required and Kerberos against a real MIT KDC (namespaced issuers) and a
+//! client certificate (cluster issuer); pending → approved across a controller restart, submitted once; pending → denied and
 //! template errors Failed; refused credentials holding the issuer not ready; the binary's offline
 //! `check -f` / `sign -f`.
 
@@ -97,16 +97,21 @@ fn assert_issued(sim: &Sim, cr: &CertificateRequest) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ntlm_epa_required_and_client_certificate_issue_through_the_controller() {
+async fn ntlm_epa_required_client_certificate_and_kerberos_issue_through_the_controller() {
     for (opts, scope) in [
         (SimOpts { epa: "required", ..Default::default() }, IssuerScope::Namespaced),
         (SimOpts { mode: Mode::Cert, ..Default::default() }, IssuerScope::Cluster),
+        (SimOpts { mode: Mode::Kerberos, ..Default::default() }, IssuerScope::Namespaced),
     ] {
         let c = Cluster::new(opts.clone(), scope, PASSWORD).await;
         let handle = c.start().await;
         let mut s = spec(&c.sim);
         if let Some(n) = s.auth.ntlm.as_mut() {
             n.channel_binding = Some(ChannelBindingMode::Required);
+        }
+        if let Some(k) = s.auth.kerberos.as_mut() {
+            // MIT's acceptor refuses sspi's AP-REQ with bindings (README, Kerberos).
+            k.channel_binding = Some(ChannelBindingMode::Off);
         }
         c.issuer_ready(&s).await;
         let csr = c.request("web").await;
@@ -120,6 +125,9 @@ async fn ntlm_epa_required_and_client_certificate_issue_through_the_controller()
         let key_line = c.sim.client_key_pem.lines().nth(1).unwrap().to_owned();
         let text = serde_json::to_string(&(&cr, &events.items)).unwrap();
         assert!(!text.contains(PASSWORD) && !text.contains(&key_line), "a credential leaked");
+        if let Some(k) = &c.sim.kdc {
+            assert!(!text.contains(&k.env["KRB5_PASSWORD"]), "the Kerberos password leaked");
+        }
         handle.shutdown().await;
         c.kube.shutdown().await;
     }
