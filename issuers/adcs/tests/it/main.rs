@@ -6,3 +6,4 @@ mod adapter;
 mod common;
 mod controller;
 mod fixture;
+mod window;
