@@ -492,10 +492,16 @@ impl AdcsClient {
     async fn call(&self, method: Method, rel: &str, form: Option<&str>, cap: usize) -> Result<Response, AdcsError> {
         let path_and_query = format!("{}/{}", self.base_path, rel);
         let work = async {
-            // An idle connection may have been closed by the server: on a transport error with a
-            // reused connection, try once more on a fresh one (nothing reached the CA then).
+            // An idle connection may have been closed by the server. Closed ones are skipped; a GET
+            // that fails on a reused connection is tried once more on a fresh one. A POST is not:
+            // the submit may have reached certsrv before the connection broke (the double-submit
+            // window), so its error goes up and the signer decides.
             for attempt in 0..2 {
-                let reused = self.idle.lock().expect("lock poisoned").pop();
+                let reused = {
+                    let mut idle = self.idle.lock().expect("lock poisoned");
+                    idle.retain(|c| !c.sender.is_closed());
+                    idle.pop()
+                };
                 let fresh = reused.is_none();
                 let mut conn = match reused {
                     Some(c) => c,
@@ -514,7 +520,7 @@ impl AdcsClient {
                     _ => self.send(&mut conn, &method, &path_and_query, form, None, cap).await,
                 };
                 match result {
-                    Err(AdcsError::Transport(m)) if !fresh && attempt == 0 => {
+                    Err(AdcsError::Transport(m)) if !fresh && attempt == 0 && method == Method::GET => {
                         debug!(error = %m, "idle certsrv connection failed; retrying on a new one");
                         continue;
                     }
