@@ -62,6 +62,10 @@ export CERTBRIDGE_HELM
 say "checking Prometheus and promtool (scripts/tools/install-prometheus.sh)"
 scripts/tools/install-prometheus.sh >/dev/null
 
+# --- certsrv simulator (the AD CS issuer's tests: pyspnego as the NTLM acceptor) ---------------------
+say "checking the certsrv simulator's Python environment (issuers/adcs/scripts/install-sim.sh)"
+issuers/adcs/scripts/install-sim.sh >/dev/null
+
 # --- Rust components ------------------------------------------------------------------------------
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

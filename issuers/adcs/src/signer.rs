@@ -1,0 +1,581 @@
+//! The [`Signer`] for AD CS: submits to certsrv, persists the request ID before anything else,
+//! polls pending requests, and builds the chain from the CA's own PKCS#7.
+//!
+//! ## Never submitting twice (as far as certsrv allows)
+//! certsrv has no search: a request whose ID is lost cannot be found again. So the ID is written
+//! to the request's state ([`SignContext::save_state`], key `req-id`) *as soon as the submit
+//! answer is parsed*, before the certificate is fetched or anything else is done, and every later
+//! call for a request with an ID only polls `certnew.cer?ReqID=N` — a restarted controller never
+//! submits again. One window is left, and the protocol cannot close it: the submit has been sent
+//! and certsrv has recorded it, but the answer has not been read and saved yet (crash, timeout,
+//! reset, failed state write). The next attempt then submits again. The `submit-attempts` state
+//! counter, saved *before* each submit, makes every such resubmission visible in a warning.
+//!
+//! ## Chain
+//! `status.certificate` is the leaf plus the intermediates and `status.ca` the root, both from the
+//! CA's `certnew.p7b`. The chain is cached per issuer; a leaf that no cached CA certificate signed
+//! (the CA renewed its key) makes the signer fetch the chain again, trying the newest renewal
+//! first and older ones after it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use zeroize::Zeroizing;
+
+use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+
+use crate::client::{AdcsClient, AdcsError, Auth, ChannelBinding, Fetched};
+use crate::pages::{CaError, StatusPage, SubmitPage, hresult};
+use crate::spec::{
+    AdcsIssuerSpec, ChannelBindingMode, DEFAULT_POLL_SECONDS, DEFAULT_TIMEOUT_SECONDS, GROUP, TEMPLATE_ANNOTATION,
+};
+
+/// State keys (stored as `state.adcs.certbridge.io/<key>` on the request).
+pub mod state {
+    /// certsrv's request ID, saved as soon as the submit answer names it.
+    pub const REQ_ID: &str = "req-id";
+    /// The template the request was submitted with.
+    pub const TEMPLATE: &str = "template";
+    /// How many submits were started for this request (saved before each one).
+    pub const SUBMIT_ATTEMPTS: &str = "submit-attempts";
+}
+
+/// The request condition shown while a certificate manager has not decided.
+pub const APPROVAL_CONDITION: &str = "AdcsApproval";
+
+type CachedClient = (Vec<u8>, Arc<AdcsClient>);
+
+/// The AD CS signer. Clients (with their authenticated connections) and CA chains are kept per
+/// issuer; a client is rebuilt when the spec or a referenced Secret/ConfigMap changes.
+#[derive(Default)]
+pub struct AdcsSigner {
+    clients: Mutex<HashMap<String, CachedClient>>,
+    chains: Mutex<HashMap<String, Arc<Vec<Vec<u8>>>>>,
+}
+
+/// Connection counters summed over all clients (benchmark).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// TLS connections opened.
+    pub connections: u64,
+    /// NTLM handshakes.
+    pub handshakes: u64,
+    /// HTTP requests (handshake legs included).
+    pub requests: u64,
+}
+
+fn slot(issuer: &Issuer<AdcsIssuerSpec>) -> String {
+    format!("{}/{}/{}#{}", issuer.kind(), issuer.namespace.as_deref().unwrap_or(""), issuer.name, issuer.uid)
+}
+
+fn utf8(bytes: Zeroizing<Vec<u8>>, what: &str) -> Result<Zeroizing<String>, SignError> {
+    String::from_utf8(bytes.to_vec())
+        .map(|s| Zeroizing::new(s.trim().to_owned()))
+        .map_err(|_| SignError::issuer_not_ready(format!("{what} is not UTF-8 text: fix the Secret")))
+}
+
+/// The template for `request`: the annotation `adcs.certbridge.io/template` when the issuer's
+/// `spec.allowedOverrides` allows it (and its value), else `spec.template`.
+pub fn template(request: &SignRequest, issuer: &Issuer<AdcsIssuerSpec>) -> Result<String, SignError> {
+    let spec = &issuer.spec;
+    let Some(value) = request.object.annotation(GROUP, TEMPLATE_ANNOTATION) else {
+        return Ok(spec.template.trim().to_owned());
+    };
+    let value = value.trim();
+    let annotation = format!("{GROUP}/{TEMPLATE_ANNOTATION}");
+    if value.is_empty() {
+        return Err(SignError::permanent(format!("annotation {annotation} is empty: remove it or name a template")));
+    }
+    let Some((i, allowed)) = spec.allowed_overrides.iter().enumerate().find(|(_, o)| o.field == TEMPLATE_ANNOTATION)
+    else {
+        return Err(SignError::permanent(format!(
+            "annotation {annotation}={value:?} is refused: {} {} does not list \"template\" in spec.allowedOverrides; remove the annotation or ask the issuer's owner to allow it",
+            issuer.kind(),
+            issuer.display_name()
+        )));
+    };
+    if !allowed.values.is_empty() && !allowed.values.iter().any(|v| v == value) {
+        return Err(SignError::permanent(format!(
+            "annotation {annotation}={value:?} is refused: spec.allowedOverrides[{i}].values of {} {} allows only {:?}",
+            issuer.kind(),
+            issuer.display_name(),
+            allowed.values
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// What a certsrv error means for the request: template problems and unparsable requests are
+/// permanent (naming the template and the fix), anything else may pass (CA service down, RPC).
+pub fn classify(e: &CaError, template: &str, req_id: Option<u64>) -> SignError {
+    let what = match req_id {
+        Some(id) => format!("AD CS request {id}"),
+        None => "AD CS".to_owned(),
+    };
+    match e.hresult {
+        Some(hresult::UNSUPPORTED_CERT_TYPE) => SignError::permanent(format!(
+            "{what}: template {template:?} is unknown or not published on this CA ({}): fix spec.template (use the template's name, not its display name) or publish it on the CA",
+            e.message
+        )),
+        Some(hresult::TEMPLATE_DENIED) => SignError::permanent(format!(
+            "{what}: the issuer's account may not enroll with template {template:?} ({}): grant it Enroll on the template or use another template",
+            e.message
+        )),
+        Some(hresult::TEMPLATE_CONFLICT) => SignError::permanent(format!(
+            "{what}: the request conflicts with template {template:?} ({}): check the template's subject and key requirements",
+            e.message
+        )),
+        Some(hresult::PROPERTY_EMPTY) => SignError::permanent(format!(
+            "{what}: certsrv does not know this request ID ({}); delete the CertificateRequest to submit anew",
+            e.message
+        )),
+        _ if e.message.contains("Error Parsing Request") => {
+            SignError::permanent(format!("{what}: the CA could not parse the CSR: {}", e.message))
+        }
+        _ => SignError::transient(format!("{what}: {}", e.message)),
+    }
+}
+
+/// A wire error as the controller's reaction (on `sign`).
+fn wire(e: AdcsError, op: &str) -> SignError {
+    match e {
+        AdcsError::Unauthorized(m) => SignError::issuer_not_ready(format!("{op}: credentials refused: {m}")),
+        AdcsError::Config(m) => SignError::issuer_not_ready(format!("{op}: {m}")),
+        AdcsError::Http { status: 404, path, title } => SignError::issuer_not_ready(format!(
+            "{op}: {path} not found (HTTP 404, page {title:?}): is spec.url the certsrv base, e.g. https://ca.example.com/certsrv?"
+        )),
+        other => SignError::transient(format!("{op}: {other}")),
+    }
+}
+
+impl AdcsSigner {
+    /// A signer with empty caches.
+    pub fn new() -> Self {
+        AdcsSigner::default()
+    }
+
+    /// Connection counters summed over the cached clients.
+    pub fn totals(&self) -> Totals {
+        let clients = self.clients.lock().expect("lock poisoned");
+        let mut t = Totals::default();
+        for (_, c) in clients.values() {
+            let s = c.stats();
+            t.connections += s.connections.load(std::sync::atomic::Ordering::Relaxed);
+            t.handshakes += s.handshakes.load(std::sync::atomic::Ordering::Relaxed);
+            t.requests += s.requests.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// The client for `issuer`, reused while nothing it was built from changed.
+    pub async fn client(
+        &self,
+        issuer: &Issuer<AdcsIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<Arc<AdcsClient>, SignError> {
+        let spec = &issuer.spec;
+        let mut fp = Sha256::new();
+        // Which issuer object, and which version of its spec, this client was built for.
+        let identity_key = format!(
+            "{}/{}/{}#{}@{}",
+            issuer.kind(),
+            issuer.namespace.as_deref().unwrap_or(""),
+            issuer.name,
+            issuer.uid,
+            issuer.generation
+        );
+        fp.update(identity_key.as_bytes());
+        let auth_spec = &spec.auth;
+        let mut identity: Option<(Zeroizing<String>, Zeroizing<String>)> = None;
+        let auth = if let Some(n) = &auth_spec.ntlm {
+            let mut data = resources.secret(&n.secret_name).await?;
+            let ns = resources.namespace();
+            let mut take = |key: &str| -> Result<Zeroizing<String>, SignError> {
+                let v = data.remove(key).ok_or_else(|| {
+                    SignError::issuer_not_ready(format!(
+                        "Secret \"{ns}/{}\" has no key \"{key}\" (spec.auth.ntlm needs username and password, optionally domain)",
+                        n.secret_name
+                    ))
+                })?;
+                utf8(v, &format!("Secret \"{ns}/{}\" key \"{key}\"", n.secret_name))
+            };
+            let username = take("username")?;
+            let password = take("password")?;
+            let domain = take("domain").ok().filter(|d| !d.is_empty());
+            fp.update(username.as_bytes());
+            fp.update(password.as_bytes());
+            fp.update(domain.as_deref().map(|d| d.as_str()).unwrap_or("").as_bytes());
+            Auth::Ntlm {
+                username: username.to_string(),
+                domain: domain.map(|d| d.to_string()),
+                password,
+                channel_binding: match n.channel_binding.unwrap_or(ChannelBindingMode::Auto) {
+                    ChannelBindingMode::Auto => ChannelBinding::Auto,
+                    ChannelBindingMode::Required => ChannelBinding::Required,
+                    ChannelBindingMode::Off => ChannelBinding::Off,
+                },
+            }
+        } else if let Some(k) = &auth_spec.kerberos {
+            let user = utf8(resources.secret_key(&k.secret_name, "username").await?, "kerberos username")?;
+            let password = utf8(resources.secret_key(&k.secret_name, "password").await?, "kerberos password")?;
+            let realm = k.realm.trim().to_ascii_uppercase();
+            let principal = if user.contains('@') { user.to_string() } else { format!("{}@{realm}", user.as_str()) };
+            let host = crate::client::parse_url(&spec.url).map_err(SignError::permanent)?.0;
+            let spn = k.spn.clone().unwrap_or_else(|| format!("HTTP/{host}"));
+            let kdcs: Vec<String> = k
+                .kdc
+                .iter()
+                .map(|h| if h.contains(':') { h.trim().to_owned() } else { format!("{}:88", h.trim()) })
+                .collect();
+            fp.update(principal.as_bytes());
+            fp.update(password.as_bytes());
+            Auth::Kerberos {
+                principal,
+                password,
+                kdcs,
+                spn,
+                channel_binding: match k.channel_binding.unwrap_or(ChannelBindingMode::Auto) {
+                    ChannelBindingMode::Auto => ChannelBinding::Auto,
+                    ChannelBindingMode::Required => ChannelBinding::Required,
+                    ChannelBindingMode::Off => ChannelBinding::Off,
+                },
+            }
+        } else if let Some(b) = &auth_spec.basic {
+            let user = utf8(resources.secret_key(&b.secret_name, "username").await?, "basic username")?;
+            let pass = utf8(resources.secret_key(&b.secret_name, "password").await?, "basic password")?;
+            let header = Zeroizing::new(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.as_str(), pass.as_str()))
+            ));
+            fp.update(header.as_bytes());
+            Auth::Basic { header }
+        } else if let Some(c) = &auth_spec.client_certificate {
+            let crt = utf8(resources.secret_key(&c.secret_name, "tls.crt").await?, "client certificate tls.crt")?;
+            let key = utf8(resources.secret_key(&c.secret_name, "tls.key").await?, "client certificate tls.key")?;
+            fp.update(crt.as_bytes());
+            fp.update(key.as_bytes());
+            identity = Some((crt, key));
+            Auth::ClientCertificate
+        } else {
+            return Err(SignError::permanent(
+                "spec.auth sets no method: set exactly one of ntlm, clientCertificate, basic",
+            ));
+        };
+        let bundle = match &spec.ca_bundle {
+            None => None,
+            Some(b) => Some(match (&b.secret_name, &b.config_map_name) {
+                (Some(s), _) => utf8(resources.secret_key(s, &b.key).await?, "spec.caBundle")?.to_string(),
+                (None, Some(c)) => resources.config_map_key(c, &b.key).await?,
+                (None, None) => {
+                    return Err(SignError::permanent("spec.caBundle sets neither secretName nor configMapName"));
+                }
+            }),
+        };
+        fp.update(bundle.as_deref().unwrap_or("").as_bytes());
+        let fingerprint = fp.finalize().to_vec();
+        let key = slot(issuer);
+        if let Some((f, c)) = self.clients.lock().expect("lock poisoned").get(&key)
+            && *f == fingerprint
+        {
+            return Ok(c.clone());
+        }
+        let timeout = Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
+        let client = AdcsClient::new(
+            &spec.url,
+            bundle.as_deref(),
+            identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+            auth,
+            timeout,
+        )
+        .map_err(|e| SignError::issuer_not_ready(e.to_string()))?;
+        let client = Arc::new(client);
+        self.clients.lock().expect("lock poisoned").insert(key, (fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    fn poll_interval(spec: &AdcsIssuerSpec) -> Duration {
+        Duration::from_secs(u64::from(spec.poll_interval_seconds.unwrap_or(DEFAULT_POLL_SECONDS)))
+    }
+
+    fn waiting(spec: &AdcsIssuerSpec, req_id: u64, template: &str) -> SignError {
+        SignError::pending(
+            format!("AD CS request {req_id} (template {template:?}) is waiting for a certificate manager's approval"),
+            Self::poll_interval(spec),
+        )
+        .with_condition(APPROVAL_CONDITION, "False", "WaitingForApproval")
+    }
+
+    /// Fetches the CA chain, newest renewal first, until one of its certificates signed `leaf`
+    /// (any chain when `leaf` is `None`), and caches it.
+    async fn refresh_chain(
+        &self,
+        client: &AdcsClient,
+        key: &str,
+        leaf: Option<&[u8]>,
+    ) -> Result<Arc<Vec<Vec<u8>>>, SignError> {
+        let n = client.renewals().await.map_err(|e| wire(e, "reading certcarc.asp"))?;
+        for renewal in (0..=n).rev() {
+            let chain = client.ca_chain(renewal).await.map_err(|e| wire(e, "downloading the CA chain"))?;
+            if leaf.is_none_or(|l| issuing_cert(l, &chain).is_some()) {
+                let chain = Arc::new(chain);
+                self.chains.lock().expect("lock poisoned").insert(key.to_owned(), chain.clone());
+                return Ok(chain);
+            }
+        }
+        Err(SignError::transient(format!(
+            "none of the CA's {} chain(s) from certnew.p7b holds the certificate that signed the issued leaf",
+            n + 1
+        )))
+    }
+
+    /// Leaf + intermediates + root, ordered by the framework.
+    async fn assemble(&self, client: &AdcsClient, key: &str, leaf: Vec<u8>) -> Result<Issued, SignError> {
+        let cached = self.chains.lock().expect("lock poisoned").get(key).cloned();
+        let chain = match cached {
+            Some(c) if issuing_cert(&leaf, &c).is_some() => c,
+            Some(_) => {
+                info!("the issued leaf is not signed by the cached CA chain (CA renewed?); fetching it again");
+                self.refresh_chain(client, key, Some(&leaf)).await?
+            }
+            None => self.refresh_chain(client, key, Some(&leaf)).await?,
+        };
+        let path = chain_path(&leaf, &chain);
+        Issued::from_der_certs(path).map_err(|m| SignError::transient(format!("AD CS chain: {m}")))
+    }
+
+    async fn poll(
+        &self,
+        client: &AdcsClient,
+        issuer: &Issuer<AdcsIssuerSpec>,
+        request: &SignRequest,
+        req_id: u64,
+        template: &str,
+    ) -> Result<Issued, SignError> {
+        match client.fetch(req_id).await.map_err(|e| wire(e, &format!("polling AD CS request {req_id}")))? {
+            Fetched::Certificate(der) => {
+                let (_, x) = X509Certificate::from_der(&der).map_err(|e| {
+                    SignError::transient(format!("AD CS request {req_id}: the certificate does not parse: {e}"))
+                })?;
+                if x.public_key().raw != request.csr.public_key_der.as_slice() {
+                    return Err(SignError::permanent(format!(
+                        "AD CS request {req_id} holds a certificate for another key than this request's CSR: the request state {} does not belong to this request",
+                        state::REQ_ID
+                    )));
+                }
+                self.assemble(client, &slot(issuer), der).await
+            }
+            Fetched::NotIssued(StatusPage::Pending) => Err(Self::waiting(&issuer.spec, req_id, template)),
+            Fetched::NotIssued(StatusPage::Denied(e)) => {
+                Err(SignError::permanent(format!("AD CS request {req_id} was denied: {}", e.message)))
+            }
+            Fetched::NotIssued(StatusPage::Error(e)) => Err(classify(&e, template, Some(req_id))),
+            Fetched::NotIssued(StatusPage::Unknown { title }) => Err(SignError::transient(format!(
+                "AD CS request {req_id}: certsrv answered with a page this issuer does not understand (title {title:?})"
+            ))),
+        }
+    }
+}
+
+/// The certificate in `chain` that signed `leaf`, if any.
+fn issuing_cert<'a>(leaf: &[u8], chain: &'a [Vec<u8>]) -> Option<&'a [u8]> {
+    let (_, l) = X509Certificate::from_der(leaf).ok()?;
+    chain.iter().map(Vec::as_slice).find(|c| {
+        X509Certificate::from_der(c).is_ok_and(|(_, ca)| {
+            ca.subject().as_raw() == l.issuer().as_raw() && l.verify_signature(Some(ca.public_key())).is_ok()
+        })
+    })
+}
+
+/// `leaf` and, from `chain`, the certificates up its signature path (other certificates of the
+/// bag are left out: the framework refuses certificates outside the leaf's chain).
+fn chain_path(leaf: &[u8], chain: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut path = vec![leaf.to_vec()];
+    while path.len() <= chain.len() {
+        let cur = path.last().expect("non-empty");
+        match issuing_cert(cur, chain) {
+            Some(next) if !path.iter().any(|p| p == next) => path.push(next.to_vec()),
+            _ => break,
+        }
+    }
+    path
+}
+
+/// The subject of the CA certificate that issues (the first non-self-signed certificate of the
+/// bag, else the first one), for messages.
+fn ca_subject(chain: &[Vec<u8>]) -> String {
+    let parsed: Vec<_> = chain.iter().filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, x)| x)).collect();
+    parsed
+        .iter()
+        .find(|x| x.subject().as_raw() != x.issuer().as_raw())
+        .or(parsed.first())
+        .map(|x| x.subject().to_string())
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl Signer for AdcsSigner {
+    type Spec = AdcsIssuerSpec;
+
+    async fn sign(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<AdcsIssuerSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
+        let client = self.client(issuer, ctx.resources()).await?;
+        if let Some(id) = ctx.state(state::REQ_ID) {
+            // Submitted before (maybe by a controller that has since restarted): only poll.
+            let req_id: u64 = id
+                .parse()
+                .map_err(|_| SignError::permanent(format!("request state {}={id:?} is not a number", state::REQ_ID)))?;
+            let template = ctx.state(state::TEMPLATE).unwrap_or(&issuer.spec.template).to_owned();
+            return self.poll(&client, issuer, request, req_id, &template).await;
+        }
+        let template = template(request, issuer)?;
+        let attempts: u32 = ctx.state(state::SUBMIT_ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0);
+        if attempts > 0 {
+            warn!(
+                attempts,
+                "an earlier submit of this request may have reached the CA without its answer being saved; certsrv has no search, so submitting again"
+            );
+        }
+        ctx.set_state(state::TEMPLATE, template.clone());
+        ctx.set_state(state::SUBMIT_ATTEMPTS, (attempts + 1).to_string());
+        ctx.save_state().await.map_err(|e| e.context("saving the submit marker before calling AD CS"))?;
+        info!(template = %template, "submitting the CSR to AD CS");
+        let page = client.submit(&request.csr_pem, &template).await.map_err(|e| wire(e, "submitting to AD CS"))?;
+        let req_id = match &page {
+            SubmitPage::Issued { req_id } | SubmitPage::Pending { req_id } | SubmitPage::Denied { req_id, .. } => {
+                Some(*req_id)
+            }
+            _ => None,
+        };
+        if let Some(id) = req_id {
+            // Before anything else: from here on, a restart only polls.
+            ctx.set_state(state::REQ_ID, id.to_string());
+            if let Err(e) = ctx.save_state().await {
+                warn!(req_id = id, error = %e, "AD CS recorded the request but its ID could not be saved; the next attempt submits again");
+                return Err(e.context(format!("saving AD CS request ID {id}")));
+            }
+            info!(req_id = id, "AD CS request ID saved");
+        }
+        match page {
+            SubmitPage::Issued { req_id } => self.poll(&client, issuer, request, req_id, &template).await,
+            SubmitPage::Pending { req_id } => Err(Self::waiting(&issuer.spec, req_id, &template)),
+            SubmitPage::Denied { req_id, message } => {
+                let e = CaError {
+                    hresult: crate::pages::text(&message).split_whitespace().find_map(|w| {
+                        w.trim_end_matches(',').strip_prefix("0x").and_then(|h| u32::from_str_radix(h, 16).ok())
+                    }),
+                    message,
+                };
+                Err(match classify(&e, &template, Some(req_id)) {
+                    t if t.reaction == certbridge::Reaction::Transient => {
+                        SignError::permanent(format!("AD CS request {req_id} was denied: {}", e.message))
+                    }
+                    other => other,
+                })
+            }
+            SubmitPage::Error(e) => Err(classify(&e, &template, None)),
+            SubmitPage::Unknown { title } => Err(SignError::transient(format!(
+                "AD CS answered the submit with a page this issuer does not understand (title {title:?}); no certificate taken from it"
+            ))),
+        }
+    }
+
+    async fn check(&self, issuer: &Issuer<AdcsIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+        let client = self.client(issuer, resources).await?;
+        let not_ready = |e: SignError| match e.reaction {
+            certbridge::Reaction::Transient => e.with_reaction(certbridge::Reaction::IssuerNotReady),
+            _ => e,
+        };
+        client.probe().await.map_err(|e| not_ready(wire(e, &format!("authenticating to {}", issuer.spec.url))))?;
+        let chain = self.refresh_chain(&client, &slot(issuer), None).await.map_err(not_ready)?;
+        info!(ca = %ca_subject(&chain), auth = client.auth_name(), "AD CS issuer checked");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{AllowedOverride, AuthSpec, NtlmAuth};
+
+    fn issuer(overrides: Vec<AllowedOverride>) -> Issuer<AdcsIssuerSpec> {
+        Issuer {
+            name: "adcs".into(),
+            namespace: Some("ns".into()),
+            scope: certbridge::IssuerScope::Namespaced,
+            uid: "u".into(),
+            generation: 1,
+            annotations: Default::default(),
+            spec: AdcsIssuerSpec {
+                url: "https://ca/certsrv".into(),
+                template: "WebServer".into(),
+                allowed_overrides: overrides,
+                auth: AuthSpec {
+                    ntlm: Some(NtlmAuth { secret_name: "c".into(), channel_binding: None }),
+                    ..Default::default()
+                },
+                ca_bundle: None,
+                poll_interval_seconds: None,
+                request_timeout_seconds: None,
+            },
+        }
+    }
+
+    fn request(annotation: Option<&str>) -> SignRequest {
+        let (pem, _) = certbridge::testing::generate_csr(&certbridge::KeyKind::EcP256, &["a.example.com"]).unwrap();
+        let mut r = SignRequest::from_csr_pem::<&str>(&pem, Duration::from_secs(3600), false, &[]).unwrap();
+        if let Some(a) = annotation {
+            r.object.annotations.insert(format!("{GROUP}/{TEMPLATE_ANNOTATION}"), a.into());
+        }
+        r
+    }
+
+    fn reaction(e: &SignError) -> &'static str {
+        match e.reaction {
+            certbridge::Reaction::Pending { .. } => "pending",
+            certbridge::Reaction::Permanent => "permanent",
+            certbridge::Reaction::IssuerNotReady => "issuer-not-ready",
+            certbridge::Reaction::Transient => "transient",
+        }
+    }
+
+    #[test]
+    fn template_overrides_follow_allowed_overrides() {
+        assert_eq!(template(&request(None), &issuer(vec![])).unwrap(), "WebServer");
+        let e = template(&request(Some("SubCA")), &issuer(vec![])).unwrap_err();
+        assert_eq!(reaction(&e), "permanent");
+        assert!(e.to_string().contains("spec.allowedOverrides"), "{e}");
+        let any = vec![AllowedOverride { field: "template".into(), values: vec![] }];
+        assert_eq!(template(&request(Some("Other")), &issuer(any)).unwrap(), "Other");
+        let some = vec![AllowedOverride { field: "template".into(), values: vec!["A".into()] }];
+        assert_eq!(template(&request(Some("A")), &issuer(some.clone())).unwrap(), "A");
+        let e = template(&request(Some("SubCA")), &issuer(some)).unwrap_err();
+        assert!(e.to_string().contains("spec.allowedOverrides[0].values"), "{e}");
+        assert_eq!(reaction(&template(&request(Some(" ")), &issuer(vec![])).unwrap_err()), "permanent");
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let e = |h: u32, m: &str| CaError { hresult: Some(h), message: m.into() };
+        let t = classify(&e(hresult::UNSUPPORTED_CERT_TYPE, "x"), "Nope", None);
+        assert_eq!(reaction(&t), "permanent");
+        assert!(t.to_string().contains("\"Nope\"") && t.to_string().contains("spec.template"));
+        assert!(classify(&e(hresult::TEMPLATE_DENIED, "x"), "T", None).to_string().contains("Enroll"));
+        assert_eq!(reaction(&classify(&e(hresult::TEMPLATE_CONFLICT, "x"), "T", None)), "permanent");
+        let parse = CaError { hresult: Some(0x8009310b), message: "Error Parsing Request bad tag".into() };
+        assert_eq!(reaction(&classify(&parse, "T", None)), "permanent");
+        let rpc = CaError { hresult: Some(0x800706ba), message: "The RPC server is unavailable.".into() };
+        assert_eq!(reaction(&classify(&rpc, "T", None)), "transient");
+        assert_eq!(reaction(&wire(AdcsError::Unauthorized("x".into()), "op")), "issuer-not-ready");
+        assert!(wire(AdcsError::Unauthorized("x".into()), "op").to_string().contains("credentials refused"));
+        assert_eq!(reaction(&wire(AdcsError::Transport("reset".into()), "op")), "transient");
+    }
+}

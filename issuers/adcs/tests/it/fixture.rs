@@ -1,0 +1,291 @@
+//! Fixtures shared by the tests and the benchmark (`benches/issuance.rs` includes this file): the
+//! certsrv simulator (`sim/certsrv_sim.py`, a separate Python process whose NTLM acceptor is
+//! pyspnego), issuers for each auth method, and requests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+use certbridge::{Issuer, IssuerScope, KeyKind, Resources, SignRequest};
+use certbridge_adcs::spec::{
+    AdcsIssuerSpec, AuthSpec, CaBundleRef, ChannelBindingMode, KerberosAuth, NtlmAuth, SecretRef,
+};
+
+pub const NS: &str = "team-a";
+pub const USER: &str = "alice";
+pub const DOMAIN: &str = "CORP";
+pub const PASSWORD: &str = "S3cret-pw!";
+
+/// How the simulator authenticates.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Ntlm,
+    Kerberos,
+    Basic,
+    Cert,
+}
+
+/// Simulator options.
+#[derive(Clone, Debug)]
+pub struct SimOpts {
+    pub mode: Mode,
+    /// `off`, `when-supported`, `required`.
+    pub epa: &'static str,
+    pub latency_ms: u32,
+}
+
+impl Default for SimOpts {
+    fn default() -> Self {
+        SimOpts { mode: Mode::Ntlm, epa: "when-supported", latency_ms: 0 }
+    }
+}
+
+/// A throwaway MIT KDC (scripts/krb5/start.sh), stopped on drop (scripts/krb5/stop.sh).
+pub struct Kdc {
+    dir: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Kdc {
+    pub fn start() -> Kdc {
+        let dir = std::env::temp_dir().join(format!("adcs-kdc-{}-{}", std::process::id(), rand_suffix()));
+        let out = Command::new(repo_root().join("scripts/krb5/start.sh"))
+            .arg(&dir)
+            .output()
+            .expect("scripts/krb5/start.sh runs");
+        assert!(out.status.success(), "scripts/krb5/start.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        Kdc { dir, env }
+    }
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/krb5/stop.sh")).arg(&self.dir).status();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A running simulator; killed on drop.
+pub struct Sim {
+    pub kdc: Option<Kdc>,
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub root_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    _dir: tempfile::TempDir,
+    pub opts: SimOpts,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CERTBRIDGE_ADCS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = repo_root().join(".work/adcs-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run issuers/adcs/scripts/install-sim.sh (installs pyspnego and cryptography into .work/adcs-venv)",
+        p.display()
+    );
+    p
+}
+
+impl Sim {
+    pub fn start(opts: SimOpts) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, format!("{DOMAIN}:{USER}:{PASSWORD}\n")).unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sim/certsrv_sim.py");
+        let kdc = (opts.mode == Mode::Kerberos).then(Kdc::start);
+        let auth = match opts.mode {
+            Mode::Ntlm => "ntlm",
+            Mode::Kerberos => "kerberos",
+            Mode::Basic => "basic",
+            Mode::Cert => "cert",
+        };
+        let mut cmd = Command::new(python());
+        if let Some(k) = &kdc {
+            cmd.env("KRB5_CONFIG", &k.env["KRB5_CONFIG"]).env("KRB5_KTNAME", &k.env["KRB5_KTNAME"]);
+        }
+        let mut child = cmd
+            .arg(script)
+            .args(["--auth", auth, "--epa", opts.epa, "--latency-ms", &opts.latency_ms.to_string()])
+            .arg("--users")
+            .arg(&users)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("simulator starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("simulator says where it listens");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("simulator output {line:?}: {e}"));
+        let s = |k: &str| v[k].as_str().unwrap().to_owned();
+        Sim {
+            port: v["port"].as_u64().unwrap() as u16,
+            admin_port: v["admin_port"].as_u64().unwrap() as u16,
+            root_pem: s("root_pem"),
+            client_cert_pem: s("client_cert_pem"),
+            client_key_pem: s("client_key_pem"),
+            child,
+            kdc,
+            _dir: dir,
+            opts,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/certsrv", self.port)
+    }
+
+    /// One admin call (plain HTTP on loopback); returns the JSON answer.
+    pub fn admin(&self, path_and_query: &str) -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).expect("admin port");
+        write!(s, "POST {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("admin {path_and_query}: {out:?}: {e}"))
+    }
+
+    pub fn approve(&self, id: u64) {
+        self.admin(&format!("/approve?id={id}"));
+    }
+    pub fn deny(&self, id: u64) {
+        self.admin(&format!("/deny?id={id}"));
+    }
+    pub fn renew(&self) -> u64 {
+        self.admin("/renew")["renewals"].as_u64().unwrap()
+    }
+    /// `kind`: reset, 500, unknown-page, huge, drop-answer; `at`: a page name (certfnsh.asp) or any.
+    pub fn fault(&self, kind: &str, at: &str, count: u32) {
+        self.admin(&format!("/fault?kind={kind}&at={at}&count={count}"));
+    }
+    pub fn counters(&self) -> serde_json::Value {
+        self.admin("/counters")
+    }
+    /// How many submits the CA recorded for `csr_pem`.
+    pub fn enrollments(&self, csr_pem: &str) -> u64 {
+        use sha2::Digest;
+        let sha = sha2::Sha256::digest(csr_pem.trim().as_bytes());
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        self.counters()["enrollments"][hex].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn secret(ns: &str, name: &str, type_: Option<&str>, data: &[(&str, &str)]) -> Secret {
+    let data: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    certbridge::testing::secret(ns, name, type_, &data)
+}
+
+/// The credentials Secret `creds` and the CA bundle ConfigMap `adcs-ca` for `sim` in `ns`.
+pub fn objects(sim: &Sim, ns: &str, password: &str) -> (Vec<Secret>, Vec<ConfigMap>) {
+    let creds = match sim.opts.mode {
+        Mode::Ntlm => secret(ns, "creds", None, &[("username", USER), ("domain", DOMAIN), ("password", password)]),
+        Mode::Basic => secret(ns, "creds", None, &[("username", USER), ("password", password)]),
+        Mode::Kerberos => {
+            let env = &sim.kdc.as_ref().expect("KDC").env;
+            let pw = if password == PASSWORD { env["KRB5_PASSWORD"].as_str() } else { password };
+            secret(ns, "creds", None, &[("username", &env["KRB5_USER"]), ("password", pw)])
+        }
+        Mode::Cert => secret(
+            ns,
+            "creds",
+            Some("kubernetes.io/tls"),
+            &[("tls.crt", &sim.client_cert_pem), ("tls.key", &sim.client_key_pem)],
+        ),
+    };
+    (vec![creds], vec![certbridge::testing::config_map(ns, "adcs-ca", &[("ca.crt", &sim.root_pem)])])
+}
+
+pub fn resources(sim: &Sim) -> Resources {
+    let (s, c) = objects(sim, NS, PASSWORD);
+    Resources::from_objects(NS, s, c)
+}
+
+pub fn spec(sim: &Sim) -> AdcsIssuerSpec {
+    let creds = SecretRef { secret_name: "creds".into() };
+    let auth = match sim.opts.mode {
+        Mode::Ntlm => AuthSpec {
+            ntlm: Some(NtlmAuth { secret_name: "creds".into(), channel_binding: Some(ChannelBindingMode::Auto) }),
+            ..Default::default()
+        },
+        Mode::Basic => AuthSpec { basic: Some(creds), ..Default::default() },
+        Mode::Kerberos => {
+            let env = &sim.kdc.as_ref().expect("KDC").env;
+            AuthSpec {
+                kerberos: Some(KerberosAuth {
+                    secret_name: "creds".into(),
+                    realm: env["KRB5_REALM"].clone(),
+                    kdc: vec![env["KRB5_KDC"].clone()],
+                    spn: None,
+                    channel_binding: Some(ChannelBindingMode::Auto),
+                }),
+                ..Default::default()
+            }
+        }
+        Mode::Cert => AuthSpec { client_certificate: Some(creds), ..Default::default() },
+    };
+    AdcsIssuerSpec {
+        url: sim.url(),
+        template: "WebServer".into(),
+        allowed_overrides: vec![],
+        auth,
+        ca_bundle: Some(CaBundleRef {
+            secret_name: None,
+            config_map_name: Some("adcs-ca".into()),
+            key: "ca.crt".into(),
+        }),
+        poll_interval_seconds: Some(1),
+        request_timeout_seconds: Some(10),
+    }
+}
+
+pub fn issuer(spec: AdcsIssuerSpec) -> Issuer<AdcsIssuerSpec> {
+    Issuer {
+        name: "adcs".into(),
+        namespace: Some(NS.into()),
+        scope: IssuerScope::Namespaced,
+        uid: "uid-1".into(),
+        generation: 1,
+        annotations: BTreeMap::new(),
+        spec,
+    }
+}
+
+/// A CertificateRequest-shaped request for a fresh P-256 key with CN and DNS name `cn`.
+pub fn request(cn: &str, annotations: &[(&str, &str)]) -> SignRequest {
+    let (pem, _key) = certbridge::testing::generate_csr(&KeyKind::EcP256, &[cn]).unwrap();
+    let mut r = SignRequest::from_csr_pem::<&str>(&pem, Duration::from_secs(7 * 86400), false, &[]).unwrap();
+    r.object.kind = certbridge::RequestKind::CertificateRequest;
+    r.object.name = format!("{cn}-1");
+    r.object.namespace = Some(NS.into());
+    r.object.annotations = annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    r
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary of certbridge-adcs: the signer against the certsrv simulator
+//! (`adapter`) and the real controllers on kube-sim against it (`controller`). Needs the
+//! simulator's Python environment (`issuers/adcs/scripts/install-sim.sh`) and openssl.
+
+mod adapter;
+mod common;
+mod controller;
+mod fixture;
+mod window;
