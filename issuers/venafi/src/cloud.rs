@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -115,8 +115,11 @@ pub struct CloudClient {
     pub token_calls: std::sync::atomic::AtomicU64,
 }
 
+/// Path-segment escaping (RFC 3986 unreserved characters stay as they are).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn seg(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 impl CloudClient {

@@ -361,6 +361,7 @@ mod tests {
             service_account: None,
             ca_bundle_secret_ref: None,
         });
+        s.zone = "Kubernetes".into();
         assert!(s.validate().unwrap_err().contains("<Application>"), "{:?}", s.validate());
         s.zone = "App\\cit".into();
         s.validate().unwrap();

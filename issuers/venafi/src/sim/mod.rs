@@ -885,7 +885,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
             ),
         },
         "cloud-token" => {
-            let tenant = inc.path.trim_start_matches("/v1/oauth2/v2.0/").trim_end_matches("/token");
+            let tenant = pct_decode(inc.path.trim_start_matches("/v1/oauth2/v2.0/").trim_end_matches("/token"));
             let form: HashMap<String, String> = form_urlencoded::parse(&inc.body).into_owned().collect();
             let known = ["grant_type", "client_assertion_type", "client_assertion"];
             if let Some(k) = form.keys().find(|k| !known.contains(&k.as_str())) {

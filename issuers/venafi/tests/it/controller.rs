@@ -143,7 +143,9 @@ async fn tpp_and_cloud_issue_through_the_controller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_202_and_long_pending_survive_a_restart_and_issue_once() {
-    let c = Cluster::new(Auth::RefreshToken, IssuerScope::Namespaced).await;
+    // Username/password: a refresh token rotated by the first controller would be dead for the
+    // second one unless persisted (tpp.persistRefreshedToken, not implemented yet; README).
+    let c = Cluster::new(Auth::Password, IssuerScope::Namespaced).await;
     c.venafi.set_request_answer(RequestAnswer::Accepted202);
     c.venafi.set_issuance(Issuance::Approval);
     let handle = c.start(Options::default()).await;
@@ -166,7 +168,7 @@ async fn accepted_202_and_long_pending_survive_a_restart_and_issue_once() {
     let cr = wait_ready(&c.client, NS, "slow", TIMEOUT).await.expect("issued after approval");
     assert_issued(&c, &cr, &csr);
     assert_eq!((c.venafi.requests_for(&csr), c.venafi.issued_for(&csr)), (1, 1), "requested and issued once");
-    assert_eq!(c.venafi.logins(), 0, "refresh-token mode never logs in");
+    assert_eq!(c.venafi.logins(), 2, "one login per controller process");
     c.stop(handle).await;
 }
 
