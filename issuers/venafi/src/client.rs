@@ -122,7 +122,9 @@ impl TppCredentials {
         };
         let client_id = text("client-id")?.map(|c| c.to_string()).unwrap_or_else(|| DEFAULT_CLIENT_ID.into());
         let mut h = Sha256::new();
-        for k in ["access-token", "username", "password", "refresh-token", "client-id"] {
+        // Not the refresh token: a token this controller wrote back (persistRefreshedToken) must
+        // not rebuild the client; the signer compares it separately.
+        for k in ["access-token", "username", "password", "client-id"] {
             h.update(k.as_bytes());
             h.update(data.get(k).map(|v| v.as_slice()).unwrap_or(b"\0"));
         }
@@ -182,6 +184,8 @@ struct Tokens {
     refresh_until: Option<Instant>,
     /// Access-token mode: verified once.
     verified: bool,
+    /// Refresh tokens TPP rotated so far.
+    rotations: u64,
 }
 
 /// Counters of token traffic (the benchmark's "logins per 1,000 certificates").
@@ -314,6 +318,13 @@ impl TppClient {
         self.creds.mode()
     }
 
+    /// The refresh token held now and how many times TPP rotated it (for writing it back to the
+    /// Secret with `tpp.persistRefreshedToken`).
+    pub async fn refresh_token(&self) -> (Option<Zeroizing<String>>, u64) {
+        let st = self.tokens.lock().await;
+        (st.refresh.clone(), st.rotations)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -417,6 +428,9 @@ impl TppClient {
         st.access = Some(token.clone());
         st.renew_at = Some(now + lifetime - early);
         if let Some(r) = t.refresh_token.filter(|r| !r.is_empty()) {
+            if st.refresh.as_deref().map(String::as_str) != Some(r.as_str()) {
+                st.rotations += 1;
+            }
             st.refresh = Some(Zeroizing::new(r));
             st.refresh_until = t.refresh_until.map(|u| {
                 now + Duration::from_secs((u - now_unix).max(0) as u64).saturating_sub(Duration::from_secs(30))

@@ -65,13 +65,26 @@ pub enum Backend {
     Cloud(CloudClient),
 }
 
-type Cached = (Vec<u8>, Arc<Backend>);
+/// A client, the fingerprint of what it was built from, and the hash of the Secret's
+/// `refresh-token` it started with.
+struct Cached {
+    fingerprint: Vec<u8>,
+    backend: Arc<Backend>,
+    secret_refresh: Option<Vec<u8>>,
+    /// Rotations already written back to the Secret.
+    persisted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn sha(s: &str) -> Vec<u8> {
+    Sha256::digest(s.as_bytes()).to_vec()
+}
 
 /// The Venafi signer. Clients (and their tokens) are kept per issuer and rebuilt when the
 /// issuer's spec generation, credentials or CA bundle change.
 #[derive(Default)]
 pub struct VenafiSigner {
     clients: Mutex<HashMap<String, Cached>>,
+    kube: tokio::sync::Mutex<Option<kube::Client>>,
 }
 
 impl VenafiSigner {
@@ -80,18 +93,72 @@ impl VenafiSigner {
         VenafiSigner::default()
     }
 
+    /// Use `client` to write rotated refresh tokens back (`tpp.persistRefreshedToken`); without
+    /// it the signer builds one from the environment (in-cluster config) when first needed.
+    pub fn with_kube_client(self, client: kube::Client) -> Self {
+        VenafiSigner { kube: tokio::sync::Mutex::new(Some(client)), ..self }
+    }
+
+    /// `tpp.persistRefreshedToken`: writes the refresh token TPP rotated to `refresh-token` of the
+    /// credentials Secret, once per rotation. A failure is logged, not returned: the token stays
+    /// valid in memory; only a restart before the next successful write loses it.
+    async fn persist_refresh_token(&self, issuer: &Issuer<VenafiIssuerSpec>, res: &Resources, c: &TppClient) {
+        let Some(t) = issuer.spec.tpp.as_ref().filter(|t| t.persist_refreshed_token == Some(true)) else { return };
+        let (Some(token), rotations) = c.refresh_token().await else { return };
+        let slot = slot(issuer);
+        let Some(persisted) = self.clients.lock().expect("lock poisoned").get(&slot).map(|c| c.persisted.clone())
+        else {
+            return;
+        };
+        if rotations == 0 || persisted.load(std::sync::atomic::Ordering::SeqCst) >= rotations {
+            return;
+        }
+        let client = {
+            let mut k = self.kube.lock().await;
+            if k.is_none() {
+                match kube::Client::try_default().await {
+                    Ok(c) => *k = Some(c),
+                    Err(e) => {
+                        warn!(error = %e, "tpp.persistRefreshedToken: no Kubernetes client; the rotated refresh token stays in memory");
+                        return;
+                    }
+                }
+            }
+            k.clone().expect("set above")
+        };
+        use base64::Engine;
+        let patch = serde_json::json!({
+            "data": { "refresh-token": base64::engine::general_purpose::STANDARD.encode(token.as_bytes()) }
+        });
+        let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, res.namespace());
+        let name = &t.credentials_ref.name;
+        match api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+            Ok(_) => {
+                persisted.store(rotations, std::sync::atomic::Ordering::SeqCst);
+                info!(secret = %name, "wrote the rotated TPP refresh token back to the credentials Secret");
+            }
+            Err(e) => {
+                warn!(secret = %name, error = %e, "could not write the rotated refresh token to the credentials Secret (needs update rights on it)")
+            }
+        }
+    }
+
     /// The client for `issuer`, reusing the cached one when nothing it was built from changed.
     pub async fn client(&self, issuer: &Issuer<VenafiIssuerSpec>, res: &Resources) -> Result<Arc<Backend>, SignError> {
         let spec = &issuer.spec;
         spec.validate().map_err(SignError::permanent)?;
         let mut h = Sha256::new();
         h.update(issuer.cache_key().as_bytes());
+        let mut secret_refresh = None;
         let build: Box<dyn FnOnce() -> Result<Backend, SignError> + Send> =
             match spec.product().map_err(SignError::permanent)? {
                 Product::Tpp(t) => {
                     let base = client::tpp_base_url(&t.url).map_err(SignError::permanent)?;
                     let (creds, fp) = TppCredentials::load(res, &t.credentials_ref.name).await?;
                     h.update(fp);
+                    if let TppCredentials::RefreshToken { token, .. } = &creds {
+                        secret_refresh = Some(sha(token));
+                    }
                     let bundle = match (&t.ca_bundle, &t.ca_bundle_secret_ref) {
                         (Some(b), _) => Some(client::decode_ca_bundle(b).map_err(SignError::permanent)?),
                         (None, Some(r)) => {
@@ -151,15 +218,30 @@ impl VenafiSigner {
                 }
             };
         let fingerprint = h.finalize().to_vec();
-        let slot =
-            format!("{}/{}/{}#{}", issuer.kind(), issuer.namespace.as_deref().unwrap_or(""), issuer.name, issuer.uid);
-        if let Some((fp, c)) = self.clients.lock().expect("lock poisoned").get(&slot)
-            && *fp == fingerprint
-        {
-            return Ok(c.clone());
+        let slot = slot(issuer);
+        let cached = self
+            .clients
+            .lock()
+            .expect("lock poisoned")
+            .get(&slot)
+            .map(|c| (c.fingerprint == fingerprint, c.secret_refresh == secret_refresh, c.backend.clone()));
+        if let Some((true, same_refresh, backend)) = cached {
+            if same_refresh {
+                return Ok(backend);
+            }
+            // The Secret's refresh token changed: keep the client only if it is the one this
+            // client holds (written back by persistRefreshedToken).
+            if let (Backend::Tpp(c), Some(want)) = (backend.as_ref(), &secret_refresh)
+                && c.refresh_token().await.0.is_some_and(|t| sha(&t) == *want)
+            {
+                return Ok(backend);
+            }
         }
         let backend = Arc::new(build()?);
-        self.clients.lock().expect("lock poisoned").insert(slot, (fingerprint, backend.clone()));
+        self.clients.lock().expect("lock poisoned").insert(
+            slot,
+            Cached { fingerprint, backend: backend.clone(), secret_refresh, persisted: Default::default() },
+        );
         Ok(backend)
     }
 
@@ -359,6 +441,10 @@ impl VenafiSigner {
     }
 }
 
+fn slot(issuer: &Issuer<VenafiIssuerSpec>) -> String {
+    format!("{}/{}/{}#{}", issuer.kind(), issuer.namespace.as_deref().unwrap_or(""), issuer.name, issuer.uid)
+}
+
 /// The TPP `certificates/request` body for `request` (vcert's `prepareRequest` for a user CSR).
 pub fn request_body(request: &SignRequest, issuer: &Issuer<VenafiIssuerSpec>) -> Result<RequestBody, SignError> {
     let spec = &issuer.spec;
@@ -484,7 +570,11 @@ impl Signer for VenafiSigner {
     ) -> Result<Issued, SignError> {
         let backend = self.client(issuer, ctx.resources()).await?;
         match backend.as_ref() {
-            Backend::Tpp(c) => self.sign_tpp(c, request, issuer, ctx).await,
+            Backend::Tpp(c) => {
+                let result = self.sign_tpp(c, request, issuer, ctx).await;
+                self.persist_refresh_token(issuer, ctx.resources(), c).await;
+                result
+            }
             Backend::Cloud(c) => self.sign_cloud(c, request, issuer, ctx).await,
         }
     }
@@ -494,7 +584,9 @@ impl Signer for VenafiSigner {
         let spec = &issuer.spec;
         match backend.as_ref() {
             Backend::Tpp(c) => {
-                c.verify().await.map_err(|e| for_check(tpp_error(e, spec, "verify")))?;
+                let verified = c.verify().await;
+                self.persist_refresh_token(issuer, resources, c).await;
+                verified.map_err(|e| for_check(tpp_error(e, spec, "verify")))?;
                 let policy =
                     c.check_policy(&spec.zone).await.map_err(|e| for_check(tpp_error(e, spec, "checkpolicy")))?;
                 let ca = policy

@@ -52,11 +52,16 @@ impl Cluster {
     }
 
     async fn start(&self, opts: Options) -> ControllerHandle {
-        certbridge::runtime::start(VenafiSigner::new(), self.client.clone(), opts).await.expect("controllers start")
+        let signer = VenafiSigner::new().with_kube_client(self.client.clone());
+        certbridge::runtime::start(signer, self.client.clone(), opts).await.expect("controllers start")
     }
 
     async fn issuer_ready(&self) {
-        create_issuer(&self.client, self.scope, NS, "venafi", &spec(&self.venafi, self.auth)).await.expect("issuer");
+        self.issuer_ready_with(spec(&self.venafi, self.auth)).await;
+    }
+
+    async fn issuer_ready_with(&self, spec: VenafiIssuerSpec) {
+        create_issuer(&self.client, self.scope, NS, "venafi", &spec).await.expect("issuer");
         wait_issuer_ready::<VenafiIssuerSpec>(&self.client, self.scope, NS, "venafi", TIMEOUT)
             .await
             .expect("issuer Ready");
@@ -143,8 +148,8 @@ async fn tpp_and_cloud_issue_through_the_controller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_202_and_long_pending_survive_a_restart_and_issue_once() {
-    // Username/password: a refresh token rotated by the first controller would be dead for the
-    // second one unless persisted (tpp.persistRefreshedToken, not implemented yet; README).
+    // Username/password: a refresh token rotated by the first controller is dead for the second
+    // one unless persisted (tpp.persistRefreshedToken: the last test).
     let c = Cluster::new(Auth::Password, IssuerScope::Namespaced).await;
     c.venafi.set_request_answer(RequestAnswer::Accepted202);
     c.venafi.set_issuance(Issuance::Approval);
@@ -226,5 +231,39 @@ async fn a_missing_zone_holds_the_issuer_not_ready() {
     create_issuer(&c.client, c.scope, NS, "venafi", &s).await.unwrap();
     let got = wait_issuer_not_ready::<VenafiIssuerSpec>(&c.client, c.scope, NS, "venafi", None, TIMEOUT).await.unwrap();
     assert!(got.message.contains("ZoneNotFound") && got.message.contains("Missing"), "{}", got.message);
+    c.stop(handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_refresh_token_is_persisted_and_survives_a_restart() {
+    let c = Cluster::new(Auth::RefreshToken, IssuerScope::Namespaced).await;
+    let secrets_api = Api::<Secret>::namespaced(c.client.clone(), NS);
+    let token_in_secret = async || {
+        let s = secrets_api.get("creds").await.unwrap();
+        let data = s.data.unwrap_or_default();
+        String::from_utf8(data["refresh-token"].0.clone()).unwrap()
+    };
+    let original = token_in_secret().await;
+    let mut s = spec(&c.venafi, c.auth);
+    s.tpp.as_mut().unwrap().persist_refreshed_token = Some(true);
+    let handle = c.start(Options::default()).await;
+    c.issuer_ready_with(s).await;
+    let csr = c.request("one", "one.team-a.example").await;
+    wait_ready(&c.client, NS, "one", TIMEOUT).await.expect("issued");
+    assert_eq!(c.venafi.requests_for(&csr), 1);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while token_in_secret().await == original {
+        assert!(tokio::time::Instant::now() < deadline, "the rotated refresh token was never written back");
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(c.venafi.refreshes(), 1, "writing the Secret back did not cause another refresh");
+    handle.shutdown().await;
+
+    // A new controller starts from the Secret: the persisted token works, the original is dead.
+    let handle = c.start(Options::default()).await;
+    let csr = c.request("two", "two.team-a.example").await;
+    wait_ready(&c.client, NS, "two", TIMEOUT).await.expect("issued after the restart");
+    assert_eq!(c.venafi.requests_for(&csr), 1);
+    assert_eq!((c.venafi.logins(), c.venafi.refreshes()), (0, 2));
     c.stop(handle).await;
 }
