@@ -32,8 +32,8 @@ pub const DEFAULT_MAX_PENDING: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VenafiIssuerSpec {
-    /// The Venafi zone: a TPP policy folder (`Certificates\\Kubernetes`, with or without the
-    /// `\\VED\\Policy\\` prefix) or a TLS Protect Cloud `<Application name>\\<Issuing template alias>`.
+    /// The Venafi zone: a TPP policy folder (`Certificates\Kubernetes`, with or without the
+    /// `\VED\Policy\` prefix) or a TLS Protect Cloud `<Application name>\<Issuing template alias>`.
     pub zone: String,
     /// Trust Protection Platform (on premises). Set exactly one of `tpp` and `cloud`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
