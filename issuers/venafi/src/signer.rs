@@ -605,3 +605,58 @@ impl Signer for VenafiSigner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer() -> Issuer<VenafiIssuerSpec> {
+        let spec: VenafiIssuerSpec = serde_json::from_value(serde_json::json!({
+            "zone": "Certificates\\K8s",
+            "tpp": {"url": "https://tpp.example.com/vedsdk", "credentialsRef": {"name": "c"}},
+        }))
+        .unwrap();
+        Issuer {
+            name: "v".into(),
+            namespace: Some("ns".into()),
+            scope: certbridge::IssuerScope::Namespaced,
+            uid: String::new(),
+            generation: 1,
+            annotations: Default::default(),
+            spec,
+        }
+    }
+
+    fn request(f: impl FnOnce(&mut rcgen::CertificateParams)) -> SignRequest {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        f(&mut p);
+        let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+        SignRequest::from_csr_pem::<&str>(&pem, Duration::from_secs(86400), false, &[]).unwrap()
+    }
+
+    #[test]
+    fn request_body_follows_vcert() {
+        let r = request(|p| {
+            p.subject_alt_names.push(rcgen::SanType::IpAddress("10.0.0.1".parse().unwrap()));
+            p.subject_alt_names.push(rcgen::SanType::URI("spiffe://x/y".try_into().unwrap()));
+            p.subject_alt_names.push(rcgen::SanType::Rfc822Name("a@b.example".try_into().unwrap()));
+        });
+        let b = request_body(&r, &issuer()).unwrap();
+        assert_eq!(b.policy_dn, "\\VED\\Policy\\Certificates\\K8s");
+        assert_eq!(b.object_name, "spiffe://x/y", "no CN or DNS name: the first URI names the object");
+        let sans: Vec<(u8, &str)> = b.subject_alt_names.iter().map(|s| (s.type_, s.name.as_str())).collect();
+        assert_eq!(sans, vec![(7, "10.0.0.1"), (6, "spiffe://x/y"), (1, "a@b.example")]);
+        assert_eq!(b.key_algorithm.as_deref(), Some("ECC"));
+        assert_eq!(b.elliptic_curve.as_deref(), Some("P256"));
+        let names: Vec<&str> = b.ca_specific_attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names[0], "Origin");
+        assert!(names.contains(&"Microsoft CA:Specific End Date") && names.contains(&"Specific End Date"));
+        let end: jiff::Timestamp = b.ca_specific_attributes[1].value.parse().unwrap();
+        let hours = (end.as_second() - jiff::Timestamp::now().as_second()) / 3600;
+        assert!((23..=24).contains(&hours), "{hours}");
+        let empty = request(|_| {});
+        assert!(request_body(&empty, &issuer()).unwrap_err().to_string().contains("TPP needs one"));
+    }
+}
