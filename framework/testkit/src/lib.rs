@@ -44,6 +44,7 @@ mod crd;
 mod discovery;
 mod error;
 mod events;
+pub mod fault_proxy;
 mod faults;
 mod managed;
 mod objects;
