@@ -40,6 +40,7 @@
 
 mod apply;
 mod builtin;
+pub mod chaos;
 mod crd;
 mod discovery;
 mod error;

@@ -3,6 +3,7 @@
 //! Needs openssl (`scripts/install-tools.sh`).
 
 mod adapter;
+mod chaos;
 mod common;
 mod controller;
 mod fixture;
