@@ -250,8 +250,16 @@ impl Shared {
     }
 
     fn rules_changed(&self) {
-        let refuse = self.lock().rules.iter().any(|r| matches!(r.fault, Fault::Refuse));
-        if refuse {
+        let (refuse, per_connection) = {
+            let s = self.lock();
+            (
+                s.rules.iter().any(|r| matches!(r.fault, Fault::Refuse)),
+                s.rules.iter().any(|r| r.fault.per_connection() || !self.opts.http),
+            )
+        };
+        // A connection fault must reach clients that hold pooled keep-alive connections, as a
+        // real network fault would: they reconnect and meet it.
+        if refuse || per_connection {
             self.drop_connections();
         }
         self.refusing.send_replace(refuse);
@@ -315,13 +323,14 @@ impl FaultProxy {
         self.ca_pem.as_deref()
     }
 
-    /// Replaces every rule with `fault` on everything, until cleared.
+    /// Replaces every rule with `fault` on everything, until cleared (see [`FaultProxy::add`]).
     pub fn set(&self, fault: Fault) {
         self.shared.lock().rules = vec![Rule::new(fault)];
         self.shared.rules_changed();
     }
 
-    /// Appends a rule (after the existing ones).
+    /// Appends a rule (after the existing ones). Connection faults (and any rule in the TCP
+    /// layer) also close the open connections, so that clients meet the fault when they reconnect.
     pub fn add(&self, rule: Rule) {
         self.shared.lock().rules.push(rule);
         self.shared.rules_changed();

@@ -7,4 +7,5 @@ mod chaos;
 mod common;
 mod controller;
 mod fixture;
+mod matrix;
 mod security;
