@@ -47,6 +47,8 @@ mod error;
 mod events;
 pub mod fault_proxy;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod managed;
 mod objects;
 mod openapi;
