@@ -2,4 +2,5 @@
 
 mod coexist;
 mod crds;
+mod fuzz_corpus;
 mod kubectl;

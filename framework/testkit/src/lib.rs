@@ -40,11 +40,15 @@
 
 mod apply;
 mod builtin;
+pub mod chaos;
 mod crd;
 mod discovery;
 mod error;
 mod events;
+pub mod fault_proxy;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod managed;
 mod objects;
 mod openapi;

@@ -84,6 +84,11 @@ impl TlsMaterial {
         })
     }
 
+    /// The server configuration (for servers other than kube-sim's, e.g. the fault proxy).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config.clone()
+    }
+
     /// Wraps `tcp`; accepting stops when `shutdown` is cancelled.
     pub fn listener(&self, tcp: TcpListener, shutdown: CancellationToken) -> anyhow::Result<TlsListener> {
         let addr = tcp.local_addr()?;

@@ -302,6 +302,11 @@ impl EjbcaSim {
         self.shared.enrollments.load(Ordering::SeqCst)
     }
 
+    /// DER of every certificate issued so far, in issue order (the chaos harness counts them per key).
+    pub fn issued_certificates(&self) -> Vec<Vec<u8>> {
+        self.state().issued.iter().map(|c| c.der.clone()).collect()
+    }
+
     /// pkcs10enroll calls received (whatever the outcome).
     pub fn enroll_calls(&self) -> u64 {
         self.shared.enroll_calls.load(Ordering::SeqCst)

@@ -3,7 +3,9 @@
 //! Needs openssl (`scripts/install-tools.sh`).
 
 mod adapter;
+mod chaos;
 mod common;
 mod controller;
 mod fixture;
+mod matrix;
 mod security;

@@ -1,0 +1,2 @@
+//! Fuzz target bodies (see `targets.rs`, shared with the corpus replay test).
+include!("targets.rs");
