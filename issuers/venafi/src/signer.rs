@@ -21,9 +21,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use certbridge::{
-    Issued, Issuer, KeyKind, Resources, SignContext, SignError, SignRequest, Signer, async_trait,
-};
+use certbridge::{Issued, Issuer, KeyKind, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 
 use crate::client::{
     self, CustomFieldBody, NameValue, RequestBody, Retrieved, San, TppClient, TppCredentials, Verdict, classify,
