@@ -244,7 +244,16 @@ impl VenafiSigner {
             }
         }
         let backend = Arc::new(build()?);
-        self.clients.lock().expect("lock poisoned").insert(
+        let mut clients = self.clients.lock().expect("lock poisoned");
+        // A concurrent caller (the issuer check and a request's sign, say) may have built the same
+        // client meanwhile: keep theirs, so one issuer logs in once. Ours never logged in (login is lazy).
+        if let Some(c) = clients.get(&slot)
+            && c.fingerprint == fingerprint
+            && c.secret_refresh == secret_refresh
+        {
+            return Ok(c.backend.clone());
+        }
+        clients.insert(
             slot,
             Cached { fingerprint, backend: backend.clone(), secret_refresh, persisted: Default::default() },
         );

@@ -107,7 +107,7 @@ async fn a_tenants_different_pin_is_compared_not_tried_and_grants_cap_the_policy
     let tenant = issuer("guess", spec(SHARED, "p256"));
     for guess in ["0000", "1234", "4320", "43210"] {
         let e = signer.check(&tenant, &resources(guess, &ca_pem)).await.unwrap_err();
-        assert_eq!(reaction(&e), "permanent", "{e}");
+        assert_eq!(reaction(&e), "not-ready", "{e}");
         assert!(e.to_string().contains("not the PIN token \"shared\" is logged in with"), "{e}");
         assert!(!e.to_string().contains(guess), "the PIN never appears in messages");
     }

@@ -103,7 +103,7 @@ async fn a_fixed_token_secret_brings_the_issuer_back() {
     secrets.create(&PostParams::default(), &secret("vault-token", &[("token", "hvs.not-a-token")])).await.unwrap();
     let spec = spec(&bao, VaultAuth { token_secret_ref: Some(key_ref("vault-token", "token")), ..Default::default() });
     testing::create_issuer(&client, IssuerScope::Namespaced, NS, "vault", &spec).await.unwrap();
-    let handle = start(VaultSigner::new(), client.clone(), Options::default()).await.unwrap();
+    let handle = start(VaultSigner::dev(), client.clone(), Options::default()).await.unwrap();
     let not_ready =
         testing::wait_issuer_not_ready::<VaultSpec>(&client, IssuerScope::Namespaced, NS, "vault", None, WAIT)
             .await
