@@ -10,6 +10,10 @@
 //!
 //! `http_body_util::Limited` does the counting; this module only picks limits and words the
 //! error.
+//!
+//! Transport failures are worded by [`describe`] (reqwest clients) and [`error_chain`] (any other
+//! error, e.g. hyper's): hyper and rustls put the useful part in the causes, which `Display` of
+//! the outer error leaves out.
 
 use std::time::Duration;
 
@@ -62,15 +66,40 @@ where
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// A reqwest transport error in one sentence: what failed (`timed out`, `connection failed`,
+/// `reading the answer failed` or `request failed`) followed by each cause, `: `-separated
+/// (hyper and rustls hide the useful part in the causes, e.g. the certificate verification
+/// error). The outer error's own text (reqwest's generic wording with the URL) is not included;
+/// the causes may still quote what the server sent, so adapters redact secrets from the result.
+pub fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_owned();
+    push_causes(&mut msg, std::error::Error::source(e));
+    msg
+}
+
+/// Any error with its causes in one line, `: `-separated: for transport errors of clients that
+/// are not reqwest (hyper, IO, TLS).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    push_causes(&mut msg, e.source());
+    msg
+}
+
+fn push_causes(msg: &mut String, mut source: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
     }
-    s
 }
 
 #[cfg(test)]
@@ -89,5 +118,14 @@ mod tests {
         });
         let err = read_limited(StreamBody::new(endless), BODY_LIMIT).await.unwrap_err();
         assert!(err.to_string().contains("larger than 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn error_chains_name_every_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("handshake")]
+        struct Outer(#[source] std::io::Error);
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        assert_eq!(error_chain(&Outer(inner)), "handshake: invalid peer certificate: UnknownIssuer");
     }
 }

@@ -135,6 +135,21 @@ impl<S: IssuerSpec> Issuer<S> {
             None => self.name.clone(),
         }
     }
+
+    /// Which issuer object this is, as `<kind>/<namespace>/<name>#<uid>` (empty namespace for a
+    /// cluster issuer): a key for an adapter's own per-issuer map. A re-created issuer has another
+    /// UID, so it gets another key. [`IssuerCache`](crate::IssuerCache) does this (and eviction on
+    /// delete) for adapters that use it.
+    pub fn object_key(&self) -> String {
+        format!("{}/{}/{}#{}", self.kind(), self.namespace.as_deref().unwrap_or(""), self.name, self.uid)
+    }
+
+    /// [`Issuer::object_key`] plus `@<generation>`: which object *and which version of its spec*
+    /// something was built for. Adapters that keep their own client cache hash it into the
+    /// fingerprint of what a client was built from, so a spec change builds a new client.
+    pub fn version_key(&self) -> String {
+        format!("{}@{}", self.object_key(), self.generation)
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +172,22 @@ mod tests {
         assert_eq!(c.type_identifier(), "democlusterissuers.demo.certbridge.io");
         assert_eq!(KindNames::of::<Spec>(IssuerScope::Namespaced).plural, "demoissuers");
         assert_eq!(c.api_version(), "demo.certbridge.io/v1alpha1");
+    }
+
+    #[test]
+    fn keys_name_the_object_and_its_version() {
+        let mut i = Issuer {
+            name: "ca".into(),
+            namespace: Some("team".into()),
+            scope: IssuerScope::Namespaced,
+            uid: "u1".into(),
+            generation: 3,
+            annotations: BTreeMap::new(),
+            spec: Spec { url: "https://ca.example".into() },
+        };
+        assert_eq!(i.object_key(), "DemoIssuer/team/ca#u1");
+        assert_eq!(i.version_key(), "DemoIssuer/team/ca#u1@3");
+        (i.namespace, i.scope) = (None, IssuerScope::Cluster);
+        assert_eq!(i.version_key(), "DemoClusterIssuer//ca#u1@3");
     }
 }

@@ -1,7 +1,7 @@
 //! Helpers for adapter end-to-end tests (cargo feature `testing`): install an adapter's CRDs,
 //! create namespaces, issuers and CertificateRequests, approve or deny them the way cmctl does,
 //! wait for conditions, do the same for Kubernetes CSRs ([`kubernetes_csr`] and friends), generate
-//! keys and CSRs, and run a throwaway CA hierarchy ([`TestCa`]). Pair with
+//! keys and CSRs, and run a throwaway CA hierarchy ([`TestCa`]) or a CA simulator's named one ([`SimPki`]). Pair with
 //! `certbridge_testkit::KubeSim` and [`crate::runtime::start`].
 
 use std::time::Duration;
@@ -18,12 +18,14 @@ use crate::pki::KeyKind;
 
 mod ca;
 mod kubernetes_csr;
+mod sim_pki;
 
 pub use ca::{TestCa, generate_key};
 pub use kubernetes_csr::{
     approve_kubernetes_csr, cluster_signer_name, create_kubernetes_csr, deny_kubernetes_csr, kubernetes_csr,
     wait_kubernetes_csr_certificate,
 };
+pub use sim_pki::{SimCa, SimPki, SimSignError, foreign_client_cert};
 
 /// How often the wait helpers look.
 const POLL: Duration = Duration::from_millis(50);

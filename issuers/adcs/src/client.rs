@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use certbridge::http::error_chain;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
@@ -253,18 +254,6 @@ fn transport(what: &str, e: impl std::fmt::Display) -> AdcsError {
     AdcsError::Transport(format!("{what}: {e}"))
 }
 
-/// A hyper/IO error with its causes in one line.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
 impl AdcsClient {
     /// A client for `url` (`https://host[:port]/certsrv`). `roots` holds the PEM CA bundle that signs
     /// the server's TLS certificate (`None`: the system roots); `identity` a client certificate chain
@@ -360,11 +349,11 @@ impl AdcsClient {
             .tls
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|e| transport(&format!("TLS handshake with {}", self.host), describe(&e)))?;
+            .map_err(|e| transport(&format!("TLS handshake with {}", self.host), error_chain(&e)))?;
         let binding = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| tls_server_end_point(c));
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| transport("HTTP handshake", describe(&e)))?;
+            .map_err(|e| transport("HTTP handshake", error_chain(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, "certsrv connection closed");
@@ -403,9 +392,9 @@ impl AdcsClient {
             None => Full::new(Bytes::new()),
         };
         let req = b.body(body).map_err(|e| AdcsError::Config(format!("building the request: {e}")))?;
-        conn.sender.ready().await.map_err(|e| transport("connection", describe(&e)))?;
+        conn.sender.ready().await.map_err(|e| transport("connection", error_chain(&e)))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = conn.sender.send_request(req).await.map_err(|e| transport(path_and_query, describe(&e)))?;
+        let resp = conn.sender.send_request(req).await.map_err(|e| transport(path_and_query, error_chain(&e)))?;
         let status = resp.status();
         let content_type = resp
             .headers()

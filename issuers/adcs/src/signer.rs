@@ -69,10 +69,6 @@ pub struct Totals {
     pub requests: u64,
 }
 
-fn slot(issuer: &Issuer<AdcsIssuerSpec>) -> String {
-    format!("{}/{}/{}#{}", issuer.kind(), issuer.namespace.as_deref().unwrap_or(""), issuer.name, issuer.uid)
-}
-
 fn utf8(bytes: Zeroizing<Vec<u8>>, what: &str) -> Result<Zeroizing<String>, SignError> {
     String::from_utf8(bytes.to_vec())
         .map(|s| Zeroizing::new(s.trim().to_owned()))
@@ -181,15 +177,7 @@ impl AdcsSigner {
         let spec = &issuer.spec;
         let mut fp = Sha256::new();
         // Which issuer object, and which version of its spec, this client was built for.
-        let identity_key = format!(
-            "{}/{}/{}#{}@{}",
-            issuer.kind(),
-            issuer.namespace.as_deref().unwrap_or(""),
-            issuer.name,
-            issuer.uid,
-            issuer.generation
-        );
-        fp.update(identity_key.as_bytes());
+        fp.update(issuer.version_key().as_bytes());
         let auth_spec = &spec.auth;
         let mut identity: Option<(Zeroizing<String>, Zeroizing<String>)> = None;
         let auth = if let Some(n) = &auth_spec.ntlm {
@@ -278,7 +266,7 @@ impl AdcsSigner {
         };
         fp.update(bundle.as_deref().unwrap_or("").as_bytes());
         let fingerprint = fp.finalize().to_vec();
-        let key = slot(issuer);
+        let key = issuer.object_key();
         if let Some((f, c)) = self.clients.lock().expect("lock poisoned").get(&key)
             && *f == fingerprint
         {
@@ -367,7 +355,7 @@ impl AdcsSigner {
                         state::REQ_ID
                     )));
                 }
-                self.assemble(client, &slot(issuer), der).await
+                self.assemble(client, &issuer.object_key(), der).await
             }
             Fetched::NotIssued(StatusPage::Pending) => Err(Self::waiting(&issuer.spec, req_id, template)),
             Fetched::NotIssued(StatusPage::Denied(e)) => {
@@ -495,7 +483,7 @@ impl Signer for AdcsSigner {
             _ => e,
         };
         client.probe().await.map_err(|e| not_ready(wire(e, &format!("authenticating to {}", issuer.spec.url))))?;
-        let chain = self.refresh_chain(&client, &slot(issuer), None).await.map_err(not_ready)?;
+        let chain = self.refresh_chain(&client, &issuer.object_key(), None).await.map_err(not_ready)?;
         info!(ca = %ca_subject(&chain), auth = client.auth_name(), "AD CS issuer checked");
         Ok(())
     }

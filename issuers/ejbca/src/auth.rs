@@ -245,7 +245,7 @@ impl TokenSource {
                 SignError::transient(format!(
                     "OAuth token endpoint {}: {}",
                     c.token_url,
-                    crate::transport::describe(&e)
+                    certbridge::http::describe(&e)
                 ))
             })?;
         let status = resp.status();

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use certbridge::{SignError, redact};
 
 use crate::auth::{Credentials, TokenSource};
-use crate::transport::describe;
+use certbridge::http::describe;
 
 /// Where EJBCA serves its REST API on every host.
 pub const BASE_PATH: &str = "/ejbca/ejbca-rest-api";

@@ -13,7 +13,6 @@ pub mod signer;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod spec;
-pub mod transport;
 
 pub use signer::EjbcaSigner;
 pub use spec::{CaBundleRef, EjbcaIssuerSpec, GROUP};

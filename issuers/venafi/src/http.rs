@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use certbridge::SignError;
+use certbridge::http::describe;
 
 /// Largest JSON answer read (1 MiB).
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -52,27 +53,6 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         out = out.replace(s, "<redacted>");
     }
     out
-}
-
-/// A transport error in one sentence, with its causes.
-pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the answer failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = kind.to_owned();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 /// rustls needs a process-wide crypto provider; reqwest is built with `rustls-no-provider`.

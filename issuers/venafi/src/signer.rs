@@ -103,7 +103,7 @@ impl VenafiSigner {
     async fn persist_refresh_token(&self, issuer: &Issuer<VenafiIssuerSpec>, res: &Resources, c: &TppClient) {
         let Some(t) = issuer.spec.tpp.as_ref().filter(|t| t.persist_refreshed_token == Some(true)) else { return };
         let (Some(token), rotations) = c.refresh_token().await else { return };
-        let slot = slot(issuer);
+        let slot = issuer.object_key();
         let Some(persisted) = self.clients.lock().expect("lock poisoned").get(&slot).map(|c| c.persisted.clone())
         else {
             return;
@@ -146,15 +146,7 @@ impl VenafiSigner {
         let spec = &issuer.spec;
         let mut h = Sha256::new();
         // Which issuer object, and which version of its spec, this client was built for.
-        let identity_key = format!(
-            "{}/{}/{}#{}@{}",
-            issuer.kind(),
-            issuer.namespace.as_deref().unwrap_or(""),
-            issuer.name,
-            issuer.uid,
-            issuer.generation
-        );
-        h.update(identity_key.as_bytes());
+        h.update(issuer.version_key().as_bytes());
         let mut secret_refresh = None;
         let build: Box<dyn FnOnce() -> Result<Backend, SignError> + Send> =
             match spec.product().map_err(SignError::permanent)? {
@@ -224,7 +216,7 @@ impl VenafiSigner {
                 }
             };
         let fingerprint = h.finalize().to_vec();
-        let slot = slot(issuer);
+        let slot = issuer.object_key();
         let cached = self
             .clients
             .lock()
@@ -454,10 +446,6 @@ impl VenafiSigner {
             s => Err(self.still_pending(spec, ctx, &format!("TLS Protect Cloud request {id} is {s}"))?),
         }
     }
-}
-
-fn slot(issuer: &Issuer<VenafiIssuerSpec>) -> String {
-    format!("{}/{}/{}#{}", issuer.kind(), issuer.namespace.as_deref().unwrap_or(""), issuer.name, issuer.uid)
 }
 
 /// The TPP `certificates/request` body for `request` (vcert's `prepareRequest` for a user CSR).

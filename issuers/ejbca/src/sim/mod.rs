@@ -18,7 +18,6 @@
 //!   request was never enrolled twice.
 
 pub mod openapi;
-pub mod pki;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -34,8 +33,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use certbridge::testing::SimPki;
 use openapi::{OpenApi, Route};
-use pki::SimPki;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -207,7 +206,8 @@ impl EjbcaSim {
         let api = OpenApi::load()?;
         let names: Vec<&str> = opts.cas.iter().map(String::as_str).collect();
         let pki = SimPki::generate(&names).map_err(|e| format!("simulator PKI: {e}"))?;
-        let (cert_der, key_der) = pki.server_cert().map_err(|e| format!("simulator server certificate: {e}"))?;
+        let (cert_der, key_der) =
+            pki.server_cert("ejbca-sim").map_err(|e| format!("simulator server certificate: {e}"))?;
         let client_identity = pki.client_cert("certbridge-ra-admin").map_err(|e| format!("client certificate: {e}"))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -410,7 +410,7 @@ impl Shared {
     fn issue(&self, st: &mut SimState, a: &Approval) -> Result<Vec<u8>, (u16, Value)> {
         let ca =
             self.pki.ca(&a.ca).ok_or_else(|| ejbca_error(400, &format!("CA with name \"{}\" doesn't exist", a.ca)))?;
-        let der = ca.sign(&a.csr, a.validity).map_err(|m| ejbca_error(400, &m))?;
+        let der = ca.sign(&a.csr, a.validity).map_err(|e| ejbca_error(400, &sign_error_message(e)))?;
         let serial = x509_parser::parse_x509_certificate(&der)
             .map(|(_, x)| x.raw_serial_as_string().replace(':', "").to_uppercase())
             .unwrap_or_default();
@@ -799,4 +799,14 @@ fn token_endpoint(
     let ttl = st.token_ttl;
     st.tokens.insert(token.clone(), Instant::now() + ttl);
     json_response(200, &json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs() }))
+}
+
+/// EJBCA's wording of a signing failure.
+fn sign_error_message(e: certbridge::testing::SimSignError) -> String {
+    use certbridge::testing::SimSignError;
+    match e {
+        SimSignError::InvalidCsr(e) => format!("Invalid certificate request: {e}"),
+        SimSignError::Template(e) => e,
+        SimSignError::Signing(e) => format!("General failure: {e}"),
+    }
 }

@@ -173,7 +173,7 @@ async fn wrong_credentials_are_named_without_the_secret() {
     assert_eq!(sim.enroll_calls(), 0);
 
     // A client certificate EJBCA does not know: the TLS handshake fails.
-    let (cert, key) = certbridge_ejbca::sim::pki::foreign_client_cert().unwrap();
+    let (cert, key) = certbridge::testing::foreign_client_cert().unwrap();
     let res = certbridge::Resources::from_objects(
         NS,
         vec![secret("creds", &[("tls.crt", &cert), ("tls.key", &key)])],

@@ -14,8 +14,6 @@
 //! * Fault hooks ([`VenafiSim::push_fault`]), latency, and counters of logins, refreshes,
 //!   requests and retrieves per CSR.
 
-pub mod pki;
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use pki::SimPki;
+use certbridge::testing::SimPki;
 
 /// A Cloud application: (name, id, [(issuing template alias, template id)]).
 pub type App = (String, String, Vec<(String, String)>);
@@ -325,7 +323,7 @@ impl VenafiSim {
     pub async fn start(opts: SimOptions) -> Result<VenafiSim, String> {
         crate::http::install_crypto_provider();
         let pki = SimPki::generate(&[CA_NAME]).map_err(|e| format!("simulator PKI: {e}"))?;
-        let (cert_der, key_der) = pki.server_cert().map_err(|e| format!("server certificate: {e}"))?;
+        let (cert_der, key_der) = pki.server_cert("venafi-sim").map_err(|e| format!("server certificate: {e}"))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -1030,7 +1028,7 @@ fn advance(
         return Ok(());
     }
     let ca = s.pki.ca(CA_NAME).ok_or_else(|| Box::new(tpp_error(500, "no CA")))?;
-    let der = ca.sign(&obj.csr, obj.validity).map_err(|m| Box::new(tpp_error(500, &m)))?;
+    let der = ca.sign(&obj.csr, obj.validity).map_err(|e| Box::new(tpp_error(500, &sign_error_message(e))))?;
     let mut bundle = certbridge::pki::to_pem(&der);
     for c in &ca.chain_der {
         bundle.push_str(&certbridge::pki::to_pem(c));
@@ -1051,6 +1049,16 @@ fn parse_iso_days(p: &str) -> Option<Duration> {
     let d: u64 = days.strip_suffix('D').map(|d| d.parse().ok()).unwrap_or(Some(0))?;
     let h: u64 = time.strip_suffix('H').map(|h| h.parse().ok()).unwrap_or(Some(0))?;
     Some(Duration::from_secs(d * 86400 + h * 3600)).filter(|d| !d.is_zero())
+}
+
+/// The simulator's wording of a signing failure.
+fn sign_error_message(e: certbridge::testing::SimSignError) -> String {
+    use certbridge::testing::SimSignError;
+    match e {
+        SimSignError::InvalidCsr(e) => format!("invalid CSR: {e}"),
+        SimSignError::Template(e) => e,
+        SimSignError::Signing(e) => format!("signing failed: {e}"),
+    }
 }
 
 #[cfg(test)]
