@@ -65,6 +65,11 @@ rules:
   - apiGroups: [""]
     resources: ["secrets", "configmaps"]
     verbs: ["get", "list", "watch"]
+  {{- if .Values.rbac.secretUpdates }}
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["patch"]
+  {{- end }}
   {{- if .Values.rbac.serviceAccountTokens }}
   - apiGroups: [""]
     resources: ["serviceaccounts/token"]
@@ -99,6 +104,11 @@ rules:
   - apiGroups: [""]
     resources: ["secrets", "configmaps"]
     verbs: ["get", "list", "watch"]
+  {{- if .Values.rbac.secretUpdates }}
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["patch"]
+  {{- end }}
   {{- if .Values.rbac.serviceAccountTokens }}
   - apiGroups: [""]
     resources: ["serviceaccounts/token"]
