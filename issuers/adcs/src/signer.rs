@@ -254,15 +254,12 @@ impl AdcsSigner {
                 "spec.auth sets no method: set exactly one of ntlm, clientCertificate, basic",
             ));
         };
+        // The framework reads the bundle (missing or not PEM: not ready, naming the object and key).
         let bundle = match &spec.ca_bundle {
             None => None,
-            Some(b) => Some(match (&b.secret_name, &b.config_map_name) {
-                (Some(s), _) => utf8(resources.secret_key(s, &b.key).await?, "spec.caBundle")?.to_string(),
-                (None, Some(c)) => resources.config_map_key(c, &b.key).await?,
-                (None, None) => {
-                    return Err(SignError::permanent("spec.caBundle sets neither secretName nor configMapName"));
-                }
-            }),
+            Some(b) => {
+                Some(resources.ca_bundle(b).await?.iter().map(|der| certbridge::pki::to_pem(der)).collect::<String>())
+            }
         };
         fp.update(bundle.as_deref().unwrap_or("").as_bytes());
         let fingerprint = fp.finalize().to_vec();

@@ -30,7 +30,7 @@ pub struct AdcsIssuerSpec {
     pub auth: AuthSpec,
     /// CA bundle (PEM) that signs certsrv's TLS certificate. Default: the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<CaBundleRef>,
+    pub ca_bundle: Option<certbridge::CaBundle>,
     /// Seconds between polls of a request waiting for a certificate manager (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_seconds: Option<u32>,
@@ -120,20 +120,6 @@ pub struct SecretRef {
     pub secret_name: String,
 }
 
-/// A PEM bundle in one key of a Secret or a ConfigMap.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CaBundleRef {
-    /// Secret holding the bundle (set this or `configMapName`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_name: Option<String>,
-    /// ConfigMap holding the bundle (set this or `secretName`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map_name: Option<String>,
-    /// The key holding the PEM bundle, e.g. `ca.crt`.
-    pub key: String,
-}
-
 impl IssuerSpec for AdcsIssuerSpec {
     const GROUP: &'static str = GROUP;
     const NAME: &'static str = "Adcs";
@@ -180,16 +166,7 @@ impl IssuerSpec for AdcsIssuerSpec {
             }
         }
         if let Some(b) = &self.ca_bundle {
-            match (&b.secret_name, &b.config_map_name) {
-                (Some(_), Some(_)) => {
-                    return Err("spec.caBundle sets both secretName and configMapName: keep exactly one".into());
-                }
-                (None, None) => return Err("spec.caBundle sets neither secretName nor configMapName: set one".into()),
-                _ => {}
-            }
-            if b.key.trim().is_empty() {
-                return Err("spec.caBundle.key is empty: name the key holding the PEM bundle, e.g. ca.crt".into());
-            }
+            b.validate("spec.caBundle")?;
         }
         if self.poll_interval_seconds == Some(0) {
             return Err("spec.pollIntervalSeconds is 0: use a positive number of seconds or remove it".into());

@@ -215,7 +215,7 @@ spec:
   template: WebServer
   auth:
     ntlm: {{secretName: creds, channelBinding: required}}
-  caBundle: {{configMapName: adcs-ca, key: ca.crt}}
+  caBundle: {{configMapRef: {{name: adcs-ca, key: ca.crt}}}}
 ---
 apiVersion: v1
 kind: Secret

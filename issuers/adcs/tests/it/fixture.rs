@@ -12,9 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use certbridge::{Issuer, IssuerScope, KeyKind, Resources, SignRequest};
-use certbridge_adcs::spec::{
-    AdcsIssuerSpec, AuthSpec, CaBundleRef, ChannelBindingMode, KerberosAuth, NtlmAuth, SecretRef,
-};
+use certbridge_adcs::spec::{AdcsIssuerSpec, AuthSpec, ChannelBindingMode, KerberosAuth, NtlmAuth, SecretRef};
 
 pub const NS: &str = "team-a";
 pub const USER: &str = "alice";
@@ -257,10 +255,9 @@ pub fn spec(sim: &Sim) -> AdcsIssuerSpec {
         template: "WebServer".into(),
         allowed_overrides: vec![],
         auth,
-        ca_bundle: Some(CaBundleRef {
-            secret_name: None,
-            config_map_name: Some("adcs-ca".into()),
-            key: "ca.crt".into(),
+        ca_bundle: Some(certbridge::CaBundle {
+            config_map_ref: Some(certbridge::ConfigMapKeySelector { name: "adcs-ca".into(), key: "ca.crt".into() }),
+            ..Default::default()
         }),
         poll_interval_seconds: Some(1),
         request_timeout_seconds: Some(10),
