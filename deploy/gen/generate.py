@@ -50,6 +50,7 @@ TEMPLATES = {
     "poddisruptionbudget.yaml": "certbridge.podDisruptionBudget",
     "prometheusrule.yaml": "certbridge.prometheusRule",
     "dashboard.yaml": "certbridge.dashboard",
+    "issuerconfig.yaml": "certbridge.issuerConfig",
 }
 
 NOTES = """\
@@ -109,8 +110,6 @@ def chart_files(issuer: dict, crd_yaml: str) -> dict[str, str]:
         f"  name: {issuer['kind']}\n\n"
     )
     values = GENERATED + identity + common
-    if issuer.get("rbacServiceAccountTokens"):
-        values = values.replace("  serviceAccountTokens: false", "  serviceAccountTokens: true", 1)
     if issuer.get("values"):
         values += "\n" + issuer["values"]
     files = {

@@ -5,4 +5,5 @@
 mod cli;
 mod cluster;
 mod offline;
+mod secrets_never_leak;
 mod support;

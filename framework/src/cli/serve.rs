@@ -1,12 +1,67 @@
 //! The probe and metrics HTTP servers (axum).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+
+/// Where and how `/metrics` is served: HTTPS with authentication and authorization by default
+/// (controller-runtime's default since v0.19), plain HTTP only when asked for.
+#[derive(clap::Args)]
+pub(super) struct MetricsArgs {
+    /// Serve Prometheus metrics on this address (`/metrics`): over HTTPS, and only to a caller
+    /// whose bearer token the API server accepts (TokenReview) and who may `get` the non-resource
+    /// URL `/metrics` (SubjectAccessReview); the controller needs `create` on `tokenreviews` and
+    /// `subjectaccessreviews`. See --metrics-insecure.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Serve `/metrics` over plain HTTP to anyone who reaches the port (no TLS, no token): for
+    /// development, or where the network alone decides who scrapes.
+    #[arg(long)]
+    metrics_insecure: bool,
+    /// PEM certificate (chain) for HTTPS `/metrics`, with --metrics-key-file. Default: a
+    /// self-signed certificate made at start and kept in memory.
+    #[arg(long, value_name = "FILE", requires = "metrics_key_file", conflicts_with = "metrics_insecure")]
+    metrics_cert_file: Option<PathBuf>,
+    /// PEM private key of --metrics-cert-file.
+    #[arg(long, value_name = "FILE", requires = "metrics_cert_file", conflicts_with = "metrics_insecure")]
+    metrics_key_file: Option<PathBuf>,
+}
+
+impl MetricsArgs {
+    /// Starts the metrics server these flags ask for (none without `--metrics-addr`).
+    pub(super) async fn serve(&self, render: Renderer, client: &kube::Client) -> anyhow::Result<()> {
+        let Some(addr) = self.metrics_addr else {
+            return Ok(());
+        };
+        if self.metrics_insecure {
+            return metrics(addr, render).await;
+        }
+        let tls = match (&self.metrics_cert_file, &self.metrics_key_file) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &PathBuf, flag: &str| {
+                    std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))
+                };
+                crate::metrics_auth::MetricsTls::from_pem(
+                    &read(cert, "--metrics-cert-file")?,
+                    &read(key, "--metrics-key-file")?,
+                )?
+            }
+            _ => crate::metrics_auth::MetricsTls::self_signed()?,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the metrics server: {e}"))?;
+        let render = Box::new(move || render.get().map(|r| r()).unwrap_or_default());
+        let addr = crate::metrics_auth::serve_secure(listener, tls, client.clone(), render)?;
+        tracing::info!(%addr, "metrics server listening (HTTPS; TokenReview and SubjectAccessReview on /metrics)");
+        Ok(())
+    }
+}
 
 /// Renders the metrics once the controllers run.
 pub(super) type Renderer = Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>>;
@@ -39,8 +94,8 @@ pub(super) async fn health(addr: SocketAddr, ready: Arc<AtomicBool>, alive: Arc<
     spawn(addr, app, "health").await
 }
 
-/// `/metrics` in the Prometheus text format.
-pub(super) async fn metrics(addr: SocketAddr, render: Renderer) -> anyhow::Result<()> {
+/// `/metrics` in the Prometheus text format, over plain HTTP (`--metrics-insecure`).
+async fn metrics(addr: SocketAddr, render: Renderer) -> anyhow::Result<()> {
     let app = Router::new().route(
         "/metrics",
         get(move || {

@@ -49,6 +49,7 @@ pub mod fault_proxy;
 mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod leaks;
 mod managed;
 mod objects;
 mod openapi;
