@@ -43,6 +43,7 @@ mod builtin;
 pub mod chaos;
 mod crd;
 mod discovery;
+pub mod endless;
 mod error;
 mod events;
 pub mod fault_proxy;

@@ -6,6 +6,7 @@ mod adapter;
 mod chaos;
 mod common;
 mod controller;
+mod exhaustion;
 mod fixture;
 mod matrix;
 mod security;

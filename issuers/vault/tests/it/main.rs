@@ -8,6 +8,7 @@ mod controller;
 mod failures;
 mod kubernetes;
 mod secrets;
+mod secrets_never_leak;
 mod security;
 mod tokens;
 
