@@ -9,4 +9,5 @@ mod controller;
 mod exhaustion;
 mod fixture;
 mod matrix;
+mod secrets_never_leak;
 mod security;
