@@ -6,4 +6,5 @@ mod adapter;
 mod common;
 mod controller;
 mod fixture;
+mod secrets_never_leak;
 mod window;
