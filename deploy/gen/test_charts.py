@@ -196,6 +196,9 @@ class EveryChart(unittest.TestCase):
         self.assertIn("Kinds: VaultIssuer and VaultClusterIssuer (vault.certbridge.io/v1alpha1)", notes)
         self.assertIn("signerName vaultclusterissuers.vault.certbridge.io/<cluster-issuer-name>", notes)
         self.assertIn("namespace cert-manager", notes)
+        self.assertIn("bind ClusterRole\nrel-certbridge-vault-metrics-reader", notes)
+        self.assertIn("No ServiceAccount tokens are granted", notes)
+        self.assertIn("every namespaced Pkcs11Issuer is refused", CHARTS.notes("certbridge-pkcs11", "rel", "certbridge"))
 
     def test_no_lease_rights_without_leader_election(self):
         docs = render("example-ca")
