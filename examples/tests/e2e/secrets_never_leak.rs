@@ -58,7 +58,7 @@ async fn no_secret_in_trace_logs_events_status_or_metrics() {
     let cr = testing::certificate_request::<LocalCaSpec>(NS, "to-broken", &csr, IssuerScope::Namespaced, "broken");
     testing::create_certificate_request(&client, &cr).await.unwrap();
     approve(&client, NS, "to-broken").await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    testing::wait_condition(&client, NS, "to-broken", "Ready", "False", None, WAIT).await.unwrap();
 
     let published = controller
         .finish(

@@ -137,11 +137,21 @@ impl TracedController {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
+    /// The last `n` lines of its output, for a failing test's message.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Scrapes `/metrics`, stops the controller (SIGTERM, then SIGKILL after 20 s), and collects
     /// what it published: every Event (core/v1 and events.k8s.io/v1), the annotations and status
     /// of every CertificateRequest and CertificateSigningRequest, and of every object of
     /// `issuer_resources` (`group/version/plural`, e.g. `vault.certbridge.io/v1alpha1/vaultissuers`).
     pub async fn finish(mut self, client: &kube::Client, issuer_resources: &[&str]) -> anyhow::Result<Published> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            anyhow::bail!("the controller exited before the end of the scenario ({status}):\n{}", self.log_tail(40));
+        }
         let metrics = scrape(self.metrics).await.context("scraping the controller's /metrics")?;
         if let Some(pid) = self.child.id() {
             let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
