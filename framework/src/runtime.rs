@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::CertificateRequest;
 use crate::controllers::shared::{IssuerErrors, Kinds, References, Settings, Shared};
 use crate::controllers::watch::CacheReady;
-use crate::controllers::{issuer, request_controller};
+use crate::controllers::{issuer, request};
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::Metrics;
 use crate::resources::ApiSource;
@@ -191,7 +191,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         futures.push((format!("the {} controller", shared.kinds.get(scope).names.kind), Box::pin(f)));
     }
     if opts.certificate_requests {
-        let f = request_controller::run::<S, CertificateRequest>(
+        let f = request::run::<S, CertificateRequest>(
             shared.clone(),
             opts.namespace.clone(),
             concurrency,
@@ -202,7 +202,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         futures.push(("the CertificateRequest controller".into(), Box::pin(f)));
     }
     if opts.certificate_signing_requests {
-        let f = request_controller::run::<S, CertificateSigningRequest>(
+        let f = request::run::<S, CertificateSigningRequest>(
             shared.clone(),
             opts.namespace.clone(),
             concurrency,

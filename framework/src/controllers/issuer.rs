@@ -17,7 +17,8 @@ use kube::runtime::watcher;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::Instrument;
 
-use crate::controllers::decision::{self, IssuerOutcome, IssuerStep};
+use crate::controllers::decision::IssuerCond;
+use crate::controllers::decision::issuer::{self as decision, IssuerOutcome, IssuerStep};
 use crate::controllers::shared::{Backoff, Error, Kind, Shared, action, issuer_ready, issuer_target, typed_issuer};
 use crate::controllers::view::IssuerTarget;
 use crate::controllers::watch;
@@ -173,12 +174,12 @@ async fn write<S: Signer>(
     scope: IssuerScope,
     obj: &DynamicObject,
     target: &IssuerTarget,
-    current: Option<&decision::IssuerCond>,
+    current: Option<&IssuerCond>,
     outcome: &IssuerOutcome,
 ) -> Result<(), Error> {
     let kind = shared.kinds.get(scope);
     let field_manager = shared.settings.field_manager(&kind.names.plural);
-    crate::ssa::apply_issuer_ready(
+    crate::controllers::ssa::apply_issuer_ready(
         &shared.client,
         &field_manager,
         &kind.resource,

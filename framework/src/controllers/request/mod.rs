@@ -1,25 +1,35 @@
 //! The request controller, written once for both request APIs (issuer-lib's generic
 //! `RequestController`): the request watch, the issuer caches whose readiness changes wake the
-//! requests waiting on them, the reconcile entry and the error policy. What differs between a
-//! cert-manager `CertificateRequest` and a Kubernetes `CertificateSigningRequest` is only how each
-//! names its issuer and when it is finished: that is [`RequestApi`], implemented in
-//! `certificate_request.rs` and `csr.rs`. The pass itself is [`requests::reconcile`].
+//! requests waiting on them, the reconcile entry and the error policy. What differs between the
+//! request APIs is [`RequestApi`], implemented once per API: [`certificate_request`] (cert-manager
+//! `CertificateRequest`) and [`csr`] (Kubernetes `CertificateSigningRequest`), each owning how the
+//! request is watched and read, which issuer it names, and its status body. The pass itself
+//! (gate → sign → write) is [`pass`].
+
+pub(crate) mod certificate_request;
+pub(crate) mod csr;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub(crate) mod pass;
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::{PredicateConfig, WatchStreamExt};
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tracing::Instrument;
 
-use crate::controllers::decision::{self, Gate};
+use crate::controllers::decision::request::Outcome;
+use crate::controllers::decision::request::{Gate, gate};
 use crate::controllers::prune::{self, Prune};
-use crate::controllers::requests::{self, RequestCtx};
+use crate::controllers::request::pass::RequestCtx;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::view::{IssuerTarget, RequestView};
 use crate::controllers::watch;
@@ -48,6 +58,9 @@ pub(crate) trait RequestApi:
     fn target(&self, kinds: &Kinds) -> Result<Option<IssuerTarget>, String>;
     /// Issued or failed for good: an issuer becoming ready no longer concerns it.
     fn finished(&self) -> bool;
+    /// The status apply body after `outcome` (only the fields this pass sets; see `ssa`), or
+    /// `None` when this API writes nothing for it.
+    fn status_body(view: &RequestView, outcome: &Outcome, now: Timestamp) -> Option<Value>;
 }
 
 /// Runs the controller for `R` until `shutdown` resolves; `caches` receives the stores readiness
@@ -67,11 +80,11 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
     let stream = reflector::reflector(writer, pruned)
         .default_backoff()
         .touched_objects()
-        .predicate_filter(|r: &R| Some(requests::fingerprint(&r.view())), PredicateConfig::default());
+        .predicate_filter(|r: &R| Some(pass::fingerprint(&r.view())), PredicateConfig::default());
     caches.push(Box::new(reader.clone()));
 
     let (cl_store, cl_trigger) =
-        watch::issuer_cache(&client, &kinds.cluster, None, requests::issuer_readiness_fingerprint, |_| ());
+        watch::issuer_cache(&client, &kinds.cluster, None, pass::issuer_readiness_fingerprint, |_| ());
     caches.push(Box::new(cl_store.clone()));
     let watch_namespaced = R::NAMES_NAMESPACED_ISSUERS && shared.settings.serves(IssuerScope::Namespaced);
     let (ns_store, ns_trigger) = watch_namespaced
@@ -80,7 +93,7 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
                 &client,
                 &kinds.namespaced,
                 namespace.as_deref(),
-                requests::issuer_readiness_fingerprint,
+                pass::issuer_readiness_fingerprint,
                 |_| (),
             )
         })
@@ -167,12 +180,12 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
         }
         let api = request.object_api(&ctx.shared.client);
         let mut view = request.view();
-        if prune::needs_full(&view) && decision::gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
+        if prune::needs_full(&view) && gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
             // The cached copy lost its CSR (cached before approval): read the request afresh.
             let Some(full) = api.get_opt(&view.name).await? else { return Ok(Action::await_change()) };
             view = full.view();
         }
-        requests::reconcile(&ctx, view, target, api).await
+        pass::reconcile(&ctx, view, target, api).await
     }
     .instrument(span)
     .await
@@ -181,7 +194,7 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
 fn error_policy<S: Signer, R: RequestApi>(request: Arc<R>, error: &Error, ctx: Arc<RequestCtx<S>>) -> Action {
     ctx.shared.metrics.reconcile_error(R::CONTROLLER);
     let view = request.view();
-    let delay = ctx.backoff.next(&requests::backoff_key(&view));
+    let delay = ctx.backoff.next(&pass::backoff_key(&view));
     tracing::info!(
         controller = R::CONTROLLER,
         name = %view.display_name(),

@@ -1,7 +1,7 @@
-//! The request pass shared by the CertificateRequest and the Kubernetes CSR controllers:
-//! gate → validate → issuer readiness → sign → verify → write status, event, metrics.
+//! One reconcile pass of a request, whichever its API: gate → validate → issuer readiness → sign →
+//! verify → write status, event, metrics. The decisions are `decision::request`'s; what the API
+//! contributes (status body, object reference) comes through [`RequestApi`].
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,17 +10,19 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use serde::de::DeserializeOwned;
 
 use crate::context::SignContext;
-use crate::controllers::decision::{self, Gate, IssuerState, Outcome, Verdict};
+use crate::controllers::decision::READY;
+use crate::controllers::decision::request::{self as decision, Gate, IssuerState, Outcome, Verdict};
+use crate::controllers::request::RequestApi;
 use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
-use crate::controllers::view::{Flavor, IssuerTarget, RequestView};
+use crate::controllers::ssa;
+use crate::controllers::state::AnnotationState;
+use crate::controllers::view::{IssuerTarget, RequestView};
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::RequestLabels;
 use crate::resources::Resources;
 use crate::signer::Signer;
-use crate::state::AnnotationState;
 
 /// How long a pass waits for the issuer caches' first list before it backs off.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,53 +47,35 @@ impl<S: Signer> RequestCtx<S> {
     }
 }
 
-fn controller_name(flavor: Flavor) -> &'static str {
-    match flavor {
-        Flavor::CertificateRequest => "certificaterequests",
-        Flavor::Csr => "certificatesigningrequests",
-    }
-}
-
 /// The backoff key of a request.
 pub(crate) fn backoff_key(view: &RequestView) -> String {
-    format!("{}/{}", view.flavor.kind(), view.display_name())
+    format!("{}/{}", view.kind_name(), view.display_name())
 }
 
 /// One reconcile pass for a request that names one of our issuers. `api` serves the request
 /// object (used to save the signer's state).
-pub(crate) async fn reconcile<S, K>(
+pub(crate) async fn reconcile<S: Signer, R: RequestApi>(
     ctx: &RequestCtx<S>,
     view: RequestView,
     target: IssuerTarget,
-    api: Api<K>,
-) -> Result<Action, Error>
-where
-    S: Signer,
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
+    api: Api<R>,
+) -> Result<Action, Error> {
     let shared = &ctx.shared;
-    let field_manager = shared.settings.field_manager(controller_name(view.flavor));
+    let field_manager = shared.settings.field_manager(R::CONTROLLER);
     let key = backoff_key(&view);
-    let Some(outcome) = decide(ctx, &view, &target, api, &field_manager).await? else {
+    let Some(outcome) = decide(ctx, &view, &target, api.clone(), &field_manager).await? else {
         ctx.backoff.reset(&key);
         return Ok(Action::await_change());
     };
-    let now = Timestamp::now();
-    match view.flavor {
-        Flavor::CertificateRequest => {
-            crate::ssa::apply_certificate_request(&shared.client, &field_manager, &view, &outcome, now).await?
-        }
-        Flavor::Csr if outcome.writes() => {
-            crate::ssa::apply_csr(&shared.client, &field_manager, &view, &outcome, now).await?
-        }
-        Flavor::Csr => {}
+    if let Some(body) = R::status_body(&view, &outcome, Timestamp::now()) {
+        ssa::apply_status(&api, &view.name, &field_manager, body).await?;
     }
     if let Some(ev) = &outcome.event {
         // A request is issued, failed or denied once: its event never repeats (see `publish_once`).
         if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
-            shared.publish_once(ev, &object_reference(&view)).await;
+            shared.publish_once(ev, &object_reference::<R>(&view)).await;
         } else {
-            shared.publish(ev, &object_reference(&view)).await;
+            shared.publish(ev, &object_reference::<R>(&view)).await;
         }
     }
     let kind = shared.kinds.get(target.scope);
@@ -103,7 +87,7 @@ where
             .metrics
             .requests
             .get_or_create(&RequestLabels {
-                kind: view.flavor.kind().to_owned(),
+                kind: view.kind_name().to_owned(),
                 issuer_kind: kind.names.kind.clone(),
                 issuer: match &target.namespace {
                     Some(ns) => format!("{ns}/{}", target.name),
@@ -121,17 +105,13 @@ where
     result
 }
 
-async fn decide<S, K>(
+async fn decide<S: Signer, R: RequestApi>(
     ctx: &RequestCtx<S>,
     view: &RequestView,
     target: &IssuerTarget,
-    api: Api<K>,
+    api: Api<R>,
     field_manager: &str,
-) -> Result<Option<Outcome>, Error>
-where
-    S: Signer,
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
+) -> Result<Option<Outcome>, Error> {
     let shared = &ctx.shared;
     match decision::gate(view, &shared.settings.owner) {
         Gate::Ignore(why) => {
@@ -189,14 +169,11 @@ where
     Ok(Some(decision::after_sign(view, result, Timestamp::now(), shared.settings.max_retry_duration)))
 }
 
-fn object_reference(view: &RequestView) -> ObjectReference {
-    let api_version = match view.flavor {
-        Flavor::CertificateRequest => "cert-manager.io/v1",
-        Flavor::Csr => "certificates.k8s.io/v1",
-    };
+/// The reference events are published on: the API's own `apiVersion` and `kind`.
+fn object_reference<R: RequestApi>(view: &RequestView) -> ObjectReference {
     ObjectReference {
-        api_version: Some(api_version.into()),
-        kind: Some(view.flavor.kind().into()),
+        api_version: Some(R::api_version(&()).into_owned()),
+        kind: Some(R::kind(&()).into_owned()),
         name: Some(view.name.clone()),
         namespace: view.namespace.clone(),
         uid: (!view.uid.is_empty()).then(|| view.uid.clone()),
@@ -218,7 +195,7 @@ pub(crate) fn fingerprint(view: &RequestView) -> u64 {
     }
     for c in &view.conditions {
         c.type_.hash(&mut h);
-        if c.type_ != decision::READY {
+        if c.type_ != READY {
             c.status.hash(&mut h);
         }
     }
