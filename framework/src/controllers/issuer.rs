@@ -53,7 +53,7 @@ pub(crate) async fn run<S: Signer>(
     namespace: Option<String>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    caches: &mut Vec<Box<dyn watch::CacheReady>>,
+    caches: &mut Vec<watch::CacheReady>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let client = shared.client.clone();
     let kind = shared.kinds.get(scope).clone();
@@ -65,8 +65,8 @@ pub(crate) async fn run<S: Signer>(
             crate::cache::evict_issuer(uid);
         }
     };
-    let (store, trigger) = watch::issuer_cache(&client, &kind, namespace.as_deref(), fingerprint, on_delete);
-    caches.push(Box::new(store.clone()));
+    let (cache, trigger) = watch::issuer_cache(&client, &kind, namespace.as_deref(), fingerprint, on_delete);
+    caches.push(cache.ready);
     // Issuer problems reported by the request controllers.
     let reported = UnboundedReceiverStream::new(shared.issuer_errors.subscribe(scope));
     // Secrets and ConfigMaps, metadata only: the controller needs to know *that* one changed,
@@ -83,7 +83,7 @@ pub(crate) async fn run<S: Signer>(
         watcher(config_maps, watcher::Config::default().any_semantic()).default_backoff().touched_objects();
     let ctx = Arc::new(IssuerCtx { shared: shared.clone(), scope, backoff: Backoff::default() });
     let (s1, s2, k1, k2) = (shared.clone(), shared, kind.clone(), kind.clone());
-    Controller::for_stream_with(trigger, store, kind.resource.clone())
+    Controller::for_stream_with(trigger, cache.store, kind.resource.clone())
         .with_config(Config::default().concurrency(concurrency))
         .reconcile_on(reported)
         .watches_stream(secret_changes, move |m| readers(&s1, &k1, scope, RefKind::Secret, &m.metadata))

@@ -118,7 +118,7 @@ pub(crate) fn needs_full(view: &RequestView) -> bool {
 mod tests {
     use super::*;
     use crate::api::{CertificateRequestCondition, CertificateRequestSpec, CertificateRequestStatus, IssuerRef};
-    use crate::controllers::request::RequestApi;
+    use crate::controllers::request::api::RequestApi;
 
     fn cr(conditions: &[(&str, &str, &str)], certificate: bool) -> CertificateRequest {
         let mut cr = CertificateRequest::new(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::api::{CertificateRequest, CertificateRequestSpec, IssuerRef};
-use crate::controllers::request::RequestApi;
+use crate::controllers::request::api::RequestApi;
 use crate::controllers::request::fixtures::csr_pem;
 
 fn cr(kind: Option<&str>, group: Option<&str>) -> CertificateRequest {

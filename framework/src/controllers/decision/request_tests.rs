@@ -223,6 +223,7 @@ fn success_issuer_and_clusterissuer() {
 #[test]
 fn retry_on_pending_error() {
     let out = sign(&approved_ready_unknown(), Err(SignError::pending("CA is busy", Duration::from_secs(7))));
+    // Doubled on purpose: issuer-lib writes exactly this text (see `after_sign`).
     let m = "Signing still in progress. Reason: Signing still in progress. Reason: CA is busy";
     assert_eq!(out.set, vec![SetCond::new(READY, "False", "Pending", m)]);
     assert_eq!(out.event, event(true, "RetryableError", "Synced", m));

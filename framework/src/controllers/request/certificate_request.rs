@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::api::CertificateRequest;
 use crate::controllers::decision::request::Outcome;
 use crate::controllers::duration;
-use crate::controllers::request::RequestApi;
+use crate::controllers::request::api::RequestApi;
 use crate::controllers::shared::Kinds;
 use crate::controllers::ssa;
 use crate::controllers::view::{Cond, IssuerTarget, RequestView};

@@ -9,16 +9,16 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 
 use crate::context::SignContext;
 use crate::controllers::decision::READY;
 use crate::controllers::decision::request::{self as decision, Gate, IssuerState, Outcome, Verdict};
-use crate::controllers::request::RequestApi;
+use crate::controllers::request::api::RequestApi;
 use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
 use crate::controllers::ssa;
 use crate::controllers::state::AnnotationState;
 use crate::controllers::view::{IssuerTarget, RequestView};
+use crate::controllers::watch::Cache;
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::RequestLabels;
 use crate::resources::Resources;
@@ -32,14 +32,14 @@ pub(crate) struct RequestCtx<S: Signer> {
     pub shared: Arc<Shared<S>>,
     /// The namespaced issuer cache; `None` when this controller never serves that kind (Kubernetes
     /// CSRs cannot name it, and `--disable-namespaced-issuers` turns it off), so no watch runs for it.
-    pub namespaced_issuers: Option<Store<DynamicObject>>,
-    pub cluster_issuers: Store<DynamicObject>,
+    pub namespaced_issuers: Option<Cache<DynamicObject>>,
+    pub cluster_issuers: Cache<DynamicObject>,
     pub backoff: Backoff,
 }
 
 impl<S: Signer> RequestCtx<S> {
     /// The cache of the `scope` kind, if this controller watches it.
-    fn issuers(&self, scope: IssuerScope) -> Option<&Store<DynamicObject>> {
+    fn issuers(&self, scope: IssuerScope) -> Option<&Cache<DynamicObject>> {
         match scope {
             IssuerScope::Namespaced => self.namespaced_issuers.as_ref(),
             IssuerScope::Cluster => Some(&self.cluster_issuers),
@@ -128,15 +128,15 @@ async fn decide<S: Signer, R: RequestApi>(
     };
 
     let kind = shared.kinds.get(target.scope);
-    let Some(store) = ctx.issuers(target.scope) else {
+    let Some(cache) = ctx.issuers(target.scope) else {
         // Not reached: a request naming a kind this controller does not watch is ignored earlier.
         tracing::debug!(kind = %kind.names.kind, "this controller does not serve the issuer kind");
         return Ok(None);
     };
-    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, crate::controllers::watch::wait_until_ready(store)).await.is_err() {
+    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, cache.ready.wait()).await.is_err() {
         return Err(Error::Retry(format!("the {} cache has not synced yet", kind.names.kind)));
     }
-    let issuer_obj = store.get(&kind.object_ref(target));
+    let issuer_obj = cache.store.get(&kind.object_ref(target));
     let state = match &issuer_obj {
         None => IssuerState::Missing(kind.not_found(&target.name)),
         Some(obj) => decision::issuer_state(issuer_ready(obj).as_ref(), obj.metadata.generation.unwrap_or(0)),
