@@ -36,8 +36,6 @@ pub mod resources;
 pub mod runtime;
 pub mod selector;
 pub mod signer;
-pub(crate) mod ssa;
-pub(crate) mod state;
 pub mod state_auth;
 // Also built for the crate's own unit tests, which use its test CA; it needs no dev-dependency.
 #[cfg(any(test, feature = "testing"))]

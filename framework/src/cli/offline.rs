@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::DynamicObject;
 
 use crate::context::SignContext;
-use crate::controllers::decision::verify_issued;
+use crate::controllers::decision::request::verify_issued;
 use crate::controllers::shared::typed_issuer;
 use crate::error::Reaction;
 use crate::issuer::{Issuer, IssuerScope, IssuerSpec};

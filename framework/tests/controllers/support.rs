@@ -204,11 +204,9 @@ impl Env {
     }
 
     pub async fn wait_ready(&mut self) {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while !self.handle.as_ref().unwrap().is_ready() {
-            assert!(tokio::time::Instant::now() < deadline, "controller caches did not sync");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut ready = self.handle.as_ref().unwrap().ready();
+        let synced = tokio::time::timeout(TIMEOUT, ready.wait_for(|ready| *ready)).await;
+        assert!(matches!(synced, Ok(Ok(_))), "controller caches did not sync");
     }
 
     pub async fn restart(&mut self, signer: TestSigner, opts: Options) {
