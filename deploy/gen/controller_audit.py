@@ -71,14 +71,14 @@ OVERRIDES: dict = {
 # than the controller uses.
 UNEXERCISED: dict[str, str] = {
     "get cert-manager.io/certificaterequests (cluster-wide)":
-        "a request cached before approval lost its CSR to pruning and is read afresh (request_controller.rs)",
+        "a request cached before approval lost its CSR to pruning and is read afresh (framework/src/controllers/request/controller.rs)",
     "get certificates.k8s.io/certificatesigningrequests (cluster-wide)":
-        "the same fresh read for a Kubernetes CSR cached before approval (request_controller.rs)",
+        "the same fresh read for a Kubernetes CSR cached before approval (framework/src/controllers/request/controller.rs)",
     "patch cert-manager.io/certificaterequests (cluster-wide)":
-        "per-request state annotations state.<group>/… (state.rs), written by asynchronous adapters "
+        "per-request state annotations state.<group>/… (framework/src/controllers/state.rs), written by asynchronous adapters "
         "(EJBCA, AD CS, Venafi); the example signs at once",
     "patch certificates.k8s.io/certificatesigningrequests (cluster-wide)":
-        "the same per-request state annotations on Kubernetes CSRs (state.rs)",
+        "the same per-request state annotations on Kubernetes CSRs (controllers/state.rs)",
     "patch events.k8s.io/events (cluster-wide)":
         "kube's Recorder patches the Event it created when the same event repeats (series count)",
     "get core/configmaps (cluster-wide)":
