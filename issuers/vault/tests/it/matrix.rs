@@ -247,7 +247,10 @@ impl Rig {
         let recovered = loop {
             observe(&mut after.0, &mut after.1).await;
             if self.ready(&name).await {
-                break Some(cleared.elapsed());
+                let at = cleared.elapsed();
+                // Ready may have been written after this pass's observation: record it.
+                observe(&mut after.0, &mut after.1).await;
+                break Some(at);
             }
             if cleared.elapsed() > RECOVERY_CAP {
                 break None;
