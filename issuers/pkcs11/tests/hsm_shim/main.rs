@@ -403,3 +403,89 @@ async fn a_logout_from_outside_is_recovered_in_the_same_call() {
     control("");
     row("C_Logout from outside (before C_SignInit)", "issued in the same pass", "unchanged", "one C_Login, no restart");
 }
+
+/// The built binary with the shim on its allow-list (`--allowed-module`) and a short
+/// `--call-timeout`: `check -f` with C_Sign hung reports the deadline and exits (the thread stuck
+/// in the module does not keep the process alive); with the hang gone it passes. The child has its
+/// own control file, so this test needs no turn.
+#[test]
+fn the_binary_reports_a_hung_module_and_exits() {
+    let e = env();
+    let dir = tempfile::tempdir().unwrap();
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let manifest = dir.path().join("issuer.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: pkcs11.certbridge.io/v1alpha1
+kind: Pkcs11Issuer
+metadata: {{name: hsm, namespace: {NS}}}
+spec:
+  module: {module}
+  token: {{label: {SHIM}}}
+  key: {{label: ca-p256}}
+  pinSecretRef: {{name: hsm-pin, key: pin}}
+  caChainRef: {{kind: Secret, name: chain, key: ca.crt}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: hsm-pin, namespace: {NS}}}
+stringData: {{pin: "{PIN}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: chain, namespace: {NS}}}
+stringData:
+  ca.crt: |
+{chain}"#,
+            module = e.shim.display(),
+            chain = indent(&ca_pem(SHIM)),
+        ),
+    )
+    .unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, format!("grants:\n- namespaces: [{NS}]\n  token: {{label: {SHIM}}}\n")).unwrap();
+    let control = dir.path().join("control");
+    let check = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_certbridge-pkcs11"))
+            .args(["check", "-f"])
+            .arg(&manifest)
+            .arg("--allowed-module")
+            .arg(&e.shim)
+            .args(["--call-timeout", "1s", "--token-policy"])
+            .arg(&policy)
+            .env("SOFTHSM2_CONF", e.dir.join("softhsm2.conf"))
+            .env("CERTBRIDGE_PKCS11_SHIM_CONTROL", &control)
+            .env_remove("CERTBRIDGE_PKCS11_SHIM_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A liveness bound, not a timing: a process kept alive by the stuck thread never exits.
+        let t = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                control_file_clear(&control);
+                panic!("check -f did not exit within 60 s with a hung module");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    std::fs::write(&control, "C_Sign hang\n").unwrap();
+    let (ok, text) = check();
+    assert!(!ok, "{text}");
+    assert!(text.contains("did not prepare the issuer within 1s") && text.contains("--call-timeout"), "{text}");
+    std::fs::write(&control, "").unwrap();
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+}
+
+fn control_file_clear(path: &Path) {
+    let _ = std::fs::write(path, "");
+}
