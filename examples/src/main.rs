@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    certbridge::run(|| certbridge_example_ca::LocalCaSigner).await
+    certbridge::run(certbridge_example_ca::LocalCaSigner::default).await
 }

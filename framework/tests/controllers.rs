@@ -14,5 +14,7 @@ mod csr_contents;
 mod csrs;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/ordering.rs"]
+mod ordering;
 #[path = "controllers/runtime.rs"]
 mod runtime;

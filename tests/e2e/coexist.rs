@@ -39,7 +39,7 @@ async fn two_adapters_controllers_serve_only_their_own_requests() {
             .await
             .unwrap();
 
-        let local = runtime::start(LocalCaSigner, client.clone(), Options::default()).await.unwrap();
+        let local = runtime::start(LocalCaSigner::default(), client.clone(), Options::default()).await.unwrap();
         let vault = runtime::start(VaultSigner::dev(), client.clone(), Options::default()).await.unwrap();
 
         let spec = LocalCaSpec { secret_name: "ca-key-pair".into() };

@@ -25,9 +25,10 @@ async fn bounded(body: impl Future<Output = ()>) {
     tokio::time::timeout(Duration::from_secs(120), body).await.expect("the test hung for 2 minutes")
 }
 
-/// The LocalCA signer, counting its sign calls (shared across controller restarts).
+/// The LocalCA signer, counting its sign calls (shared across controller restarts, like its CA
+/// cache: a restarted controller re-checks its issuers, which refreshes the cache).
 #[derive(Clone, Default)]
-struct Counting(Arc<AtomicUsize>);
+struct Counting(Arc<AtomicUsize>, Arc<LocalCaSigner>);
 
 impl Counting {
     fn signs(&self) -> usize {
@@ -41,11 +42,11 @@ impl Signer for Counting {
 
     async fn sign(&self, r: &SignRequest, i: &Issuer<LocalCaSpec>, c: &mut SignContext) -> Result<Issued, SignError> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        LocalCaSigner.sign(r, i, c).await
+        self.1.sign(r, i, c).await
     }
 
     async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<(), SignError> {
-        LocalCaSigner.check(issuer, resources).await
+        self.1.check(issuer, resources).await
     }
 }
 

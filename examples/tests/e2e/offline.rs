@@ -21,7 +21,9 @@ fn issuer(secret_name: &str) -> Issuer<LocalCaSpec> {
 }
 
 async fn check(secret: k8s_openapi::api::core::v1::Secret) -> Result<(), SignError> {
-    LocalCaSigner.check(&issuer("ca-key-pair"), &Resources::from_objects("team-a", vec![secret], vec![])).await
+    LocalCaSigner::default()
+        .check(&issuer("ca-key-pair"), &Resources::from_objects("team-a", vec![secret], vec![]))
+        .await
 }
 
 #[tokio::test]
@@ -32,8 +34,8 @@ async fn signs_a_chain_openssl_verifies_for_each_ca_key_type() {
         let csr = ca.csr("web", &["web.example.com", "www.example.com"]);
         let req = SignRequest::from_csr_pem(&csr, Duration::from_secs(3600), false, &["server auth"]).unwrap();
         let mut ctx = SignContext::offline(resources.clone());
-        LocalCaSigner.check(&issuer("ca-key-pair"), &resources).await.unwrap();
-        let issued = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut ctx).await.unwrap();
+        LocalCaSigner::default().check(&issuer("ca-key-pair"), &resources).await.unwrap();
+        let issued = LocalCaSigner::default().sign(&req, &issuer("ca-key-pair"), &mut ctx).await.unwrap();
         assert_eq!(issued.ca_pem.as_deref().map(str::trim), Some(ca.read("ca.crt").trim()), "{alg:?}");
         ca.assert_verifies("web", &issued.chain_pem);
         let text = openssl(ca.dir.path(), &["x509", "-in", "web.crt", "-noout", "-text"]);
@@ -60,15 +62,20 @@ async fn issues_a_upn_and_refuses_an_other_name_it_cannot_write() {
     };
     let upn = csr("card", "DNS:card.example,otherName:1.3.6.1.4.1.311.20.2.3;UTF8:alice@corp.example");
     let req = SignRequest::from_csr_pem(&upn, Duration::from_secs(3600), false, &["client auth"]).unwrap();
-    let issued =
-        LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources.clone())).await.unwrap();
+    let issued = LocalCaSigner::default()
+        .sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources.clone()))
+        .await
+        .unwrap();
     ca.assert_verifies("card", &issued.chain_pem);
     let text = openssl(ca.dir.path(), &["x509", "-in", "card.crt", "-noout", "-text"]);
     assert!(text.contains("DNS:card.example, othername: UPN::alice@corp.example"), "{text}");
 
     let int = csr("int", "DNS:int.example,otherName:1.2.3.4;INT:7");
     let req = SignRequest::from_csr_pem(&int, Duration::from_secs(3600), false, &[""; 0]).unwrap();
-    let e = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap_err();
+    let e = LocalCaSigner::default()
+        .sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources))
+        .await
+        .unwrap_err();
     assert_eq!(reaction(&e), "permanent");
     assert!(e.to_string().contains("otherName 1.2.3.4 (DER value of 3 bytes), whose value is not a UTF8String"), "{e}");
 }
@@ -99,12 +106,14 @@ async fn ca_keys_in_pkcs1_and_sec1_form_sign_as_well() {
         openssl(ca.dir.path(), rewrite);
         assert!(ca.read("ca.key").contains(label), "{alg:?}");
         let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
-        LocalCaSigner.check(&issuer("ca-key-pair"), &resources).await.unwrap();
+        LocalCaSigner::default().check(&issuer("ca-key-pair"), &resources).await.unwrap();
         let req =
             SignRequest::from_csr_pem(&ca.csr("web", &["web.example"]), Duration::from_secs(3600), false, &[""; 0])
                 .unwrap();
-        let issued =
-            LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap();
+        let issued = LocalCaSigner::default()
+            .sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources))
+            .await
+            .unwrap();
         ca.assert_verifies("web", &issued.chain_pem);
     }
 }
@@ -116,7 +125,10 @@ async fn a_leaf_never_outlives_its_ca() {
     let req =
         SignRequest::from_csr_pem(&ca.csr("long", &["long.example"]), Duration::from_secs(90 * 86400), false, &[""; 0])
             .unwrap();
-    let issued = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap();
+    let issued = LocalCaSigner::default()
+        .sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources))
+        .await
+        .unwrap();
     std::fs::write(ca.path("long.crt"), &issued.chain_pem).unwrap();
     let leaf_end = openssl(ca.dir.path(), &["x509", "-in", "long.crt", "-noout", "-enddate"]);
     let ca_end = openssl(ca.dir.path(), &["x509", "-in", "ca.crt", "-noout", "-enddate"]);
@@ -140,7 +152,10 @@ async fn check_names_what_is_wrong_with_the_secret_and_never_leaks_the_key() {
     let leaf = ca.csr("leaf", &["leaf.example"]);
     let req = SignRequest::from_csr_pem(&leaf, Duration::from_secs(3600), false, &[""; 0]).unwrap();
     let resources = Resources::from_objects("team-a", vec![ca.secret("team-a", "ca-key-pair")], vec![]);
-    let issued = LocalCaSigner.sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources)).await.unwrap();
+    let issued = LocalCaSigner::default()
+        .sign(&req, &issuer("ca-key-pair"), &mut SignContext::offline(resources))
+        .await
+        .unwrap();
     let e = check(tls_secret("team-a", "ca-key-pair", &issued.chain_pem, &ca.read("leaf.key"))).await.unwrap_err();
     assert!(e.to_string().contains("is not a CA certificate"), "{e}");
 

@@ -195,10 +195,9 @@ mod tests {
                 v.conditions.iter().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone())).collect::<Vec<_>>()
             };
             assert_eq!(types(&after), types(&before));
-            let owner = "g";
             assert_eq!(
-                crate::controllers::decision::request::gate(&after, owner),
-                crate::controllers::decision::request::gate(&before, owner),
+                crate::controllers::decision::request::gate(&after),
+                crate::controllers::decision::request::gate(&before),
                 "{conds:?}"
             );
         }
@@ -232,8 +231,8 @@ mod tests {
         assert_eq!(csr.spec.signer_name, "x.g/ca");
         assert!(after.has_certificate && csr.spec.request.0.is_empty());
         assert_eq!(
-            crate::controllers::decision::request::gate(&after, "g"),
-            crate::controllers::decision::request::gate(&before, "g")
+            crate::controllers::decision::request::gate(&after),
+            crate::controllers::decision::request::gate(&before)
         );
     }
 }

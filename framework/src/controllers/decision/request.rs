@@ -1,7 +1,14 @@
 //! The request decisions — pure functions of plain values, no I/O.
 //!
 //! The request path follows issuer-lib's `RequestController.reconcileStatusPatch` step by step
-//! (same order, same condition reasons and messages, same events), with three deliberate fixes:
+//! (same order, same condition reasons and messages, same events), with one shortcut and three
+//! deliberate fixes. The shortcut: no Ready=Unknown/`Initializing` write. issuer-lib writes it on
+//! a request's first pass and signs in the next one, which that write wakes; here the first pass
+//! goes on and writes its own result (Issued, Failed, Pending, or waiting for the issuer), so the
+//! common path makes one status write per request instead of two (issue 16: the Initializing
+//! write was a fifth of a request's API calls), and the Ready condition appearing does not wake a
+//! request (see `pass::fingerprint`). Every condition, reason and event a request ends a pass with
+//! is issuer-lib's. The fixes:
 //! a CertificateRequest that is only `Denied` gets Ready=False/`Denied` and a failure time (as
 //! cert-manager's in-tree issuers do), a request marked `InvalidRequest=True` is left alone, and
 //! the caller supplies a non-zero max retry duration (3 minutes by default) so a transient error is
@@ -80,8 +87,9 @@ pub(crate) enum Gate {
     Continue,
 }
 
-/// issuer-lib steps 3–6 (approval, terminal states, initialization) plus our fixes.
-pub(crate) fn gate(view: &RequestView, field_owner: &str) -> Gate {
+/// issuer-lib steps 3–5 (approval, terminal states) plus our fixes; step 6 (initialization) is
+/// left out (see the module docs).
+pub(crate) fn gate(view: &RequestView) -> Gate {
     match view.kind {
         RequestKind::CertificateRequest => {
             if view.is_true(INVALID_REQUEST) {
@@ -116,17 +124,6 @@ pub(crate) fn gate(view: &RequestView, field_owner: &str) -> Gate {
             }
             if !view.is_true(APPROVED) {
                 return Gate::Ignore("the request is not approved yet");
-            }
-            if view.condition(READY).is_none() {
-                return Gate::Write(Outcome {
-                    set: vec![SetCond::new(
-                        READY,
-                        "Unknown",
-                        "Initializing",
-                        format!("{field_owner} has started reconciling this CertificateRequest"),
-                    )],
-                    ..Default::default()
-                });
             }
             Gate::Continue
         }

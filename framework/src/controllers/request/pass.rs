@@ -113,7 +113,7 @@ async fn decide<S: Signer, R: RequestApi>(
     field_manager: &str,
 ) -> Result<Option<Outcome>, Error> {
     let shared = &ctx.shared;
-    match decision::gate(view, &shared.settings.owner) {
+    match decision::gate(view) {
         Gate::Ignore(why) => {
             tracing::debug!(why, "ignoring request");
             return Ok(None);
@@ -182,7 +182,11 @@ fn object_reference<R: RequestApi>(view: &RequestView) -> ObjectReference {
 }
 
 /// A fingerprint of what should wake a request (issuer-lib's request predicate): annotations,
-/// the set of conditions and every condition's status except Ready's, and the certificate.
+/// the set of conditions and every condition's status, Ready's left out, and the certificate.
+/// issuer-lib counts Ready's appearance, because its Initializing write must wake the pass that
+/// signs; we never write Initializing (see `decision::request`), so the Ready condition only ever
+/// appears with a pass's own result — a pending answer must not re-run `sign` before the requeue
+/// it asked for, nor an issuer problem before the issuer is re-checked.
 pub(crate) fn fingerprint(view: &RequestView) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -193,11 +197,9 @@ pub(crate) fn fingerprint(view: &RequestView) -> u64 {
             (k, v).hash(&mut h);
         }
     }
-    for c in &view.conditions {
+    for c in view.conditions.iter().filter(|c| c.type_ != READY) {
         c.type_.hash(&mut h);
-        if c.type_ != READY {
-            c.status.hash(&mut h);
-        }
+        c.status.hash(&mut h);
     }
     view.has_certificate.hash(&mut h);
     h.finish()
