@@ -88,6 +88,11 @@ pub struct Script {
     pub check_calls: AtomicUsize,
     /// The state map each sign call saw.
     pub seen_state: Mutex<Vec<BTreeMap<String, String>>>,
+    /// What the next `revoke` calls answer before they succeed.
+    pub revoke_failures: Mutex<VecDeque<SignError>>,
+    pub revoke_calls: AtomicUsize,
+    /// The certificates revoked, in order.
+    pub revoked: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -115,6 +120,10 @@ impl TestSigner {
 
     pub fn check_calls(&self) -> usize {
         self.script.check_calls.load(Ordering::SeqCst)
+    }
+
+    pub fn revoke_calls(&self) -> usize {
+        self.script.revoke_calls.load(Ordering::SeqCst)
     }
 }
 
@@ -172,6 +181,25 @@ impl Signer for TestSigner {
             // Only a change of the Secret (or the spec) should make us look again.
             _ => Err(SignError::pending("the CA rejected the credentials", Duration::from_secs(3600))),
         }
+    }
+
+    fn revokes(&self, _issuer: &Issuer<TestSpec>) -> bool {
+        true
+    }
+
+    async fn revoke(
+        &self,
+        certificate_pem: &str,
+        _request: &certbridge::RequestObject,
+        _issuer: &Issuer<TestSpec>,
+        _resources: &Resources,
+    ) -> Result<(), SignError> {
+        self.script.revoke_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.script.revoke_failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.script.revoked.lock().unwrap().push(certificate_pem.to_owned());
+        Ok(())
     }
 }
 
