@@ -628,6 +628,24 @@ impl Signer for VenafiSigner {
             }
         }
     }
+
+    /// TPP only (see [`crate::revoke`]).
+    fn revokes(&self, issuer: &Issuer<VenafiIssuerSpec>) -> bool {
+        crate::revoke::supported(&issuer.spec)
+    }
+
+    async fn revoke(
+        &self,
+        certificate_pem: &str,
+        request: &certbridge::RequestObject,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<(), SignError> {
+        match self.client(issuer, resources).await?.as_ref() {
+            Backend::Tpp(c) => crate::revoke::tpp(c, certificate_pem, request, &issuer.spec).await,
+            Backend::Cloud(_) => Err(SignError::permanent("TLS Protect Cloud revocation is not supported")),
+        }
+    }
 }
 
 #[cfg(test)]
