@@ -165,11 +165,21 @@ mod tests {
     #[test]
     fn pending_request_keeps_what_the_gate_and_the_fingerprint_read() {
         let mut c = cr(&[("Approved", "True", "cert-manager.io"), ("Ready", "False", "Pending")], false);
+        c.metadata.finalizers = Some(vec!["other.io/keep".into(), "demo.certbridge.io/revoke-on-delete".into()]);
         let before = c.view();
         c.prune();
         c.prune();
         let after = c.view();
         assert!(c.metadata.managed_fields.is_none() && c.metadata.labels.is_none());
+        assert_eq!(
+            c.metadata.finalizers,
+            Some(vec!["demo.certbridge.io/revoke-on-delete".into()]),
+            "the request controller reads its own finalizer from the cache"
+        );
+        let mut other = cr(&[], false);
+        other.metadata.finalizers = Some(vec!["other.io/keep".into()]);
+        other.prune();
+        assert_eq!(other.metadata.finalizers, None);
         assert!(!needs_full(&after), "approved and unfinished: about to be signed, the CSR stays");
         assert_eq!(after.csr_pem, before.csr_pem);
         let mut unapproved = cr(&[], false);

@@ -106,3 +106,24 @@ async fn a_permanent_revoke_failure_releases_the_request_with_a_warning() {
     );
     env.stop().await;
 }
+
+/// Whoever may write a request's status could put another team's certificate there: only a
+/// certificate for the request's own CSR key is revoked.
+#[tokio::test]
+async fn a_certificate_for_another_key_is_never_revoked() {
+    let env = Env::start().await;
+    env.ready_issuer(IssuerScope::Namespaced, "ca", TestSpec::default()).await;
+    let mut cr = issued(&env, "swapped", Some("true")).await;
+    let (other, _) = env.signer.ca.root.leaf(&certbridge::KeyKind::EcP256, &["victim.example.com"]).unwrap();
+    cr.status.as_mut().unwrap().certificate = Some(k8s_openapi::ByteString(other.into_bytes()));
+    let api: Api<CertificateRequest> = Api::namespaced(env.client.clone(), NS);
+    api.replace_status("swapped", &Default::default(), &cr).await.unwrap();
+    delete_and_wait_gone(&env, "swapped").await;
+    assert_eq!(env.signer.revoke_calls(), 0);
+    let events = env.events(NS).await;
+    assert!(
+        events.iter().any(|(r, n)| r == "RevokeFailed" && n.contains("not for the key of this request's CSR")),
+        "{events:?}"
+    );
+    env.stop().await;
+}

@@ -131,9 +131,11 @@ async fn on_delete<S: Signer, R: RequestApi>(
         tracing::info!("deleted before a certificate was issued: nothing to revoke");
         return release(None).await;
     };
+    if let Err(why) = for_the_requests_key(&obj, &certificate) {
+        return release(Some(format!("the certificate was NOT revoked: {why}"))).await;
+    }
     let deleted = obj.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
-    let waited = Timestamp::now().duration_since(deleted).unsigned_abs();
-    if waited > GIVE_UP_AFTER {
+    if given_up(deleted, Timestamp::now()) {
         return release(Some(format!(
             "the certificate was NOT revoked: revocation kept failing for {} min after the deletion; revoke it at the CA by hand",
             GIVE_UP_AFTER.as_secs() / 60
@@ -211,6 +213,32 @@ async fn remove_finalizer(api: &Api<DynamicObject>, obj: &DynamicObject, finaliz
     }
 }
 
+/// Whether retries stop: [`GIVE_UP_AFTER`] has passed since the deletion (a deletion time in the
+/// future, from clock skew, counts as now).
+fn given_up(deleted: Timestamp, now: Timestamp) -> bool {
+    let waited = now.duration_since(deleted);
+    !waited.is_negative() && waited.unsigned_abs() > GIVE_UP_AFTER
+}
+
+/// Only a certificate for the key of the request's own CSR is revoked: `status.certificate` is
+/// not proof that this issuer signed it for this request (whoever may write a request's status
+/// could put another team's certificate there), while the CSR's key is what was signed.
+fn for_the_requests_key(obj: &DynamicObject, certificate: &str) -> Result<(), String> {
+    let csr = obj
+        .data
+        .pointer("/spec/request")
+        .and_then(|v| v.as_str())
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .and_then(|der| String::from_utf8(der).ok())
+        .ok_or("the request has no readable spec.request")?;
+    let csr = crate::pki::Csr::from_pem(&csr).map_err(|e| format!("spec.request: {e}"))?;
+    let issued = crate::pki::Issued { chain_pem: certificate.to_owned(), ca_pem: None };
+    match issued.leaf_public_key_der()? == csr.public_key_der {
+        true => Ok(()),
+        false => Err("status.certificate is not for the key of this request's CSR".into()),
+    }
+}
+
 /// `status.certificate` as PEM text, if there is one.
 fn issued_pem(obj: &DynamicObject) -> Option<String> {
     let b64 = obj.data.pointer("/status/certificate")?.as_str()?;
@@ -247,5 +275,20 @@ fn object_reference<R: RequestApi>(obj: &DynamicObject) -> ObjectReference {
         namespace: obj.metadata.namespace.clone(),
         uid: obj.metadata.uid.clone(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_stop_an_hour_after_the_deletion() {
+        let deleted: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert!(!given_up(deleted, at("2026-01-01T10:59:59Z")));
+        assert!(!given_up(deleted, at("2026-01-01T11:00:00Z")));
+        assert!(given_up(deleted, at("2026-01-01T11:00:01Z")));
+        assert!(!given_up(deleted, at("2026-01-01T08:00:00Z")), "clock skew: a deletion in the future is now");
     }
 }
