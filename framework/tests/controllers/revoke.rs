@@ -127,3 +127,35 @@ async fn a_certificate_for_another_key_is_never_revoked() {
     );
     env.stop().await;
 }
+
+/// The same for a Kubernetes CSR (cluster-scoped, served by the cluster issuer kind).
+#[tokio::test]
+async fn an_annotated_kubernetes_csr_is_revoked_once_when_deleted() {
+    use certbridge::testing::{
+        approve_kubernetes_csr, cluster_signer_name, create_kubernetes_csr, kubernetes_csr,
+        wait_kubernetes_csr_certificate,
+    };
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let env = Env::start().await;
+    env.ready_issuer(IssuerScope::Cluster, "ca", TestSpec::default()).await;
+    let (pem, _) = csr("k8s.example.com");
+    let mut request = kubernetes_csr("k1", &pem, &cluster_signer_name::<TestSpec>("ca"));
+    request.metadata.annotations = Some([(FINALIZER.to_owned(), "true".to_owned())].into());
+    create_kubernetes_csr(&env.client, &request).await.unwrap();
+    let mut attempts = 0;
+    while let Err(e) = approve_kubernetes_csr(&env.client, "k1").await {
+        attempts += 1;
+        assert!(attempts < 10 && e.to_string().contains("Conflict"), "approve k1: {e}");
+    }
+    let chain = wait_kubernetes_csr_certificate(&env.client, "k1", TIMEOUT).await.unwrap();
+    let api: Api<CertificateSigningRequest> = Api::all(env.client.clone());
+    assert_eq!(api.get("k1").await.unwrap().metadata.finalizers, Some(vec![FINALIZER.to_owned()]));
+    api.delete("k1", &DeleteParams::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while api.get_opt("k1").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "k1 still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(*env.signer.script.revoked.lock().unwrap(), vec![chain]);
+    env.stop().await;
+}

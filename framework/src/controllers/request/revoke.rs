@@ -81,11 +81,14 @@ pub(crate) async fn before_pass<S: Signer, R: RequestApi>(
         tracing::debug!("revoke-on-delete asked for, but this issuer cannot revoke; no finalizer");
         return Ok(None);
     }
-    let body = json!({
+    let mut body = json!({
         "apiVersion": R::api_version(&()),
         "kind": R::kind(&()),
-        "metadata": { "name": view.name, "namespace": view.namespace, "finalizers": [name] },
+        "metadata": { "name": view.name, "finalizers": [name] },
     });
+    if let Some(ns) = &view.namespace {
+        body["metadata"]["namespace"] = json!(ns);
+    }
     let params = PatchParams::apply(&ctx.shared.settings.field_manager(NAME)).force();
     dynamic_api::<R>(&ctx.shared.client, view.namespace.as_deref())
         .patch(&view.name, &params, &Patch::Apply(body))
