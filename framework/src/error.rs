@@ -126,7 +126,9 @@ impl SignError {
     /// that `kubectl get` and alerts can tell a refused credential from an unreachable CA. A
     /// [`Reaction::Permanent`] error keeps the reason `Failed` (the framework holds a Failed issuer
     /// until it changes by that reason). Not CamelCase (`[A-Z][A-Za-z0-9]*`, at most 128
-    /// characters): ignored, with a warning in the log. Has no effect on a request's conditions.
+    /// characters): ignored, with a warning in the log. Has no effect on a request's conditions; an
+    /// [`Reaction::IssuerNotReady`] from `sign` flips the issuer to `Pending` at once and its next
+    /// check (which should return the same error) writes the reason.
     pub fn with_reason(mut self, reason: &'static str) -> Self {
         if is_camel_case(reason) {
             self.reason = Some(Box::new(reason));
