@@ -442,7 +442,11 @@ impl Signer for EjbcaSigner {
         }
     }
 
-    async fn check(&self, issuer: &Issuer<EjbcaIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<EjbcaIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         let client = self.client(issuer, resources).await?;
         let as_check = |err: EjbcaError, op: &str| match err.status() {
             // Fixing credentials does not change the spec: keep re-checking instead of Failed.
@@ -472,7 +476,7 @@ impl Signer for EjbcaSigner {
             )));
         }
         debug!(revision = ?status.revision, "EJBCA issuer checked");
-        Ok(())
+        Ok(certbridge::Ready::message(format!("signing with EJBCA CA {ca:?}")))
     }
 }
 
