@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod client;
+mod lookup;
 pub mod signer;
 #[cfg(feature = "sim")]
 pub mod sim;

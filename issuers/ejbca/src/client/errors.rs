@@ -1,6 +1,9 @@
 //! What can go wrong talking to EJBCA, and what each failure means for a certificate request
 //! ([`EjbcaError::to_sign_error`]). EJBCA's error body is `{"error_code": <status>,
 //! "error_message": "..."}` (its `ExceptionHandler`); the message is kept verbatim minus secrets.
+//! A `Retry-After` on an error answer (429, 503) travels with it to the [`SignError`].
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -21,6 +24,8 @@ pub enum EjbcaError {
         code: Option<i64>,
         /// `error_message` from the body, verbatim minus secrets; or a description of the body.
         message: String,
+        /// The answer's `Retry-After`, when it had a readable one.
+        retry_after: Option<Duration>,
     },
     /// A success status whose body is not what the API documents.
     #[error("{0}")]
@@ -34,7 +39,16 @@ impl EjbcaError {
     /// The controller's reaction to this error during `op` (e.g. `"enroll"`): 400/403/404/409/413/422
     /// and other client errors are permanent, 401 (after one token refresh) means the issuer's
     /// credentials are refused, 429/5xx, transport failures and unreadable bodies are transient.
+    /// A transient error keeps the answer's `Retry-After` ([`SignError::retry_after`]).
     pub fn to_sign_error(&self, op: &str) -> SignError {
+        let e = self.reaction(op);
+        match self {
+            EjbcaError::Http { retry_after: Some(d), .. } => e.retry_after(*d),
+            _ => e,
+        }
+    }
+
+    fn reaction(&self, op: &str) -> SignError {
         let msg = format!("EJBCA {op}: {self}");
         match self {
             EjbcaError::Transport(_) | EjbcaError::BadBody(_) => SignError::transient(msg),
@@ -55,6 +69,22 @@ impl EjbcaError {
         }
     }
 
+    /// Whether the call is over at the server, so nothing more can come of it: EJBCA answered
+    /// with its own error body (its `ExceptionHandler` runs when the operation has ended), or a
+    /// `429` said the call was not processed at all. A transport failure, an unreadable body or a
+    /// bare gateway error (502/504 from a proxy) leaves open whether EJBCA is still working.
+    pub fn call_is_over(&self) -> bool {
+        matches!(self, EjbcaError::Http { code: Some(_), .. } | EjbcaError::Http { status: 429, .. })
+    }
+
+    /// The same error carrying `retry_after` (HTTP errors only; others are returned unchanged).
+    pub fn with_retry_after(mut self, d: Option<Duration>) -> Self {
+        if let EjbcaError::Http { retry_after, .. } = &mut self {
+            *retry_after = d;
+        }
+        self
+    }
+
     /// The HTTP status, if EJBCA answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -73,11 +103,14 @@ struct ErrorBody {
 pub(super) fn http_error(status: u16, body: &[u8], secrets: &[&str]) -> EjbcaError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody { error_code, error_message: Some(m) }) => {
-            EjbcaError::Http { status, code: error_code, message: redact(&m, secrets) }
+            EjbcaError::Http { status, code: error_code, message: redact(&m, secrets), retry_after: None }
         }
-        _ => {
-            EjbcaError::Http { status, code: None, message: format!("non-JSON error body: {}", snippet(body, secrets)) }
-        }
+        _ => EjbcaError::Http {
+            status,
+            code: None,
+            message: format!("non-JSON error body: {}", snippet(body, secrets)),
+            retry_after: None,
+        },
     }
 }
 
@@ -97,7 +130,8 @@ mod tests {
 
     #[test]
     fn errors_map_to_the_taxonomy() {
-        let http = |status| EjbcaError::Http { status, code: Some(status as i64), message: "m".into() };
+        let http =
+            |status| EjbcaError::Http { status, code: Some(status as i64), message: "m".into(), retry_after: None };
         for s in [400, 403, 404, 409, 413, 422] {
             assert!(http(s).to_sign_error("enroll").reaction == Reaction::Permanent, "{s}");
         }
@@ -107,6 +141,21 @@ mod tests {
         assert!(http(401).to_sign_error("enroll").reaction == Reaction::IssuerNotReady);
         assert!(EjbcaError::Transport("reset".into()).to_sign_error("x").reaction == Reaction::Transient);
         assert_eq!(http(404).to_sign_error("enroll").to_string(), "EJBCA enroll: HTTP 404: m (error_code 404)");
+        // Retry-After travels with transient errors.
+        let busy = http(429).with_retry_after(Some(Duration::from_secs(9)));
+        assert_eq!(busy.to_sign_error("enroll").retry_after, Some(Duration::from_secs(9)));
+        assert_eq!(http(503).to_sign_error("enroll").retry_after, None);
+        // Only answers that end the call at the server close the unknown-outcome window.
+        assert!(http(500).call_is_over() && http(400).call_is_over());
+        let gateway = EjbcaError::Http { status: 504, code: None, message: "non-JSON".into(), retry_after: None };
+        assert!(!gateway.call_is_over());
+        assert!(matches!(
+            gateway.clone().with_retry_after(Some(Duration::from_secs(3))),
+            EjbcaError::Http { retry_after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+        assert!(EjbcaError::Http { status: 429, code: None, message: String::new(), retry_after: None }.call_is_over());
+        assert!(!EjbcaError::Transport("timed out".into()).call_is_over());
+        assert!(!EjbcaError::BadBody("garbled".into()).call_is_over());
     }
 
     #[test]
@@ -115,7 +164,12 @@ mod tests {
         let e = http_error(422, body, &["hunter2hunter2"]);
         assert_eq!(
             e,
-            EjbcaError::Http { status: 422, code: Some(422), message: "Wrong password <redacted> for user".into() }
+            EjbcaError::Http {
+                status: 422,
+                code: Some(422),
+                message: "Wrong password <redacted> for user".into(),
+                retry_after: None
+            }
         );
         let e = http_error(502, b"<html>\x00bad gateway</html>", &[]);
         assert!(e.to_string().contains("non-JSON error body") && e.to_string().contains("bad gateway"), "{e}");

@@ -33,7 +33,7 @@ pub use errors::EjbcaError;
 use errors::http_error;
 use transport::{Answer, SEGMENT, Transport};
 pub use transport::{BASE_PATH, base_url};
-pub use wire::{CaInfo, CertificateResponse, EnrollOutcome, EnrollRequest, ResourceStatus};
+pub use wire::{CaInfo, CertificateResponse, EnrollOutcome, EnrollRequest, ResourceStatus, SearchQuery};
 use wire::{CaList, SearchResponse, enroll_outcome, expect_json};
 
 /// A client for one EJBCA instance with one set of credentials. Cheap to share (`Arc`).
@@ -61,43 +61,53 @@ impl EjbcaClient {
 impl EjbcaClient {
     /// `GET /v1/certificate/status`.
     pub async fn status(&self) -> Result<ResourceStatus, EjbcaError> {
-        let Answer { status, body } =
-            self.transport.send(|c| c.get(self.transport.url("/v1/certificate/status")), &[]).await?;
-        expect_json(status, &body, &[200], &[])
+        let a = self.transport.send(|c| c.get(self.transport.url("/v1/certificate/status")), &[]).await?;
+        expect_json(a.status, &a.body, &[200], &[]).map_err(|e| e.with_retry_after(a.retry_after))
     }
 
     /// `GET /v1/ca`: the CAs the credentials may see.
     pub async fn list_cas(&self) -> Result<Vec<CaInfo>, EjbcaError> {
-        let Answer { status, body } = self.transport.send(|c| c.get(self.transport.url("/v1/ca")), &[]).await?;
-        Ok(expect_json::<CaList>(status, &body, &[200], &[])?.certificate_authorities)
+        let a = self.transport.send(|c| c.get(self.transport.url("/v1/ca")), &[]).await?;
+        let list =
+            expect_json::<CaList>(a.status, &a.body, &[200], &[]).map_err(|e| e.with_retry_after(a.retry_after))?;
+        Ok(list.certificate_authorities)
     }
 
     /// `GET /v1/ca/{subject_dn}/certificate/download`: the CA's chain as PEM.
     pub async fn ca_chain_pem(&self, subject_dn: &str) -> Result<String, EjbcaError> {
         let path = format!("/v1/ca/{}/certificate/download", utf8_percent_encode(subject_dn, SEGMENT));
-        let Answer { status, body } = self.transport.send(|c| c.get(self.transport.url(&path)), &[]).await?;
+        let Answer { status, body, retry_after } =
+            self.transport.send(|c| c.get(self.transport.url(&path)), &[]).await?;
         if status != 200 {
-            return Err(http_error(status, &body, &[]));
+            return Err(http_error(status, &body, &[]).with_retry_after(retry_after));
         }
         String::from_utf8(body).map_err(|_| EjbcaError::BadBody("the CA chain download is not PEM text".into()))
     }
 
-    /// `POST /v1/certificate/pkcs10enroll`.
+    /// The longest an [`EjbcaClient::enroll`] call can take, token refresh included: after
+    /// this, no request of that call can still be on its way to EJBCA.
+    pub fn enroll_budget(&self) -> Duration {
+        self.transport.call_budget()
+    }
+
+    /// `POST /v1/certificate/pkcs10enroll`, given up after [`EjbcaClient::enroll_budget`].
     pub async fn enroll(&self, req: &EnrollRequest<'_>) -> Result<EnrollOutcome, EjbcaError> {
         let body = serde_json::to_vec(req).map_err(|e| EjbcaError::BadBody(format!("encoding the request: {e}")))?;
         let body = Zeroizing::new(body);
-        let Answer { status, body: resp } = self
-            .transport
-            .send(
-                |c| {
-                    c.post(self.transport.url("/v1/certificate/pkcs10enroll"))
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.to_vec())
-                },
-                &[req.password],
-            )
-            .await?;
-        enroll_outcome(status, &resp, &[req.password])
+        let budget = self.enroll_budget();
+        let secrets = [req.password];
+        let call = self.transport.send(
+            |c| {
+                c.post(self.transport.url("/v1/certificate/pkcs10enroll"))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_vec())
+            },
+            &secrets,
+        );
+        let Answer { status, body: resp, retry_after } = tokio::time::timeout(budget, call)
+            .await
+            .map_err(|_| EjbcaError::Transport(format!("no answer within {budget:?} (the enroll call's budget)")))??;
+        enroll_outcome(status, &resp, &[req.password]).map_err(|e| e.with_retry_after(retry_after))
     }
 
     /// `POST /v1/certificate/{request_id}/finalize` for a user-generated key after approval.
@@ -107,7 +117,7 @@ impl EjbcaClient {
                 .map_err(|e| EjbcaError::BadBody(format!("encoding the request: {e}")))?,
         );
         let path = format!("/v1/certificate/{request_id}/finalize");
-        let Answer { status, body: resp } = self
+        let Answer { status, body: resp, retry_after } = self
             .transport
             .send(
                 |c| {
@@ -118,28 +128,32 @@ impl EjbcaClient {
                 &[password],
             )
             .await?;
-        enroll_outcome(status, &resp, &[password])
+        enroll_outcome(status, &resp, &[password]).map_err(|e| e.with_retry_after(retry_after))
     }
 
-    /// `POST /v1/certificate/search`: certificates of end entity `username` at CA `ca` issued
-    /// after `issued_after` (RFC 3339), at most `max`.
+    /// `POST /v1/certificate/search`: what `query` selects, at most `max`.
     pub async fn search_certificates(
         &self,
-        username: &str,
-        ca: &str,
-        issued_after: &str,
+        query: &SearchQuery<'_>,
         max: u32,
     ) -> Result<Vec<CertificateResponse>, EjbcaError> {
-        let body = serde_json::json!({
-            "max_number_of_results": max,
-            "criteria": [
-                { "property": "QUERY", "value": username, "operation": "EQUAL" },
-                { "property": "CA", "value": ca, "operation": "EQUAL" },
-                { "property": "ISSUED_DATE", "value": issued_after, "operation": "AFTER" },
-            ],
-        });
-        let Answer { status, body: resp } =
-            self.transport.send(|c| c.post(self.transport.url("/v1/certificate/search")).json(&body), &[]).await?;
-        Ok(expect_json::<SearchResponse>(status, &resp, &[200], &[])?.certificates)
+        let mut criteria = vec![];
+        if let Some(username) = query.username {
+            criteria.push(serde_json::json!({ "property": "QUERY", "value": username, "operation": "EQUAL" }));
+        }
+        for (property, value) in [
+            ("CA", query.ca),
+            ("CERTIFICATE_PROFILE", query.certificate_profile),
+            ("END_ENTITY_PROFILE", query.end_entity_profile),
+        ] {
+            criteria.push(serde_json::json!({ "property": property, "value": value, "operation": "EQUAL" }));
+        }
+        criteria
+            .push(serde_json::json!({ "property": "ISSUED_DATE", "value": query.issued_after, "operation": "AFTER" }));
+        let body = serde_json::json!({ "max_number_of_results": max, "criteria": criteria });
+        let a = self.transport.send(|c| c.post(self.transport.url("/v1/certificate/search")).json(&body), &[]).await?;
+        let found = expect_json::<SearchResponse>(a.status, &a.body, &[200], &[])
+            .map_err(|e| e.with_retry_after(a.retry_after))?;
+        Ok(found.certificates)
     }
 }

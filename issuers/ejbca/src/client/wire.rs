@@ -88,6 +88,23 @@ impl CertificateResponse {
     }
 }
 
+/// What a certificate search asks for (`SearchCertificateCriteriaRestRequest`s): certificates of
+/// end entity `username` (any, when `None`), at CA `ca`, with both profiles, issued after
+/// `issued_after` (RFC 3339).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchQuery<'a> {
+    /// End-entity name (`QUERY` … `EQUAL`, which EJBCA matches against the username among others).
+    pub username: Option<&'a str>,
+    /// CA name.
+    pub ca: &'a str,
+    /// Certificate profile name.
+    pub certificate_profile: &'a str,
+    /// End-entity profile name.
+    pub end_entity_profile: &'a str,
+    /// RFC 3339 lower bound of the issue date.
+    pub issued_after: &'a str,
+}
+
 /// What an enrollment call produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollOutcome {
@@ -222,7 +239,8 @@ mod tests {
         assert!(matches!(enroll_outcome(400, body, &[]), Ok(EnrollOutcome::Pending { approval_id: None, .. })));
         let body = br#"{"error_code":400,"error_message":"Request with Id '7' has been rejected"}"#;
         assert!(matches!(enroll_outcome(400, body, &[]), Err(EjbcaError::Http { status: 400, .. })));
-        let offline = EjbcaError::Http { status: 400, code: Some(400), message: "CA 'X' is offline.".into() };
+        let offline =
+            EjbcaError::Http { status: 400, code: Some(400), message: "CA 'X' is offline.".into(), retry_after: None };
         assert!(offline.to_sign_error("enroll").reaction == Reaction::Transient);
     }
 

@@ -56,6 +56,7 @@ impl EjbcaSim {
                 bad_token_status: 403,
                 token_ttl: opts.token_ttl,
                 ca_offline: false,
+                denied: Default::default(),
                 requests: vec![],
                 violations: vec![],
             }),
@@ -150,6 +151,19 @@ impl EjbcaSim {
     /// while only the CA's crypto token is offline (then only enrollments fail).
     pub fn set_ca_offline(&self, offline: bool) {
         self.state().ca_offline = offline;
+    }
+
+    /// A least-privilege role: the credentials lose (`true`) or regain the access rules of
+    /// `operation` (an `operationId`, e.g. `searchCertificates`). Denied calls are authenticated,
+    /// logged and validated, then answered `403` with an authorization-denied message, as EJBCA's
+    /// `ExceptionHandler` maps `AuthorizationDeniedException`.
+    pub fn deny(&self, operation: &str, denied: bool) {
+        let mut st = self.state();
+        if denied {
+            st.denied.insert(operation.to_owned());
+        } else {
+            st.denied.remove(operation);
+        }
     }
 
     /// Switches approvals on or off for new enrollments.

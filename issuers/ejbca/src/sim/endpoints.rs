@@ -15,7 +15,7 @@ pub(super) enum Answer {
     Pem(String),
 }
 
-type Handled = Result<Answer, (u16, Value)>;
+pub(super) type Handled = Result<Answer, (u16, Value)>;
 
 fn str_field<'a>(body: Option<&'a Value>, key: &str) -> &'a str {
     body.and_then(|b| b.get(key)).and_then(Value::as_str).unwrap_or_default()

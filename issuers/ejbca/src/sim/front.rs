@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 
 use certbridge::testing::SimPki;
 
-use super::endpoints::{Answer, dispatch};
+use super::endpoints::{Answer, Handled, dispatch};
+use super::openapi::Route;
 use super::options::{Fault, Logged, TOKEN_PATH};
 use super::state::{B64, Shared, ejbca_error};
 
@@ -98,9 +99,54 @@ async fn handle(
             return Ok(json_response(st, &b));
         }
     };
+    let (body, fault) =
+        match admit(&s, client_cert, &method, &route, content_type.as_deref(), authorization.as_deref(), &body) {
+            Admission::Work(body, fault) => (body, fault),
+            Admission::Answered(answer) => return answer,
+        };
+    let dispatched = match &fault {
+        Some(Fault::IssueLate(delay)) => {
+            // The work happens in its own task, so it completes even when the client has given
+            // up and the connection (and this handler) is gone.
+            let (s2, route2, delay) = (s.clone(), route.clone(), *delay);
+            let late = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut st = s2.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                dispatch(&s2, &mut st, &route2, body.as_ref())
+            });
+            late.await.map_err(|e| std::io::Error::other(e.to_string()))?
+        }
+        _ => {
+            let mut st = s.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            dispatch(&s, &mut st, &route, body.as_ref())
+        }
+    };
+    finish(&s, &method, &route, fault, dispatched)
+}
+
+/// What [`admit`] decided.
+enum Admission {
+    /// Do the work with this validated body, then apply this fault (if any).
+    Work(Option<Value>, Option<Fault>),
+    /// The answer is already decided.
+    Answered(Result<Resp, std::io::Error>),
+}
+
+/// The part of a call that happens before EJBCA does any work, under the state lock:
+/// authentication, logging, spec validation, access rules, the CA outage, and faults that answer
+/// before the work.
+fn admit(
+    s: &Shared,
+    client_cert: bool,
+    method: &str,
+    route: &Route,
+    content_type: Option<&str>,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Admission {
     let mut st = s.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // Authentication, as EJBCA's BaseRestResource.getAdmin: client certificate or bearer token.
-    let auth = match authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")) {
+    let auth = match authorization.and_then(|a| a.strip_prefix("Bearer ")) {
         Some(token) => match st.tokens.get(token) {
             Some(exp) if Instant::now() < *exp => "bearer",
             _ => {
@@ -110,17 +156,17 @@ async fn handle(
                     code,
                     "Authentication failed using OAuth Bearer Token: the token is expired or unknown.",
                 );
-                return Ok(json_response(c, &b));
+                return Admission::Answered(Ok(json_response(c, &b)));
             }
         },
         None if client_cert => "mtls",
         None => {
             st.requests.push(Logged { operation: route.operation_id.clone(), body: None, auth: "none" });
             let (c, b) = ejbca_error(403, "Error no client certificate or OAuth token received for authentication.");
-            return Ok(json_response(c, &b));
+            return Admission::Answered(Ok(json_response(c, &b)));
         }
     };
-    let parsed = s.api.check_request(&route, content_type.as_deref(), &body);
+    let parsed = s.api.check_request(route, content_type, body);
     st.requests.push(Logged {
         operation: route.operation_id.clone(),
         body: parsed.as_ref().ok().cloned().flatten(),
@@ -134,12 +180,20 @@ async fn handle(
         Err(m) => {
             st.violations.push(format!("{} {}: {m}", method, route.template));
             let (c, b) = ejbca_error(400, &format!("Invalid input (simulator: {m})"));
-            return Ok(json_response(c, &b));
+            return Admission::Answered(Ok(json_response(c, &b)));
         }
     };
+    if st.denied.contains(&route.operation_id) {
+        // Approximates EJBCA's AuthorizationDeniedException text (not verified verbatim).
+        let (c, b) = ejbca_error(
+            403,
+            &format!("Not authorized to resource: the role has no access rule for {}.", route.operation_id),
+        );
+        return Admission::Answered(Ok(json_response(c, &b)));
+    }
     if st.ca_offline {
         let (c, b) = ejbca_error(503, CA_OFFLINE);
-        return Ok(json_response(c, &b));
+        return Admission::Answered(Ok(json_response(c, &b)));
     }
     let fault = st
         .faults
@@ -155,19 +209,44 @@ async fn handle(
                 _ => "Simulated failure.",
             };
             let (c, b) = ejbca_error(*code, msg);
-            return Ok(json_response(c, &b));
+            return Admission::Answered(Ok(json_response(c, &b)));
         }
         Some(Fault::Garbage) => {
-            return Ok(Response::builder()
+            return Admission::Answered(Ok(Response::builder()
                 .status(if route.operation_id == "enrollPkcs10Certificate" { 201 } else { 200 })
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from_static(b"<html><body>Proxy error \x00\x01 {\"certificate\":")))
-                .unwrap_or_default());
+                .unwrap_or_default()));
         }
-        Some(Fault::Reset) => return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated reset")),
+        Some(Fault::Reset) => {
+            return Admission::Answered(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "simulated reset",
+            )));
+        }
+        Some(Fault::RateLimited(retry_after)) => {
+            let (c, b) = ejbca_error(429, "Too many requests.");
+            return Admission::Answered(Ok(Response::builder()
+                .status(c)
+                .header("content-type", "application/json")
+                .header("retry-after", retry_after.as_str())
+                .body(Full::new(Bytes::from(b.to_string())))
+                .unwrap_or_default()));
+        }
         _ => {}
     }
-    let (status, answer) = match dispatch(&s, &mut st, &route, body.as_ref()) {
+    Admission::Work(body, fault)
+}
+
+/// The answer after the work: faults that corrupt it, and the spec check of what is sent.
+fn finish(
+    s: &Shared,
+    method: &str,
+    route: &Route,
+    fault: Option<Fault>,
+    dispatched: Handled,
+) -> Result<Resp, std::io::Error> {
+    let (status, mut answer) = match dispatched {
         Ok(Answer::Json(status, v)) => (status, Some(v)),
         Ok(Answer::Pem(text)) => {
             return Ok(Response::builder()
@@ -189,10 +268,16 @@ async fn handle(
         Some(Fault::ResetAfterIssue) => {
             return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated reset after issuing"));
         }
+        Some(Fault::OtherKeyAfterIssue) => {
+            if let Some(v) = answer.as_mut().filter(|v| v.get("certificate").is_some()) {
+                v["certificate"] = json!(B64.encode(other_key_certificate(s)?));
+            }
+        }
         _ => {}
     }
     let answer = answer.unwrap_or(Value::Null);
-    if let Err(m) = s.api.check_response(&route, status, &answer) {
+    let mut st = s.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(m) = s.api.check_response(route, status, &answer) {
         st.violations.push(format!("simulator answer to {} {} broke the spec: {m}", method, route.template));
     }
     Ok(json_response(status, &answer))
@@ -239,4 +324,12 @@ fn token_endpoint(
     let ttl = st.token_ttl;
     st.tokens.insert(token.clone(), Instant::now() + ttl);
     json_response(200, &json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs() }))
+}
+
+/// A certificate for a fresh key nobody asked for, signed by the first CA (not recorded as issued).
+fn other_key_certificate(s: &Shared) -> Result<Vec<u8>, std::io::Error> {
+    let (csr, _key) = certbridge::testing::generate_csr(&certbridge::KeyKind::EcP256, &["someone-else.example"])
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let ca = s.pki.cas.first().ok_or_else(|| std::io::Error::other("the simulator has no CA"))?;
+    ca.sign(&csr, std::time::Duration::from_secs(86400)).map_err(|e| std::io::Error::other(format!("{e:?}")))
 }

@@ -55,6 +55,16 @@ pub enum Fault {
     Reset,
     /// Do the work (issue the certificate), then close the connection without an answer.
     ResetAfterIssue,
+    /// A CA slower than the client: the work is done (the certificate issued) only after this
+    /// long, whether or not the client is still waiting, then answered normally. Before that a
+    /// search finds nothing.
+    IssueLate(Duration),
+    /// Do the work (issue the certificate), then answer `201` with a certificate for *another*
+    /// key (signed by the same CA, not recorded as issued): a CA or proxy glitch.
+    OtherKeyAfterIssue,
+    /// Answer `429 Too Many Requests` with this `Retry-After` value (seconds or an HTTP date),
+    /// before doing anything.
+    RateLimited(String),
 }
 
 /// Whether enrollments wait for an administrator.

@@ -61,6 +61,7 @@ pub(super) struct SimState {
     pub(super) bad_token_status: u16,
     pub(super) token_ttl: Duration,
     pub(super) ca_offline: bool,
+    pub(super) denied: std::collections::BTreeSet<String>,
     pub(super) requests: Vec<Logged>,
     pub(super) violations: Vec<String>,
 }
