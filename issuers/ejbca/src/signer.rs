@@ -17,7 +17,9 @@
 //! timeout). Before each enroll the state records `enroll-unknown-until` = now + the enroll
 //! call's budget ([`EjbcaClient::enroll_budget`]) + [`ENROLL_MARGIN`]; until then a retry that
 //! finds nothing answers Pending, requeued at that instant. An answer that ends the call at EJBCA
-//! (its own error body, a 429, a 202, a certificate) clears it at once.
+//! (its own error body, a 429, a 202) or a request that never left (connect or TLS handshake
+//! failed, no token) clears it at once. A certificate for another key does not: that answer says
+//! nothing reliable about what EJBCA did for this request.
 //!
 //! What counts as "found" is decided in [`crate::lookup`]: the CSR's key, subject and SANs, and a
 //! notBefore after the marker; never an earlier certificate for a reused key.
@@ -224,7 +226,7 @@ impl EjbcaSigner {
             return Ok(Some(issued));
         }
         if ctx.state(state::PHASE) != Some(state::PHASE_APPROVAL) {
-            return self.unless_outcome_unknown(client, ctx, &started).map(|()| None);
+            return self.unless_outcome_unknown(client, ctx).map(|()| None);
         }
         let Some(id) = ctx.state(state::APPROVAL_ID).and_then(|s| s.parse::<i32>().ok()) else {
             return Err(self.waiting_for_approval(format!(
@@ -244,19 +246,14 @@ impl EjbcaSigner {
 
     /// `Ok` when a new enrollment may be sent: the previous enroll call of this request is over
     /// for certain. Otherwise Pending until `enroll-unknown-until`, the instant after which no
-    /// request of that call can still be on its way or in EJBCA's hands. A state written before
-    /// that key existed falls back to the marker plus this client's budget and the margin.
-    fn unless_outcome_unknown(&self, client: &EjbcaClient, ctx: &SignContext, started: &str) -> Result<(), SignError> {
-        let until = match ctx.state(state::UNKNOWN_UNTIL) {
-            Some(v) => v.parse::<jiff::Timestamp>().map_err(|_| {
-                SignError::permanent(format!("request state {}={v:?} is not a timestamp", state::UNKNOWN_UNTIL))
-            })?,
-            None => match ctx.state(state::ENROLL_ATTEMPTS) {
-                // Cleared because the last call ended at EJBCA.
-                Some(_) => return Ok(()),
-                None => parse_marker(started)? + client.enroll_budget() + ENROLL_MARGIN,
-            },
-        };
+    /// request of that call can still be on its way or in EJBCA's hands. Without the key the last
+    /// call ended at EJBCA (the key was cleared), or the state was written before the key existed
+    /// (no window then, as before).
+    fn unless_outcome_unknown(&self, client: &EjbcaClient, ctx: &SignContext) -> Result<(), SignError> {
+        let Some(v) = ctx.state(state::UNKNOWN_UNTIL) else { return Ok(()) };
+        let until = v.parse::<jiff::Timestamp>().map_err(|_| {
+            SignError::permanent(format!("request state {}={v:?} is not a timestamp", state::UNKNOWN_UNTIL))
+        })?;
         let now = jiff::Timestamp::now();
         if now >= until {
             return Ok(());
@@ -532,19 +529,21 @@ impl Signer for EjbcaSigner {
               end_entity_profile = %e.end_entity_profile, "enrolling PKCS#10 request at EJBCA");
         let outcome = client.enroll(&body).await;
         // An answer that ended the call at EJBCA: nothing more can come of it, so a retry may
-        // enroll again as soon as the lookup finds nothing.
-        let call_over = !matches!(&outcome, Err(err) if !err.call_is_over());
+        // enroll again as soon as the lookup finds nothing. (A certificate is handed over, or
+        // refused below; either way the window is left as it is.)
+        let call_over = match &outcome {
+            Ok(EnrollOutcome::Issued(_)) => false,
+            Ok(EnrollOutcome::Pending { .. }) => true,
+            Err(err) => err.call_is_over(),
+        };
         if call_over {
             ctx.remove_state(state::UNKNOWN_UNTIL);
         }
         match outcome {
-            Ok(EnrollOutcome::Issued(resp)) => match self.assemble_for(&client, request, &e, &resp).await {
-                Ok(issued) => Ok(issued),
-                Err(err) => {
-                    save_call_over(ctx).await;
-                    Err(err)
-                }
-            },
+            // A certificate for another key ends the call but says nothing reliable about what
+            // EJBCA did for this request (a proxy may be rewriting answers, searches included):
+            // the window stays, so a lookup that finds nothing does not enroll again at once.
+            Ok(EnrollOutcome::Issued(resp)) => self.assemble_for(&client, request, &e, &resp).await,
             Ok(EnrollOutcome::Pending { message, approval_id }) => {
                 ctx.set_state(state::PHASE, state::PHASE_APPROVAL);
                 if let Some(id) = approval_id {
@@ -559,7 +558,7 @@ impl Signer for EjbcaSigner {
                     save_call_over(ctx).await;
                 }
                 let sign_err = err.to_sign_error("enroll");
-                if matches!(err, EjbcaError::Transport(_) | EjbcaError::BadBody(_)) {
+                if !call_over {
                     warn!(username = %e.username, error = %sign_err, "enrollment outcome unknown; the next attempt looks for the certificate first");
                 }
                 Err(sign_err)

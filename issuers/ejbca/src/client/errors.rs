@@ -12,9 +12,12 @@ use certbridge::{SignError, redact};
 /// What went wrong talking to EJBCA.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EjbcaError {
-    /// No HTTP answer: connect failure, reset, timeout, TLS failure.
+    /// No HTTP answer after the request may have left: reset, timeout, broken body.
     #[error("{0}")]
     Transport(String),
+    /// The request never left: TCP connect or TLS handshake failed.
+    #[error("{0}")]
+    Unsent(String),
     /// EJBCA answered with an error status.
     #[error("HTTP {status}: {message}{}", code.map(|c| format!(" (error_code {c})")).unwrap_or_default())]
     Http {
@@ -51,7 +54,7 @@ impl EjbcaError {
     fn reaction(&self, op: &str) -> SignError {
         let msg = format!("EJBCA {op}: {self}");
         match self {
-            EjbcaError::Transport(_) | EjbcaError::BadBody(_) => SignError::transient(msg),
+            EjbcaError::Transport(_) | EjbcaError::Unsent(_) | EjbcaError::BadBody(_) => SignError::transient(msg),
             EjbcaError::Auth(e) => e.clone().context(format!("EJBCA {op}")),
             // EJBCA wraps a CA-offline exception raised inside enrollment into a 400 with the
             // cause's message (CertificateRestResource.enrollPkcs10Certificate): still transient.
@@ -70,11 +73,19 @@ impl EjbcaError {
     }
 
     /// Whether the call is over at the server, so nothing more can come of it: EJBCA answered
-    /// with its own error body (its `ExceptionHandler` runs when the operation has ended), or a
-    /// `429` said the call was not processed at all. A transport failure, an unreadable body or a
-    /// bare gateway error (502/504 from a proxy) leaves open whether EJBCA is still working.
+    /// with its own error body (its `ExceptionHandler` runs when the operation has ended), a
+    /// `429` said the call was not processed at all, or the request never left (connect or TLS
+    /// handshake failed, or no token could be had). A transport failure after sending, an
+    /// unreadable body or a bare gateway error (502/504 from a proxy) leaves open whether EJBCA
+    /// is still working.
     pub fn call_is_over(&self) -> bool {
-        matches!(self, EjbcaError::Http { code: Some(_), .. } | EjbcaError::Http { status: 429, .. })
+        matches!(
+            self,
+            EjbcaError::Http { code: Some(_), .. }
+                | EjbcaError::Http { status: 429, .. }
+                | EjbcaError::Unsent(_)
+                | EjbcaError::Auth(_)
+        )
     }
 
     /// The same error carrying `retry_after` (HTTP errors only; others are returned unchanged).
@@ -155,6 +166,8 @@ mod tests {
         ));
         assert!(EjbcaError::Http { status: 429, code: None, message: String::new(), retry_after: None }.call_is_over());
         assert!(!EjbcaError::Transport("timed out".into()).call_is_over());
+        assert!(EjbcaError::Unsent("connection refused".into()).call_is_over());
+        assert!(EjbcaError::Unsent("refused".into()).to_sign_error("enroll").reaction == Reaction::Transient);
         assert!(!EjbcaError::BadBody("garbled".into()).call_is_over());
     }
 

@@ -200,7 +200,11 @@ impl Transport {
                 v.set_sensitive(true);
                 rb = rb.header(reqwest::header::AUTHORIZATION, v);
             }
-            let resp = rb.send().await.map_err(|e| EjbcaError::Transport(redact(&describe(&e), secrets)))?;
+            let resp = rb.send().await.map_err(|e| {
+                let text = redact(&describe(&e), secrets);
+                // A connect error (TCP or TLS handshake) means this request never reached EJBCA.
+                if e.is_connect() { EjbcaError::Unsent(text) } else { EjbcaError::Transport(text) }
+            })?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()

@@ -232,3 +232,25 @@ async fn a_certificate_for_another_key_is_retried_not_issued() {
     assert_eq!((sim.enroll_calls(), sim.enrollments()), (1, 1), "found by search, not enrolled again");
     openssl_verify(&issued.chain_pem, &sim.root_pem());
 }
+
+/// A request that never left (connection refused) ends the call: the retry is not held back by
+/// the unknown-outcome window.
+#[tokio::test]
+async fn an_enroll_that_never_left_does_not_hold_the_retry() {
+    let sim = sim().await;
+    let res = resources(&sim, Mode::Mtls);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut s = spec(&sim);
+    s.hostname = closed.to_string();
+    let store = Store::default();
+    let req = request("refused.example.com", &[]);
+    let e = EjbcaSigner::new().sign(&req, &issuer(s), &mut ctx(&res, BTreeMap::new(), &store)).await.unwrap_err();
+    assert!(e.reaction == Reaction::Transient, "{e:?}");
+    assert!(st(&store.saved(0), "enroll-unknown-until").is_some(), "the window is set before the call");
+    assert_eq!(st(&store.last(), "enroll-unknown-until"), None, "and cleared: nothing reached EJBCA");
+    // The retry (EJBCA reachable again) looks, finds nothing, and enrolls at once.
+    let issued =
+        EjbcaSigner::new().sign(&req, &issuer(spec(&sim)), &mut ctx(&res, store.last(), &store)).await.unwrap();
+    assert_eq!(issued.leaf_public_key_der().unwrap(), req.csr.public_key_der);
+    assert_eq!((sim.enroll_calls(), sim.enrollments()), (1, 1));
+}
