@@ -84,7 +84,12 @@ async fn handle(
     let path = req.uri().path().to_owned();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    // A body that cannot be read to its end is a client that went away mid-request (the chaos
+    // harness kills the controller at any point): nothing to answer, and not a spec violation.
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(format!("request body not received: {e}"))),
+    };
     let latency = s.state.lock().map(|st| st.latency).unwrap_or_default();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
