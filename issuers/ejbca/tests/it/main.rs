@@ -7,6 +7,7 @@ mod chaos;
 mod common;
 mod controller;
 mod exhaustion;
+mod exactly_once;
 mod fixture;
 mod matrix;
 mod secrets_never_leak;
