@@ -16,5 +16,7 @@ mod csrs;
 mod issuers;
 #[path = "controllers/ordering.rs"]
 mod ordering;
+#[path = "controllers/revoke.rs"]
+mod revoke;
 #[path = "controllers/runtime.rs"]
 mod runtime;

@@ -45,7 +45,7 @@ impl Signer for Counting {
         self.1.sign(r, i, c).await
     }
 
-    async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<certbridge::Ready, SignError> {
         self.1.check(issuer, resources).await
     }
 }

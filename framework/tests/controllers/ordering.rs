@@ -56,8 +56,8 @@ impl Signer for Overlap {
         Issued::from_pem_bundle(&format!("{}{}", leaf.pem(), self.ca.root.cert_pem())).map_err(SignError::permanent)
     }
 
-    async fn check(&self, _: &Issuer<TestSpec>, _: &Resources) -> Result<(), SignError> {
-        Ok(())
+    async fn check(&self, _: &Issuer<TestSpec>, _: &Resources) -> Result<certbridge::Ready, SignError> {
+        Ok(certbridge::Ready::default())
     }
 }
 
@@ -124,7 +124,7 @@ impl Signer for ArcSigner {
         self.0.sign(r, i, c).await
     }
 
-    async fn check(&self, i: &Issuer<TestSpec>, r: &Resources) -> Result<(), SignError> {
+    async fn check(&self, i: &Issuer<TestSpec>, r: &Resources) -> Result<certbridge::Ready, SignError> {
         self.0.check(i, r).await
     }
 }
