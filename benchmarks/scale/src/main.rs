@@ -20,8 +20,9 @@
 //! * `bare read+apply`: per request one GET and one server-side status apply with the same body a
 //!   controller writes when it issues (Ready=True, certificate chain, CA) — the calls any
 //!   controller must make;
-//! * `bare as controller`: the calls this controller makes today per request (apply Initializing,
-//!   GET the CA Secret, apply Issued, create an Event), to tell API cost from our own overhead.
+//! * `bare as controller`: the calls this controller makes per request (apply Issued, create an
+//!   Event: no Initializing write and no CA Secret read since issue 16), to tell API cost from our
+//!   own overhead.
 //!
 //! Memory comes from `/proc/<pid>/status` (`VmRSS`, sampled every 50 ms, and `VmHWM`).
 
@@ -425,17 +426,16 @@ async fn create_all(
 }
 
 /// The bare API-write rate: per request what a controller must do (GET, then apply the issued
-/// status), or with `as_controller` what this controller does today (apply Initializing, GET the
-/// CA Secret, apply Issued, create an Event); `workers` requests at once. Returns requests/s.
+/// status), or with `as_controller` what this controller does (apply Issued, create an Event);
+/// `workers` requests at once. Returns requests/s.
 async fn bare(client: &kube::Client, n: usize, chain: &str, ca: &str, as_controller: bool, workers: usize) -> f64 {
     let api: Api<CertificateRequest> = Api::namespaced(client.clone(), "bare");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "bare");
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "bare");
     let pp = PatchParams::apply("bench.certbridge.io/bare").force();
     let started = Instant::now();
     stream::iter(0..n)
         .for_each_concurrent(workers, |i| {
-            let (api, secrets, events, pp) = (api.clone(), secrets.clone(), events.clone(), pp.clone());
+            let (api, events, pp) = (api.clone(), events.clone(), pp.clone());
             async move {
                 let name = format!("r{i}");
                 let now = jiff::Timestamp::now().to_string();
@@ -455,14 +455,6 @@ async fn bare(client: &kube::Client, n: usize, chain: &str, ca: &str, as_control
                     json!({"certificate": base64(chain.as_bytes()), "ca": base64(ca.as_bytes())}),
                 );
                 if as_controller {
-                    let init = status(
-                        json!({"type": "Ready", "status": "Unknown", "reason": "Initializing",
-                               "message": "bench has started reconciling this CertificateRequest",
-                               "lastTransitionTime": now}),
-                        json!({}),
-                    );
-                    api.patch_status(&name, &pp, &init).await.unwrap();
-                    secrets.get("ca-key-pair").await.unwrap();
                     api.patch_status(&name, &pp, &issued).await.unwrap();
                     let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
                         "metadata": {"generateName": format!("{name}."), "namespace": "bare"},
