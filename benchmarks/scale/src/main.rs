@@ -9,7 +9,7 @@
 //! `PENDING` (unapproved requests for the per-pending-request figure, default N),
 //! `BIN_DIR` (where `kube-sim` and `certbridge-example-ca` are; default: next to this binary),
 //! `CONTROLLER_BIN` (another build of the controller to measure, e.g. a copy of main's),
-//! `PHASES` (comma list of `bare,full,restart,pending,rate`, default all), `PERF_OUT` (a path: record
+//! `PHASES` (comma list of `bare,full,restart,pending,rate,backlog`, default all), `PERF_OUT` (a path: record
 //! the controller and kube-sim with `perf record -e cpu-clock -g` during the full-speed phase).
 //!
 //! Every completion is seen through one watch per phase (never by listing in a loop: a list of
@@ -269,7 +269,7 @@ async fn create_namespace(client: &kube::Client, name: &str) {
 }
 
 async fn setup(client: &kube::Client, ca_pem: &str, ca_key: &str) {
-    for ns in [BENCH_NS, "cert-manager", "bare", "pending", "rate"] {
+    for ns in [BENCH_NS, "cert-manager", "bare", "pending", "rate", "backlog"] {
         create_namespace(client, ns).await;
     }
     let secret: Secret = serde_json::from_value(json!({
@@ -277,7 +277,7 @@ async fn setup(client: &kube::Client, ca_pem: &str, ca_key: &str) {
         "stringData": {"tls.crt": ca_pem, "tls.key": ca_key}
     }))
     .unwrap();
-    for ns in [BENCH_NS, "pending", "rate", "bare"] {
+    for ns in [BENCH_NS, "pending", "rate", "bare", "backlog"] {
         let mut s = secret.clone();
         s.metadata.namespace = Some(ns.into());
         Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &s).await.unwrap();
@@ -289,7 +289,7 @@ async fn setup(client: &kube::Client, ca_pem: &str, ca_key: &str) {
         kind: "LocalCAIssuer".into(),
         plural: "localcaissuers".into(),
     };
-    for ns in [BENCH_NS, "pending", "rate"] {
+    for ns in [BENCH_NS, "pending", "rate", "backlog"] {
         let mut issuer = DynamicObject::new("ca", &ar).within(ns);
         issuer.data = json!({"spec": {"secretName": "ca-key-pair"}});
         Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
@@ -491,7 +491,7 @@ async fn main() {
     let in_flight = env_usize("IN_FLIGHT", 16);
     let pending = env_usize("PENDING", n);
     let workers = std::env::var("CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let phases = std::env::var("PHASES").unwrap_or_else(|_| "bare,full,restart,pending,rate".into());
+    let phases = std::env::var("PHASES").unwrap_or_else(|_| "bare,full,restart,pending,rate,backlog".into());
     let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
 
     let bin = std::env::var_os("BIN_DIR").map(PathBuf::from).unwrap_or_else(release_dir);
@@ -654,6 +654,27 @@ async fn main() {
     ctl.proc.child.kill().ok();
     drop(ctl);
 
+    // The controller's own rate, without the client's creates competing for the API server: N
+    // approved requests are created while no controller runs, then one starts and issues them all
+    // (timed from its spawn, so its start and cache list are included). Comparable with the bare
+    // read+apply rate, which does not include creating the requests either.
+    let mut backlog_rate = None;
+    if phase("backlog") {
+        create_all(&kube, "backlog", &csrs[..n], GROUP, true, in_flight).await;
+        let done = Completion::start(&kube, "backlog").await;
+        let started = Instant::now();
+        let ctl = start_controller(&bin, &sim.kubeconfig, &log);
+        done.wait(n, Duration::from_secs(600)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let rate = n as f64 / elapsed;
+        backlog_rate = Some(rate);
+        println!(
+            "backlog: {n} approved requests issued by a controller started after them in {elapsed:.1} s = {rate:.0} requests/s (from its spawn); load {}",
+            load_average()
+        );
+        drop(ctl);
+    }
+
     if phase("bare") {
         let (r, c) = run_bare("after").await;
         bare_rates.push(r);
@@ -666,6 +687,15 @@ async fn main() {
             "ratio: end-to-end {full:.0}/s = {:.2} × bare read+apply ({r:.0}/s), {:.2} × bare as controller ({c:.0}/s)",
             full / r,
             full / c
+        );
+    }
+    if let (Some(backlog), false) = (backlog_rate, bare_rates.is_empty()) {
+        let r = bare_rates.iter().sum::<f64>() / bare_rates.len() as f64;
+        let c = bare_ctl.iter().sum::<f64>() / bare_ctl.len() as f64;
+        println!(
+            "ratio: backlog {backlog:.0}/s = {:.2} × bare read+apply ({r:.0}/s), {:.2} × bare as controller ({c:.0}/s)",
+            backlog / r,
+            backlog / c
         );
     }
     println!("load average at the end: {}; controller log: {}", load_average(), log.display());
