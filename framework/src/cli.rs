@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::runtime::{self, Options};
 use crate::signer::Signer;
+use crate::telemetry::LogFormat;
 
 mod offline;
 mod serve;
@@ -112,9 +113,8 @@ struct RunArgs {
     /// Concurrent reconciles per controller.
     #[arg(long, default_value_t = 4)]
     concurrency: u16,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: crate::telemetry::TelemetryArgs,
     /// Do not serve cert-manager CertificateRequests.
     #[arg(long)]
     disable_certificate_requests: bool,
@@ -145,12 +145,6 @@ impl RunArgs {
             csr_limits: self.csr_limits,
         }
     }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Runs the adapter's controller binary: parses the command line and dispatches. `make` builds
@@ -225,7 +219,21 @@ where
             offline::sign(&signer, &file, &cluster_resource_namespace, args).await
         }
         Command::Run { run: args, adapter } => {
-            init_logging(args.log_format, "info");
+            let telemetry = &args.telemetry;
+            let service = format!("{}-controller", <S::Spec as IssuerSpec>::GROUP);
+            // Held until the controller stops: dropping it flushes the last spans.
+            let _traces = match crate::telemetry::init(
+                telemetry.log_format,
+                "info",
+                telemetry.otlp_endpoint.as_deref(),
+                &service,
+            ) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let signer = match build(adapter, usize::from(args.concurrency)) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -242,13 +250,8 @@ where
 }
 
 fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    // No exporter without an endpoint, so nothing to flush.
+    let _ = crate::telemetry::init(format, default, None, "");
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {

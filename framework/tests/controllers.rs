@@ -14,5 +14,7 @@ mod csr_contents;
 mod csrs;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/logs.rs"]
+mod logs;
 #[path = "controllers/runtime.rs"]
 mod runtime;

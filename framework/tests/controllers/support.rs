@@ -128,6 +128,8 @@ impl Signer for TestSigner {
         ctx: &mut SignContext,
     ) -> Result<Issued, SignError> {
         self.script.sign_calls.fetch_add(1, Ordering::SeqCst);
+        // What an adapter logs: tests/controllers/logs.rs checks it inherits the request's fields.
+        tracing::info!(profile = ?_issuer.spec.profile, "test signer: signing");
         self.script.seen_state.lock().unwrap().push(ctx.state_map().clone());
         let step = self
             .script
@@ -163,6 +165,7 @@ impl Signer for TestSigner {
 
     async fn check(&self, issuer: &Issuer<TestSpec>, resources: &Resources) -> Result<(), SignError> {
         self.script.check_calls.fetch_add(1, Ordering::SeqCst);
+        tracing::info!("test signer: checking");
         if let Some(name) = &issuer.spec.secret_name {
             let token = resources.secret_string(name, "token").await?;
             if token.as_str() != "good-s3cr3t" {

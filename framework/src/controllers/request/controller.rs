@@ -17,6 +17,7 @@ use crate::controllers::decision::request::{Gate, gate};
 use crate::controllers::prune;
 use crate::controllers::request::api::RequestApi;
 use crate::controllers::request::pass::{self, RequestCtx};
+use crate::controllers::request::span;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::watch;
 use crate::controllers::watch::CacheReady;
@@ -115,13 +116,7 @@ fn waiting_on<R: RequestApi>(
 }
 
 async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCtx<S>>) -> Result<Action, Error> {
-    let meta = request.meta();
-    let span = tracing::info_span!(
-        "reconcile",
-        controller = R::CONTROLLER,
-        name = meta.name.as_deref().unwrap_or_default(),
-        namespace = meta.namespace.as_deref().unwrap_or_default(),
-    );
+    let span = span::reconcile(&*request, &ctx.shared.kinds);
     async move {
         let target = match request.target(&ctx.shared.kinds) {
             Ok(Some(target)) => target,
@@ -156,12 +151,8 @@ fn error_policy<S: Signer, R: RequestApi>(request: Arc<R>, error: &Error, ctx: A
     ctx.shared.metrics.reconcile_error(R::CONTROLLER);
     let view = request.view();
     let delay = ctx.backoff.next(&pass::backoff_key(&view));
-    tracing::info!(
-        controller = R::CONTROLLER,
-        name = %view.display_name(),
-        error = %error,
-        retry_in = ?delay,
-        "request reconcile failed"
-    );
+    // In the request's span, so the line carries the request and issuer fields like the pass's own.
+    let _span = span::reconcile(&*request, &ctx.shared.kinds).entered();
+    tracing::info!(error = %error, retry_in = ?delay, "request reconcile failed");
     Action::requeue(delay)
 }

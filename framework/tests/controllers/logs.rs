@@ -1,0 +1,101 @@
+//! `--log-format json`: every line of a request's pass, the adapter's own included, carries the
+//! request and issuer fields under the names README "Logs" documents.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use certbridge::IssuerScope;
+use certbridge::telemetry::{LogFormat, log_layer};
+use certbridge::testing::{approve, certificate_request, create_certificate_request, wait_ready};
+use kube::ResourceExt;
+use serde_json::Value;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::support::*;
+
+/// Collects what the log layer writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Capture {
+    fn lines(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+    }
+}
+
+#[tokio::test]
+async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("certbridge", tracing::Level::DEBUG)
+                .with_target("controllers", tracing::Level::INFO),
+        )
+        .with(log_layer(LogFormat::Json, capture.clone()));
+    // The test's runtime is single-threaded: every controller task logs through this subscriber.
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let env = Env::start().await;
+    env.ready_issuer(IssuerScope::Namespaced, "ca", TestSpec::default()).await;
+    let (pem, _) = csr("logged.example.com");
+    let req = certificate_request::<TestSpec>(NS, "logged", &pem, IssuerScope::Namespaced, "ca");
+    let created = create_certificate_request(&env.client, &req).await.unwrap();
+    approve(&env.client, NS, "logged").await.unwrap();
+    wait_ready(&env.client, NS, "logged", TIMEOUT).await.unwrap();
+    env.stop().await;
+
+    let uid = created.uid().expect("the API server set a uid");
+    let lines = capture.lines();
+    let signing = lines
+        .iter()
+        .find(|l| l["message"] == "test signer: signing")
+        .unwrap_or_else(|| panic!("the adapter's sign line is missing from {lines:#?}"));
+    for (field, want) in [
+        ("level", "INFO"),
+        ("controller", "certificaterequests"),
+        ("request.namespace", NS),
+        ("request.name", "logged"),
+        ("request.uid", uid.as_str()),
+        ("issuer.kind", "TestIssuer"),
+        ("issuer.namespace", NS),
+        ("issuer.name", "ca"),
+    ] {
+        assert_eq!(signing[field], want, "{field} in {signing}");
+    }
+    assert!(signing["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{signing}");
+    assert!(signing["target"].as_str().is_some_and(|t| t.starts_with("controllers")), "{signing}");
+    // The adapter's own field is there too, and nothing is nested under span objects.
+    assert!(signing.get("profile").is_some() && signing.get("span").is_none(), "{signing}");
+
+    // The adapter's check line carries the issuer the same way (and no request).
+    let checking = lines
+        .iter()
+        .find(|l| l["message"] == "test signer: checking")
+        .unwrap_or_else(|| panic!("the adapter's check line is missing from {lines:#?}"));
+    for (field, want) in
+        [("controller", "TestIssuer"), ("issuer.kind", "TestIssuer"), ("issuer.namespace", NS), ("issuer.name", "ca")]
+    {
+        assert_eq!(checking[field], want, "{field} in {checking}");
+    }
+    assert!(checking["issuer.uid"].as_str().is_some_and(|u| !u.is_empty()), "{checking}");
+    assert!(checking.get("request.uid").is_none(), "{checking}");
+}
