@@ -272,6 +272,10 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     let ready = Arc::new(AtomicBool::new(false));
     let alive = Arc::new(AtomicBool::new(true));
     let metrics: Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::default();
+    // A follower serves `certbridge_leader 0` until it leads and the controllers' metrics exist.
+    let controllers: Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::default();
+    let rendered = controllers.clone();
+    let _ = metrics.set(Box::new(move || rendered.get().map_or_else(crate::metrics::follower_text, |r| r())));
     if let Some(addr) = args.health_addr {
         serve::health(addr, ready.clone(), alive.clone()).await?;
     }
@@ -304,7 +308,7 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     };
 
     let handle = runtime::start(signer, client, args.options()).await?;
-    let _ = metrics.set(Box::new(handle.metrics_renderer()));
+    let _ = controllers.set(Box::new(handle.metrics_renderer()));
     let mut synced = handle.ready();
     let ready_task = tokio::spawn(async move {
         if synced.wait_for(|r| *r).await.is_ok() {

@@ -92,6 +92,8 @@ where
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_otlp::WithExportConfig as _;
 
+    // The exporter's reqwest client is built without a TLS provider of its own (as the adapters' are).
+    crate::runtime::install_crypto_provider();
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     let exporter =
         opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(url.clone()).build().map_err(|e| {

@@ -16,5 +16,9 @@ mod csrs;
 mod issuers;
 #[path = "controllers/logs.rs"]
 mod logs;
+#[path = "controllers/metrics.rs"]
+mod metrics;
 #[path = "controllers/runtime.rs"]
 mod runtime;
+#[path = "controllers/traces.rs"]
+mod traces;

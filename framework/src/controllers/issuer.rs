@@ -113,6 +113,7 @@ fn readers<S: Signer>(
 
 async fn reconcile<S: Signer>(obj: Arc<DynamicObject>, ctx: Arc<IssuerCtx<S>>) -> Result<Action, Error> {
     let span = issuer_span(&obj, &ctx);
+    let _in_flight = ctx.shared.metrics.in_flight(&ctx.shared.kinds.get(ctx.scope).names.kind);
     async move {
         let result = reconcile_issuer(&obj, &ctx).await;
         if result.is_ok() {

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::controllers::decision::request::{Gate, gate};
 use crate::controllers::prune;
 use crate::controllers::request::api::RequestApi;
+use crate::controllers::request::backlog;
 use crate::controllers::request::pass::{self, RequestCtx};
 use crate::controllers::request::span;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
@@ -44,6 +45,8 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
         .touched_objects()
         .predicate_filter(|r: &R| Some(pass::fingerprint(&r.view())), PredicateConfig::default());
     caches.push(ready);
+    let namespaced = shared.settings.serves(IssuerScope::Namespaced);
+    shared.metrics.sample_backlog(backlog::sampler(reader.clone(), kinds.clone(), namespaced));
 
     let (cl_cache, cl_trigger) =
         watch::issuer_cache(&client, &kinds.cluster, None, pass::issuer_readiness_fingerprint, |_| ());
@@ -117,6 +120,7 @@ fn waiting_on<R: RequestApi>(
 
 async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCtx<S>>) -> Result<Action, Error> {
     let span = span::reconcile(&*request, &ctx.shared.kinds);
+    let _in_flight = ctx.shared.metrics.in_flight(R::CONTROLLER);
     async move {
         let target = match request.target(&ctx.shared.kinds) {
             Ok(Some(target)) => target,

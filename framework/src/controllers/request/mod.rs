@@ -8,9 +8,11 @@
 //! - [`controller`]: the request watch, the issuer caches whose readiness changes wake the
 //!   requests waiting on them, the reconcile entry and the error policy;
 //! - [`pass`]: one reconcile pass (gate → sign → write);
+//! - [`backlog`]: the unfinished-request metrics, sampled from the controller's store;
 //! - [`span`]: the reconcile span and its fields (request identity, issuer).
 
 pub(crate) mod api;
+pub(crate) mod backlog;
 pub(crate) mod certificate_request;
 pub(crate) mod controller;
 pub(crate) mod csr;

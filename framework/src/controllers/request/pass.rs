@@ -162,7 +162,9 @@ async fn decide<S: Signer, R: RequestApi>(
     let mut sign_ctx = SignContext::new(resources, saved, Some(Arc::new(store)));
     let started = Instant::now();
     let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).instrument(span::sign()).await;
-    shared.metrics.sign_duration.observe(started.elapsed().as_secs_f64());
+    let issuer_label = crate::metrics::issuer_label(target.namespace.as_deref(), &target.name);
+    let sign_result = crate::metrics::sign_result(&result);
+    shared.metrics.sign_observed(&kind.names.kind, issuer_label, sign_result, started.elapsed().as_secs_f64());
     // Saved whatever the outcome: an asynchronous CA's request ID must survive a restart.
     let saved = sign_ctx.save_state().await;
     let result = decision::after_save(result, saved).and_then(|issued| decision::verify_issued(&request, issued));
