@@ -126,7 +126,8 @@ pub(crate) fn init(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let logs = log_layer(format, std::io::stderr);
-    let (traces, guard) = match otlp_endpoint.filter(|e| !e.is_empty()) {
+    type Traces = Option<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync + 'static>>;
+    let (traces, guard): (Traces, TracingGuard) = match otlp_endpoint.filter(|e| !e.is_empty()) {
         #[cfg(feature = "otlp")]
         Some(endpoint) => {
             let (layer, guard) = otlp_layer(endpoint, service)?;
@@ -144,6 +145,39 @@ pub(crate) fn init(
     };
     let _ = service;
     // A subscriber already installed (a test harness, an adapter's own main) is kept.
-    let _ = tracing_subscriber::registry().with(filter).with(logs).with(traces).try_init();
+    let _ = tracing_subscriber::registry().with(traces).with(filter).with(logs).try_init();
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    }
+
+    #[test]
+    fn flags_default_to_text_logs_and_no_traces() {
+        let run =
+            Run::try_parse_from(["run", "--log-format=json", "--otlp-endpoint", "http://collector:4318"]).unwrap();
+        assert_eq!(run.telemetry.log_format, LogFormat::Json);
+        assert_eq!(run.telemetry.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+        assert!(Run::try_parse_from(["run", "--log-format=xml"]).is_err());
+        // The standard variable turns export on too (not set here: tests share the environment).
+        let command = Run::command();
+        let otlp = command.get_arguments().find(|a| a.get_id() == "otlp_endpoint").unwrap();
+        assert_eq!(otlp.get_env().and_then(|e| e.to_str()), Some("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    }
+
+    #[cfg(feature = "otlp")]
+    #[test]
+    fn a_bad_endpoint_names_the_flag() {
+        let err = otlp_layer::<tracing_subscriber::Registry>("not a url", "svc").err().expect("an invalid URL");
+        assert!(err.to_string().contains("--otlp-endpoint not a url"), "{err}");
+    }
 }

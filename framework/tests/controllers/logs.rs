@@ -71,6 +71,7 @@ async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
         .unwrap_or_else(|| panic!("the adapter's sign line is missing from {lines:#?}"));
     for (field, want) in [
         ("level", "INFO"),
+        ("name", "sign"),
         ("controller", "certificaterequests"),
         ("request.namespace", NS),
         ("request.name", "logged"),
@@ -91,9 +92,13 @@ async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
         .iter()
         .find(|l| l["message"] == "test signer: checking")
         .unwrap_or_else(|| panic!("the adapter's check line is missing from {lines:#?}"));
-    for (field, want) in
-        [("controller", "TestIssuer"), ("issuer.kind", "TestIssuer"), ("issuer.namespace", NS), ("issuer.name", "ca")]
-    {
+    for (field, want) in [
+        ("name", "check"),
+        ("controller", "TestIssuer"),
+        ("issuer.kind", "TestIssuer"),
+        ("issuer.namespace", NS),
+        ("issuer.name", "ca"),
+    ] {
         assert_eq!(checking[field], want, "{field} in {checking}");
     }
     assert!(checking["issuer.uid"].as_str().is_some_and(|u| !u.is_empty()), "{checking}");
