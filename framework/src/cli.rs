@@ -98,9 +98,8 @@ struct RunArgs {
     /// Namespace of the leader-election Lease (default: the cluster resource namespace).
     #[arg(long)]
     leader_election_namespace: Option<String>,
-    /// Serve Prometheus metrics on this address (`/metrics`).
-    #[arg(long)]
-    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    metrics: serve::MetricsArgs,
     /// Serve `/healthz` and `/readyz` on this address.
     #[arg(long)]
     health_addr: Option<std::net::SocketAddr>,
@@ -279,9 +278,7 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     if let Some(addr) = args.health_addr {
         serve::health(addr, ready.clone(), alive.clone()).await?;
     }
-    if let Some(addr) = args.metrics_addr {
-        serve::metrics(addr, metrics.clone()).await?;
-    }
+    args.metrics.serve(metrics.clone(), &client).await?;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
 

@@ -209,24 +209,13 @@ impl AdcsSigner {
                 },
             }
         } else if let Some(k) = &auth_spec.kerberos {
-            let user = utf8(resources.secret_key(&k.secret_name, "username").await?, "kerberos username")?;
-            let password = utf8(resources.secret_key(&k.secret_name, "password").await?, "kerberos password")?;
-            let realm = k.realm.trim().to_ascii_uppercase();
-            let principal = if user.contains('@') { user.to_string() } else { format!("{}@{realm}", user.as_str()) };
-            let host = crate::client::parse_url(&spec.url).map_err(SignError::permanent)?.0;
-            let spn = k.spn.clone().unwrap_or_else(|| format!("HTTP/{host}"));
-            let kdcs: Vec<String> = k
-                .kdc
-                .iter()
-                .map(|h| if h.contains(':') { h.trim().to_owned() } else { format!("{}:88", h.trim()) })
-                .collect();
-            fp.update(principal.as_bytes());
-            fp.update(password.as_bytes());
+            let timeout =
+                Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
+            let data = resources.secret(&k.secret_name).await?;
+            let (client, material) = crate::kerberos::from_secret(k, &spec.url, resources.namespace(), data, timeout)?;
+            fp.update(&material);
             Auth::Kerberos {
-                principal,
-                password,
-                kdcs,
-                spn,
+                client,
                 channel_binding: match k.channel_binding.unwrap_or(ChannelBindingMode::Auto) {
                     ChannelBindingMode::Auto => ChannelBinding::Auto,
                     ChannelBindingMode::Required => ChannelBinding::Required,

@@ -6,6 +6,8 @@ mod adapter;
 mod chaos;
 mod common;
 mod controller;
+mod exhaustion;
 mod fixture;
 mod matrix;
+mod secrets_never_leak;
 mod security;

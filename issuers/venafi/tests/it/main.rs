@@ -7,3 +7,4 @@ mod cli;
 mod common;
 mod controller;
 mod fixture;
+mod secrets_never_leak;
