@@ -14,11 +14,12 @@ mod csr_contents;
 mod csrs;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/runtime.rs"]
+mod runtime;
+// Observability (issue 15).
 #[path = "controllers/logs.rs"]
 mod logs;
 #[path = "controllers/metrics.rs"]
 mod metrics;
-#[path = "controllers/runtime.rs"]
-mod runtime;
 #[path = "controllers/traces.rs"]
 mod traces;

@@ -61,6 +61,19 @@ async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
     let created = create_certificate_request(&env.client, &req).await.unwrap();
     approve(&env.client, NS, "logged").await.unwrap();
     wait_ready(&env.client, NS, "logged", TIMEOUT).await.unwrap();
+    // An issuer whose check fails: the framework logs why, in the issuer's span.
+    let broken = TestSpec { secret_name: Some("missing".into()), ..TestSpec::default() };
+    certbridge::testing::create_issuer(&env.client, IssuerScope::Namespaced, NS, "broken", &broken).await.unwrap();
+    certbridge::testing::wait_issuer_not_ready::<TestSpec>(
+        &env.client,
+        IssuerScope::Namespaced,
+        NS,
+        "broken",
+        None,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
     env.stop().await;
 
     let uid = created.uid().expect("the API server set a uid");
@@ -87,20 +100,20 @@ async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
     // The adapter's own field is there too, and nothing is nested under span objects.
     assert!(signing.get("profile").is_some() && signing.get("span").is_none(), "{signing}");
 
-    // The adapter's check line carries the issuer the same way (and no request).
-    let checking = lines
+    // The issuer reconcile's lines carry the issuer the same way (and no request).
+    let checked = lines
         .iter()
-        .find(|l| l["message"] == "test signer: checking")
-        .unwrap_or_else(|| panic!("the adapter's check line is missing from {lines:#?}"));
+        .find(|l| l["message"] == "issuer check did not pass" && l["issuer.name"] == "broken")
+        .unwrap_or_else(|| panic!("the failed check's line is missing from {lines:#?}"));
     for (field, want) in [
-        ("name", "check"),
+        ("name", "reconcile"),
         ("controller", "TestIssuer"),
         ("issuer.kind", "TestIssuer"),
         ("issuer.namespace", NS),
-        ("issuer.name", "ca"),
+        ("target", "certbridge::controllers::issuer"),
     ] {
-        assert_eq!(checking[field], want, "{field} in {checking}");
+        assert_eq!(checked[field], want, "{field} in {checked}");
     }
-    assert!(checking["issuer.uid"].as_str().is_some_and(|u| !u.is_empty()), "{checking}");
-    assert!(checking.get("request.uid").is_none(), "{checking}");
+    assert!(checked["issuer.uid"].as_str().is_some_and(|u| !u.is_empty()), "{checked}");
+    assert!(checked.get("request.uid").is_none() && checked.get("error").is_some(), "{checked}");
 }

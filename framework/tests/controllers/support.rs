@@ -165,7 +165,6 @@ impl Signer for TestSigner {
 
     async fn check(&self, issuer: &Issuer<TestSpec>, resources: &Resources) -> Result<(), SignError> {
         self.script.check_calls.fetch_add(1, Ordering::SeqCst);
-        tracing::info!("test signer: checking");
         if let Some(name) = &issuer.spec.secret_name {
             let token = resources.secret_string(name, "token").await?;
             if token.as_str() != "good-s3cr3t" {

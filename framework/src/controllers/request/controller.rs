@@ -13,12 +13,11 @@ use kube::runtime::utils::{PredicateConfig, WatchStreamExt};
 use kube::runtime::watcher;
 use tracing::Instrument;
 
+use super::{backlog, span};
 use crate::controllers::decision::request::{Gate, gate};
 use crate::controllers::prune;
 use crate::controllers::request::api::RequestApi;
-use crate::controllers::request::backlog;
 use crate::controllers::request::pass::{self, RequestCtx};
-use crate::controllers::request::span;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::watch;
 use crate::controllers::watch::CacheReady;

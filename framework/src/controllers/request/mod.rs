@@ -5,11 +5,11 @@
 //!   API in [`certificate_request`] (cert-manager `CertificateRequest`) and [`csr`] (Kubernetes
 //!   `CertificateSigningRequest`): how the request is watched and read, which issuer it names,
 //!   and its status body;
+//! - [`backlog`]: the unfinished-request metrics, sampled from the controller's store;
+//! - [`span`]: the reconcile span and its fields (request identity, issuer);
 //! - [`controller`]: the request watch, the issuer caches whose readiness changes wake the
 //!   requests waiting on them, the reconcile entry and the error policy;
-//! - [`pass`]: one reconcile pass (gate → sign → write);
-//! - [`backlog`]: the unfinished-request metrics, sampled from the controller's store;
-//! - [`span`]: the reconcile span and its fields (request identity, issuer).
+//! - [`pass`]: one reconcile pass (gate → sign → write).
 
 pub(crate) mod api;
 pub(crate) mod backlog;
