@@ -7,8 +7,8 @@
 //! | `certbridge_issuer_ready` | gauge (1/0) | `kind`, `namespace`, `name` |
 //! | `certbridge_reconcile_errors_total` | counter | `controller` |
 //! | `certbridge_reconciles_in_flight` | gauge | `controller` — reconciles running now (kube-runtime does not expose its queue) |
-//! | `certbridge_requests_unfinished` | gauge | `kind`, `issuer_kind`, `issuer` — requests neither issued, failed nor denied, sampled at scrape |
-//! | `certbridge_request_oldest_unfinished_age_seconds` | gauge | `kind`, `issuer_kind`, `issuer` — age of the oldest of those |
+//! | `certbridge_requests_unfinished` | gauge | `kind`, `issuer_kind`, `issuer`, `approved` — requests neither issued, failed nor denied, sampled at scrape |
+//! | `certbridge_request_oldest_unfinished_age_seconds` | gauge | `kind`, `issuer_kind`, `issuer`, `approved` — age of the oldest of those |
 //! | `certbridge_leader` | gauge (1/0) | – — 1 while this replica runs the controllers |
 //!
 //! Labels are bounded by the number of issuers and controllers: no request name is ever a label.
@@ -45,6 +45,8 @@ pub(crate) struct BacklogLabels {
     pub kind: &'static str,
     pub issuer_kind: String,
     pub issuer: String,
+    /// `"true"` once approved: an unapproved request waits for its approver, not for the issuer.
+    pub approved: &'static str,
 }
 
 /// The unfinished requests of one [`BacklogLabels`] at a scrape.
@@ -264,7 +266,12 @@ mod backlog_tests {
     use super::*;
 
     fn labels(issuer: &str) -> BacklogLabels {
-        BacklogLabels { kind: "CertificateRequest", issuer_kind: "DemoIssuer".into(), issuer: issuer.into() }
+        BacklogLabels {
+            kind: "CertificateRequest",
+            issuer_kind: "DemoIssuer".into(),
+            issuer: issuer.into(),
+            approved: "true",
+        }
     }
 
     #[test]
@@ -280,11 +287,11 @@ mod backlog_tests {
             _ => vec![(labels("ns/a"), Backlog { count: 1, oldest_age_seconds: 120.0 })],
         }));
         let first = m.encode();
-        assert!(first.contains("certbridge_requests_unfinished{kind=\"CertificateRequest\",issuer_kind=\"DemoIssuer\",issuer=\"ns/a\"} 3"), "{first}");
-        assert!(first.contains("certbridge_request_oldest_unfinished_age_seconds{kind=\"CertificateRequest\",issuer_kind=\"DemoIssuer\",issuer=\"ns/b\"} 2.0"), "{first}");
+        assert!(first.contains("certbridge_requests_unfinished{kind=\"CertificateRequest\",issuer_kind=\"DemoIssuer\",issuer=\"ns/a\",approved=\"true\"} 3"), "{first}");
+        assert!(first.contains("certbridge_request_oldest_unfinished_age_seconds{kind=\"CertificateRequest\",issuer_kind=\"DemoIssuer\",issuer=\"ns/b\",approved=\"true\"} 2.0"), "{first}");
         round.store(1, std::sync::atomic::Ordering::SeqCst);
         let second = m.encode();
-        assert!(second.contains("certbridge_request_oldest_unfinished_age_seconds{kind=\"CertificateRequest\",issuer_kind=\"DemoIssuer\",issuer=\"ns/a\"} 120.0"), "{second}");
+        assert!(second.contains("certbridge_request_oldest_unfinished_age_seconds{kind=\"CertificateRequest\",issuer_kind=\"DemoIssuer\",issuer=\"ns/a\",approved=\"true\"} 120.0"), "{second}");
         assert!(!second.contains("issuer=\"ns/b\""), "a finished backlog keeps no series: {second}");
     }
 

@@ -19,13 +19,22 @@ async fn a_request_pending_at_the_ca_shows_in_the_backlog_until_it_is_issued() {
     let (pem, _) = csr("slow.example.com");
     let req = certificate_request::<TestSpec>(NS, "slow", &pem, IssuerScope::Namespaced, "ca");
     create_certificate_request(&env.client, &req).await.unwrap();
+    let handle = env.handle.as_ref().unwrap();
+    let unapproved = "{kind=\"CertificateRequest\",issuer_kind=\"TestIssuer\",issuer=\"team/ca\",approved=\"false\"}";
+    // Waiting for its approver: in the backlog, as not approved (once the store has it).
+    let seen = async {
+        while sample(&handle.metrics_text(), &format!("certbridge_requests_unfinished{unapproved}")) != Some(1.0) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    assert!(tokio::time::timeout(TIMEOUT, seen).await.is_ok(), "{}", handle.metrics_text());
     approve(&env.client, NS, "slow").await.unwrap();
     wait_condition(&env.client, NS, "slow", "Ready", "False", Some("Pending"), TIMEOUT).await.unwrap();
 
-    let handle = env.handle.as_ref().unwrap();
-    let labels = "{kind=\"CertificateRequest\",issuer_kind=\"TestIssuer\",issuer=\"team/ca\"}";
+    let labels = "{kind=\"CertificateRequest\",issuer_kind=\"TestIssuer\",issuer=\"team/ca\",approved=\"true\"}";
     let text = handle.metrics_text();
     assert_eq!(sample(&text, &format!("certbridge_requests_unfinished{labels}")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &format!("certbridge_requests_unfinished{unapproved}")), None, "{text}");
     let age = sample(&text, &format!("certbridge_request_oldest_unfinished_age_seconds{labels}"));
     assert!(age.is_some_and(|a| a >= 0.0), "{text}");
     assert_eq!(

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::Store;
 
+use crate::controllers::decision::APPROVED;
 use crate::controllers::request::api::RequestApi;
 use crate::controllers::shared::Kinds;
 use crate::controllers::view::RequestView;
@@ -34,6 +35,7 @@ pub(crate) fn sampler<R: RequestApi>(store: Store<R>, kinds: Kinds, namespaced: 
                 kind: view.kind_name(),
                 issuer_kind: kinds.get(target.scope).names.kind.clone(),
                 issuer: issuer_label(target.namespace.as_deref(), &target.name),
+                approved: if approved(&view) { "true" } else { "false" },
             };
             let age = view.created.map_or(0.0, |c| now.duration_since(c).as_secs_f64().max(0.0));
             let entry = backlog.entry(labels).or_default();
@@ -51,4 +53,8 @@ fn settled(view: &RequestView) -> bool {
         c.status == "True" && matches!(c.type_.as_str(), "Denied" | "Failed")
             || c.type_ == "Ready" && matches!(c.reason.as_str(), "Failed" | "Denied")
     })
+}
+
+fn approved(view: &RequestView) -> bool {
+    view.conditions.iter().any(|c| c.type_ == APPROVED && c.status == "True")
 }
