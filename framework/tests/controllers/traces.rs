@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as Status;
 use prost::Message;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -89,19 +90,28 @@ async fn a_reconcile_is_one_span_with_a_child_sign_span_exported_over_otlp() {
     let uid = create_certificate_request(&env.client, &req).await.unwrap().uid().unwrap();
     approve(&env.client, NS, "traced").await.unwrap();
     wait_ready(&env.client, NS, "traced", TIMEOUT).await.unwrap();
+    // A CA error on the first try: that sign span is marked as an error.
+    env.signer.push([Step::Transient("the CA is down")]);
+    let (pem, _) = csr("flaky.example.com");
+    let req = certificate_request::<TestSpec>(NS, "flaky", &pem, IssuerScope::Namespaced, "ca");
+    create_certificate_request(&env.client, &req).await.unwrap();
+    approve(&env.client, NS, "flaky").await.unwrap();
+    wait_ready(&env.client, NS, "flaky", TIMEOUT).await.unwrap();
     env.stop().await;
     // Flushes the batch: every span ended so far reaches the collector before this returns.
     drop(guard);
 
     let spans = collector.spans.lock().unwrap().clone();
-    let sign = spans
+    let names = || spans.iter().map(|s| &s.name).collect::<Vec<_>>();
+    // The "traced" request's pass that signed: a reconcile span with a child sign span.
+    let (parent, sign) = spans
         .iter()
-        .find(|s| s.name == "sign")
-        .unwrap_or_else(|| panic!("no sign span in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()));
-    let parent = spans
-        .iter()
-        .find(|s| s.span_id == sign.parent_span_id)
-        .unwrap_or_else(|| panic!("the sign span's parent was not exported: {sign:?}"));
+        .filter(|s| s.name == "sign" && attribute(s, "sign.result").as_deref() == Some("issued"))
+        .find_map(|sign| {
+            let parent = spans.iter().find(|p| p.span_id == sign.parent_span_id)?;
+            (attribute(parent, "request.name").as_deref() == Some("traced")).then_some((parent, sign))
+        })
+        .unwrap_or_else(|| panic!("no issued sign span under the request's reconcile in {:?}", names()));
     assert_eq!(parent.name, "reconcile");
     assert_eq!(parent.trace_id, sign.trace_id);
     assert_eq!(attribute(parent, "request.uid").as_deref(), Some(uid.as_str()), "{parent:?}");
@@ -113,6 +123,12 @@ async fn a_reconcile_is_one_span_with_a_child_sign_span_exported_over_otlp() {
         parent.start_time_unix_nano <= sign.start_time_unix_nano
             && sign.end_time_unix_nano <= parent.end_time_unix_nano
     );
+    let failed = spans
+        .iter()
+        .find(|s| s.name == "sign" && attribute(s, "sign.result").as_deref() == Some("retry"))
+        .expect("the failed sign call's span");
+    let status = failed.status.as_ref().expect("a span status");
+    assert_eq!((status.code, status.message.as_str()), (Status::Error as i32, "the CA is down"), "{failed:?}");
     // The issuer's check is a child span of the issuer's reconcile.
     let check = spans.iter().find(|s| s.name == "check").expect("a check span");
     let issuer = spans.iter().find(|s| s.span_id == check.parent_span_id).expect("the check span's parent");

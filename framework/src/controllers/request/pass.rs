@@ -161,7 +161,9 @@ async fn decide<S: Signer, R: RequestApi>(
     let resources = Resources::new(shared.source.clone(), shared.resource_namespace(target));
     let mut sign_ctx = SignContext::new(resources, saved, Some(Arc::new(store)));
     let started = Instant::now();
-    let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).instrument(span::sign()).await;
+    let sign_span = span::sign();
+    let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).instrument(sign_span.clone()).await;
+    span::record_sign(&sign_span, &result);
     let issuer_label = crate::metrics::issuer_label(target.namespace.as_deref(), &target.name);
     let sign_result = crate::metrics::sign_result(&result);
     shared.metrics.sign_observed(&kind.names.kind, issuer_label, sign_result, started.elapsed().as_secs_f64());

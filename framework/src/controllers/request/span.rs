@@ -42,8 +42,20 @@ fn record_issuer(span: &Span, kinds: &Kinds, target: &IssuerTarget) {
 }
 
 /// The child span of one call into the adapter (`sign`), so a slow CA or HSM shows in a trace.
+/// [`record_sign`] marks it with the answer.
 pub(crate) fn sign() -> Span {
-    tracing::info_span!("sign")
+    tracing::info_span!("sign", sign.result = Empty, otel.status_code = Empty, otel.status_description = Empty)
+}
+
+/// Records what `sign` answered on its span: `sign.result` (the sign histogram's `result` label)
+/// and, for an error, the OpenTelemetry span status (`tracing-opentelemetry` maps the `otel.*`
+/// fields), so a failing CA call shows as an error in a trace.
+pub(crate) fn record_sign<T>(span: &Span, result: &Result<T, crate::error::SignError>) {
+    span.record("sign.result", crate::metrics::sign_result(result));
+    if let Err(e) = result {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", e.message.as_str());
+    }
 }
 
 /// The issuer as an event's `related` object: a request's events keep issuer-lib's exact notes
