@@ -21,5 +21,7 @@ mod runtime;
 mod logs;
 #[path = "controllers/metrics.rs"]
 mod metrics;
+#[path = "controllers/subscriber.rs"]
+mod subscriber;
 #[path = "controllers/traces.rs"]
 mod traces;

@@ -1,58 +1,15 @@
 //! `--log-format json`: every line of a request's pass, the adapter's own included, carries the
 //! request and issuer fields under the names README "Logs" documents.
 
-use std::io;
-use std::sync::{Arc, Mutex};
-
 use certbridge::IssuerScope;
-use certbridge::telemetry::{LogFormat, log_layer};
 use certbridge::testing::{approve, certificate_request, create_certificate_request, wait_ready};
 use kube::ResourceExt;
-use serde_json::Value;
-use tracing_subscriber::layer::SubscriberExt;
 
 use crate::support::*;
 
-/// Collects what the log layer writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
-    }
-}
-
 #[tokio::test]
 async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::filter::Targets::new()
-                .with_target("certbridge", tracing::Level::DEBUG)
-                .with_target("controllers", tracing::Level::INFO),
-        )
-        .with(log_layer(LogFormat::Json, capture.clone()));
-    // The test's runtime is single-threaded: every controller task logs through this subscriber.
-    let _default = tracing::subscriber::set_default(subscriber);
+    let logs = &crate::subscriber::global().logs;
 
     let env = Env::start().await;
     env.ready_issuer(IssuerScope::Namespaced, "ca", TestSpec::default()).await;
@@ -63,12 +20,14 @@ async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
     wait_ready(&env.client, NS, "logged", TIMEOUT).await.unwrap();
     // An issuer whose check fails: the framework logs why, in the issuer's span.
     let broken = TestSpec { secret_name: Some("missing".into()), ..TestSpec::default() };
-    certbridge::testing::create_issuer(&env.client, IssuerScope::Namespaced, NS, "broken", &broken).await.unwrap();
+    certbridge::testing::create_issuer(&env.client, IssuerScope::Namespaced, NS, "broken-for-logs", &broken)
+        .await
+        .unwrap();
     certbridge::testing::wait_issuer_not_ready::<TestSpec>(
         &env.client,
         IssuerScope::Namespaced,
         NS,
-        "broken",
+        "broken-for-logs",
         None,
         TIMEOUT,
     )
@@ -77,10 +36,10 @@ async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
     env.stop().await;
 
     let uid = created.uid().expect("the API server set a uid");
-    let lines = capture.lines();
+    let lines = logs.lines();
     let signing = lines
         .iter()
-        .find(|l| l["message"] == "test signer: signing")
+        .find(|l| l["message"] == "test signer: signing" && l["request.name"] == "logged")
         .unwrap_or_else(|| panic!("the adapter's sign line is missing from {lines:#?}"));
     for (field, want) in [
         ("level", "INFO"),
@@ -103,7 +62,7 @@ async fn json_lines_of_a_sign_carry_the_request_and_issuer_fields() {
     // The issuer reconcile's lines carry the issuer the same way (and no request).
     let checked = lines
         .iter()
-        .find(|l| l["message"] == "issuer check did not pass" && l["issuer.name"] == "broken")
+        .find(|l| l["message"] == "issuer check did not pass" && l["issuer.name"] == "broken-for-logs")
         .unwrap_or_else(|| panic!("the failed check's line is missing from {lines:#?}"));
     for (field, want) in [
         ("name", "reconcile"),
