@@ -151,11 +151,16 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
 }
 
 fn error_policy<S: Signer, R: RequestApi>(request: Arc<R>, error: &Error, ctx: Arc<RequestCtx<S>>) -> Action {
+    // In the request's span, so the line carries the request and issuer fields like the pass's own.
+    let _span = span::reconcile(&*request, &ctx.shared.kinds).entered();
     ctx.shared.metrics.reconcile_error(R::CONTROLLER);
     let view = request.view();
     let delay = ctx.backoff.next(&pass::backoff_key(&view));
-    // In the request's span, so the line carries the request and issuer fields like the pass's own.
-    let _span = span::reconcile(&*request, &ctx.shared.kinds).entered();
-    tracing::info!(error = %error, retry_in = ?delay, "request reconcile failed");
+    tracing::info!(
+        // The controller, request and issuer are the span's fields.
+        error = %error,
+        retry_in = ?delay,
+        "request reconcile failed"
+    );
     Action::requeue(delay)
 }
