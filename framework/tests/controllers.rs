@@ -14,6 +14,8 @@ mod csr_contents;
 mod csrs;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/revoke.rs"]
+mod revoke;
 #[path = "controllers/runtime.rs"]
 mod runtime;
 // Observability (issue 15).

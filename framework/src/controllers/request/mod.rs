@@ -9,7 +9,8 @@
 //! - [`span`]: the reconcile span and its fields (request identity, issuer);
 //! - [`controller`]: the request watch, the issuer caches whose readiness changes wake the
 //!   requests waiting on them, the reconcile entry and the error policy;
-//! - [`pass`]: one reconcile pass (gate → sign → write).
+//! - [`pass`]: one reconcile pass (gate → sign → write);
+//! - [`revoke`]: the revoke-on-delete finalizer, before the pass.
 
 pub(crate) mod api;
 pub(crate) mod backlog;
@@ -19,4 +20,5 @@ pub(crate) mod csr;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub(crate) mod pass;
+pub(crate) mod revoke;
 pub(crate) mod span;
