@@ -1,6 +1,7 @@
 //! Running the controllers in-process: the CertificateRequest, Kubernetes CSR and two issuer
 //! controllers of one signer, sharing one client, recorder, metrics and issuer-error channel.
-//! `certbridge::run`'s `run` subcommand wraps this with leader election, probes and signals;
+//! `certbridge::run`'s `run` subcommand wraps this with leader election, probes and signals
+//! ([`process`]; the servers in [`serve`]; `check -f`/`sign -f` without a cluster in [`offline`]);
 //! tests call [`start`] directly against an embedded API server.
 
 use std::sync::Arc;
@@ -13,6 +14,10 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub(crate) mod offline;
+pub(crate) mod process;
+pub(crate) mod serve;
 
 use crate::api::CertificateRequest;
 use crate::controllers::issuer;
