@@ -21,6 +21,11 @@
 //! The condition lives only as long as it is returned: every pass that should keep it must return
 //! it again (see [`SignError::with_condition`]).
 //!
+//! A [`Reaction::Transient`] error can also say when the CA wants to be asked again at the
+//! earliest ([`SignError::retry_after`], e.g. from an HTTP `Retry-After` header on a 429 or 503):
+//! the request is then requeued no earlier than that, even if the controller's backoff would come
+//! sooner. (Other reactions ignore it.)
+//!
 //! Messages end up in conditions, events and logs: never put a secret value in one.
 
 use std::time::Duration;
@@ -63,12 +68,17 @@ pub struct SignError {
     /// What went wrong, shown in conditions, events and logs (never a secret value).
     pub message: String,
     /// An extra condition to set on the request next to Ready ([`SignError::with_condition`]).
-    pub condition: Option<RequestCondition>,
+    /// Boxed to keep `SignError` small (it is the error type of every `Result` in a signer).
+    pub condition: Option<Box<RequestCondition>>,
+    /// For [`Reaction::Transient`]: the CA asked not to be called again before this long (an HTTP
+    /// `Retry-After`); the request is requeued no earlier than that. `None`: the controller's
+    /// backoff alone decides. Set it with [`SignError::retry_after`].
+    pub retry_after: Option<Duration>,
 }
 
 impl SignError {
     fn new(reaction: Reaction, message: impl Into<String>) -> Self {
-        SignError { reaction, message: message.into(), condition: None }
+        SignError { reaction, message: message.into(), condition: None, retry_after: None }
     }
 
     /// A pending answer: ask again after `requeue_after`.
@@ -109,7 +119,16 @@ impl SignError {
         status: impl Into<String>,
         reason: impl Into<String>,
     ) -> Self {
-        self.condition = Some(RequestCondition { type_: type_.into(), status: status.into(), reason: reason.into() });
+        self.condition =
+            Some(Box::new(RequestCondition { type_: type_.into(), status: status.into(), reason: reason.into() }));
+        self
+    }
+
+    /// The CA asked to be called again no earlier than `d` from now (an HTTP `Retry-After`):
+    /// a [`Reaction::Transient`] error is requeued no earlier than that. Setting it again
+    /// replaces the value.
+    pub fn retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
         self
     }
 
@@ -143,5 +162,14 @@ mod tests {
         assert!(e.condition.is_some());
         let e = SignError::pending("waiting", Duration::from_secs(5)).with_condition("A", "True", "B");
         assert_eq!(e.reaction, Reaction::Pending { requeue_after: Duration::from_secs(5) });
+    }
+
+    #[test]
+    fn retry_after_is_kept_through_context() {
+        assert_eq!(SignError::transient("busy").retry_after, None);
+        let e = SignError::transient("HTTP 429").retry_after(Duration::from_secs(7)).context("EJBCA enroll");
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(e.reaction, Reaction::Transient);
+        assert_eq!(e.to_string(), "EJBCA enroll: HTTP 429");
     }
 }
