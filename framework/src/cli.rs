@@ -185,7 +185,7 @@ pub async fn run<S: Signer>(make: impl FnOnce() -> S) -> ExitCode {
 /// # struct Demo { pool: usize }
 /// # #[certbridge::async_trait] impl Signer for Demo { type Spec = Spec;
 /// #   async fn sign(&self, _: &SignRequest, _: &Issuer<Spec>, _: &mut SignContext) -> Result<Issued, SignError> { todo!() }
-/// #   async fn check(&self, _: &Issuer<Spec>, _: &Resources) -> Result<(), SignError> { Ok(()) } }
+/// #   async fn check(&self, _: &Issuer<Spec>, _: &Resources) -> Result<certbridge::Ready, SignError> { Ok(certbridge::Ready::default()) } }
 /// #[derive(clap::Args)]
 /// struct Flags {
 ///     /// Connections per CA endpoint (default: the controller's concurrency).

@@ -16,5 +16,7 @@ mod csrs;
 mod exactly_once;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/revoke.rs"]
+mod revoke;
 #[path = "controllers/runtime.rs"]
 mod runtime;

@@ -26,7 +26,7 @@ use crate::error::SignError;
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::IssuerLabels;
 use crate::resources::{RefKind, Resources};
-use crate::signer::Signer;
+use crate::signer::{Ready, Signer};
 
 /// Context of one issuer controller.
 struct IssuerCtx<S: Signer> {
@@ -159,7 +159,7 @@ async fn reconcile_issuer<S: Signer>(obj: &DynamicObject, ctx: &IssuerCtx<S>) ->
 }
 
 /// Runs the adapter's check on the typed issuer, recording what it read.
-async fn check<S: Signer>(obj: &DynamicObject, target: &IssuerTarget, ctx: &IssuerCtx<S>) -> Result<(), SignError> {
+async fn check<S: Signer>(obj: &DynamicObject, target: &IssuerTarget, ctx: &IssuerCtx<S>) -> Result<Ready, SignError> {
     let shared = &ctx.shared;
     let issuer = typed_issuer::<S::Spec>(obj, ctx.scope).map_err(SignError::permanent)?;
     issuer.spec.validate().map_err(|e| SignError::permanent(format!("invalid issuer spec: {e}")))?;

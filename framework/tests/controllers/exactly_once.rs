@@ -157,12 +157,12 @@ impl Signer for LikeSigner {
         }
     }
 
-    async fn check(&self, _: &Issuer<LikeSpec>, _: &Resources) -> Result<(), SignError> {
+    async fn check(&self, _: &Issuer<LikeSpec>, _: &Resources) -> Result<certbridge::Ready, SignError> {
         self.0.check_calls.fetch_add(1, Ordering::SeqCst);
         if self.0.down.load(Ordering::SeqCst) {
             return Err(SignError::transient("the CA is unreachable: connection refused"));
         }
-        Ok(())
+        Ok(certbridge::Ready::default())
     }
 }
 

@@ -462,7 +462,11 @@ impl Signer for AdcsSigner {
         }
     }
 
-    async fn check(&self, issuer: &Issuer<AdcsIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<AdcsIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         let client = self.client(issuer, resources).await?;
         let not_ready = |e: SignError| match e.reaction {
             certbridge::Reaction::Transient => e.with_reaction(certbridge::Reaction::IssuerNotReady),
@@ -470,8 +474,12 @@ impl Signer for AdcsSigner {
         };
         client.probe().await.map_err(|e| not_ready(wire(e, &format!("authenticating to {}", issuer.spec.url))))?;
         let chain = self.refresh_chain(&client, &issuer.object_key(), None).await.map_err(not_ready)?;
-        info!(ca = %ca_subject(&chain), auth = client.auth_name(), "AD CS issuer checked");
-        Ok(())
+        let ca = ca_subject(&chain);
+        info!(ca = %ca, auth = client.auth_name(), "AD CS issuer checked");
+        Ok(certbridge::Ready::message(match ca.is_empty() {
+            false => format!("signing with AD CS CA {ca}"),
+            true => format!("signing with AD CS at {} (its CA certificate has no readable subject)", issuer.spec.url),
+        }))
     }
 }
 

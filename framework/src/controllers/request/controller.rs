@@ -17,6 +17,7 @@ use crate::controllers::decision::request::{Gate, gate};
 use crate::controllers::prune;
 use crate::controllers::request::api::RequestApi;
 use crate::controllers::request::pass::{self, RequestCtx};
+use crate::controllers::request::revoke;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::watch;
 use crate::controllers::watch::CacheReady;
@@ -41,7 +42,7 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
     let stream = reflected
         .default_backoff()
         .touched_objects()
-        .predicate_filter(|r: &R| Some(pass::fingerprint(&r.view())), PredicateConfig::default());
+        .predicate_filter(|r: &R| Some(revoke::fingerprint(r)), PredicateConfig::default());
     caches.push(ready);
 
     let (cl_cache, cl_trigger) =
@@ -138,6 +139,9 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
             // Not addressed to this controller any more than a foreign issuer's request: no write.
             tracing::debug!("names the namespaced issuer kind, which is disabled; ignoring");
             return Ok(Action::await_change());
+        }
+        if let Some(action) = revoke::before_pass(&ctx, request.as_ref(), &target).await? {
+            return Ok(action);
         }
         let api = request.object_api(&ctx.shared.client);
         let mut view = request.view();

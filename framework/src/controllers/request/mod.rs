@@ -7,7 +7,8 @@
 //!   and its status body;
 //! - [`controller`]: the request watch, the issuer caches whose readiness changes wake the
 //!   requests waiting on them, the reconcile entry and the error policy;
-//! - [`pass`]: one reconcile pass (gate → sign → write).
+//! - [`pass`]: one reconcile pass (gate → sign → write);
+//! - [`revoke`]: the revoke-on-delete finalizer, before the pass.
 
 pub(crate) mod api;
 pub(crate) mod certificate_request;
@@ -16,3 +17,4 @@ pub(crate) mod csr;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub(crate) mod pass;
+pub(crate) mod revoke;

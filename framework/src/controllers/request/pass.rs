@@ -41,7 +41,7 @@ pub(crate) struct RequestCtx<S: Signer> {
 
 impl<S: Signer> RequestCtx<S> {
     /// The cache of the `scope` kind, if this controller watches it.
-    fn issuers(&self, scope: IssuerScope) -> Option<&Cache<DynamicObject>> {
+    pub(crate) fn issuers(&self, scope: IssuerScope) -> Option<&Cache<DynamicObject>> {
         match scope {
             IssuerScope::Namespaced => self.namespaced_issuers.as_ref(),
             IssuerScope::Cluster => Some(&self.cluster_issuers),

@@ -330,6 +330,40 @@ async fn cloud_pending_approval_rejection_and_zone_errors() {
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
+/// The Ready message names the zone and the CA its policy names; a 401 that survives a token
+/// refresh is reason `AuthFailed` (cert-manager v1.21's issuer reason).
+#[tokio::test]
+async fn check_names_the_zone_ca_and_refused_tokens_are_auth_failed() {
+    let sim = sim().await;
+    let res = resources(&sim, Auth::RefreshToken);
+    let iss = issuer(spec(&sim, Auth::RefreshToken));
+    let signer = VenafiSigner::new();
+    let ready = signer.check(&iss, &res).await.unwrap();
+    assert_eq!(
+        ready.text(),
+        Some(r#"TPP zone "Certificates\Kubernetes" issues from CA \VED\Policy\Certificate Authorities\Sim Issuing CA"#)
+    );
+    let unauthorized = || {
+        Fault::Status(
+            401,
+            "Unauthorized".into(),
+            json!({"error": "invalid_token", "error_description": "Token revoked"}),
+        )
+    };
+    sim.push_fault("verify", unauthorized());
+    sim.push_fault("verify", unauthorized());
+    let refreshes = sim.refreshes();
+    let e = signer.check(&iss, &res).await.unwrap_err();
+    assert_eq!(sim.refreshes(), refreshes + 1, "one refresh between the two 401s");
+    assert_eq!(reaction(&e), "issuer_not_ready");
+    assert_eq!(e.reason(), Some("AuthFailed"), "{e}");
+    signer.check(&iss, &res).await.expect("ready again once TPP accepts the token");
+
+    let cloud = signer.check(&issuer(spec(&sim, Auth::ApiKey)), &resources(&sim, Auth::ApiKey)).await.unwrap();
+    let text = cloud.text().unwrap_or_default();
+    assert!(text.starts_with(r#"TLS Protect Cloud zone "Kubernetes\Default" is usable"#), "{text}");
+}
+
 #[tokio::test]
 async fn checks_name_the_zone_and_the_credentials() {
     let sim = sim().await;
@@ -339,6 +373,7 @@ async fn checks_name_the_zone_and_the_credentials() {
     let e = VenafiSigner::new().check(&issuer(s), &res).await.unwrap_err();
     assert_eq!(reaction(&e), "issuer_not_ready");
     assert!(e.to_string().contains("ZoneNotFound") && e.to_string().contains("Certificates\\\\Nope"), "{e}");
+    assert_eq!(e.reason(), Some("ZoneNotFound"));
     let bad = certbridge::Resources::from_objects(
         NS,
         vec![
@@ -354,6 +389,7 @@ async fn checks_name_the_zone_and_the_credentials() {
         "{e}"
     );
     assert!(!e.to_string().contains("wrong"), "no password in messages: {e}");
+    assert_eq!(e.reason(), Some("AuthFailed"), "the issuer's Ready=False reason");
     let e = VenafiSigner::new()
         .check(
             &issuer(spec(&sim, Auth::AccessToken)),

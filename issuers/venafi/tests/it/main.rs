@@ -1,10 +1,11 @@
 //! The one integration-test binary of certbridge-venafi: the signer against the TPP + Cloud
 //! simulator (`adapter`), the real controllers on kube-sim against it (`controller`) and the
-//! binary's offline commands (`cli`).
+//! binary's offline commands (`cli`), and revocation on delete (`revoke`).
 
 mod adapter;
 mod cli;
 mod common;
 mod controller;
 mod fixture;
+mod revoke;
 mod secrets_never_leak;
