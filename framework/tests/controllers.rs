@@ -12,6 +12,8 @@ mod cluster_only;
 mod csr_contents;
 #[path = "controllers/csrs.rs"]
 mod csrs;
+#[path = "controllers/exactly_once.rs"]
+mod exactly_once;
 #[path = "controllers/issuers.rs"]
 mod issuers;
 #[path = "controllers/revoke.rs"]

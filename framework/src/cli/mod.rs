@@ -126,6 +126,14 @@ struct RunArgs {
     disable_namespaced_issuers: bool,
     #[command(flatten)]
     csr_limits: crate::pki::CsrLimits,
+    /// Fail a request the CA keeps answering "pending" for longer than this (since it first
+    /// turned Pending), saying what to check at the CA.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+    max_pending: Duration,
+    /// Namespace of the Secret `<group>-state-key` that authenticates request state (the
+    /// controller's own namespace); default: the cluster resource namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    state_key_namespace: Option<String>,
 }
 
 impl RunArgs {
@@ -157,6 +165,8 @@ impl RunArgs {
             namespaced_issuers: !self.disable_namespaced_issuers,
             instance: None,
             csr_limits: self.csr_limits,
+            max_pending: self.max_pending,
+            state_key_namespace: self.state_key_namespace.clone(),
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     /// Serve the namespaced issuer kind (`--disable-namespaced-issuers` turns it off).
     pub namespaced_issuers: bool,
     pub csr_limits: crate::pki::CsrLimits,
+    /// How long a request may stay Pending at the CA before it fails (`--max-pending`).
+    pub max_pending: Duration,
 }
 
 impl Settings {
@@ -130,6 +132,12 @@ impl IssuerErrors {
         if let Ok(mut e) = self.errors.lock() {
             e.insert(target.clone(), message.to_owned());
         }
+        self.recheck(kind, target);
+    }
+
+    /// Queues `target` for reconciliation without reporting an error: a Ready issuer is checked
+    /// again at once (see `outage`).
+    pub(crate) fn recheck(&self, kind: &Kind, target: &IssuerTarget) {
         if let Ok(t) = self.triggers.lock()
             && let Some(tx) = t.get(&target.scope)
         {
@@ -241,6 +249,12 @@ pub(crate) struct Shared<S: Signer> {
     pub metrics: Arc<Metrics>,
     pub issuer_errors: IssuerErrors,
     pub references: References,
+    /// Authenticates the per-request state (`state_auth`; key from the controller's Secret).
+    pub state_key: Arc<crate::state_auth::StateKey>,
+    /// The last state this process saved per request (`state_cache`).
+    pub saved_states: Arc<crate::controllers::state_cache::SavedStates>,
+    /// Transient sign errors per issuer, to re-check an issuer during a CA outage (`outage`).
+    pub outages: crate::controllers::outage::Outages,
 }
 
 impl<S: Signer> Shared<S> {
@@ -340,6 +354,19 @@ pub(crate) enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Retry(String),
+    /// Retry with backoff, but no sooner than the duration (the CA's `Retry-After`).
+    #[error("{0}")]
+    RetryNoSooner(String, Duration),
+}
+
+impl Error {
+    /// The earliest retry this error allows, if it sets one.
+    pub(crate) fn no_sooner_than(&self) -> Option<Duration> {
+        match self {
+            Error::RetryNoSooner(_, d) => Some(*d),
+            _ => None,
+        }
+    }
 }
 
 /// The reconcile result for a decision's `next`.
@@ -349,6 +376,7 @@ pub(crate) fn action(next: &Next) -> Result<kube::runtime::controller::Action, E
         Next::Done => Ok(Action::await_change()),
         Next::After(d) => Ok(Action::requeue(*d)),
         Next::Backoff(msg) => Err(Error::Retry(msg.clone())),
+        Next::BackoffNoSooner(msg, d) => Err(Error::RetryNoSooner(msg.clone(), *d)),
     }
 }
 

@@ -143,8 +143,14 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
         }
         let api = request.object_api(&ctx.shared.client);
         let mut view = request.view();
-        if prune::needs_full(&view) && gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
-            // The cached copy lost its CSR (cached before approval): read the request afresh.
+        let stale = ctx.shared.saved_states.is_stale(
+            &view.uid,
+            request.meta().resource_version.as_deref(),
+            &view.state(ctx.shared.settings.group),
+        );
+        if (prune::needs_full(&view) || stale) && gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
+            // The cached copy lost its CSR (cached before approval), or predates the state this
+            // process saved (the watch lags; see `state_cache`): read the request afresh.
             let Some(full) = api.get_opt(&view.name).await? else { return Ok(Action::await_change()) };
             view = full.view();
         }
@@ -159,7 +165,8 @@ fn error_policy<S: Signer, R: RequestApi>(request: Arc<R>, error: &Error, ctx: A
     let _span = span::reconcile(&*request, &ctx.shared.kinds).entered();
     ctx.shared.metrics.reconcile_error(R::CONTROLLER);
     let view = request.view();
-    let delay = ctx.backoff.next(&pass::backoff_key(&view));
+    // No sooner than the CA asked (`Retry-After`), whatever the backoff says.
+    let delay = ctx.backoff.next(&pass::backoff_key(&view)).max(error.no_sooner_than().unwrap_or_default());
     tracing::info!(
         // The controller, request and issuer are the span's fields.
         error = %error,
