@@ -28,6 +28,8 @@ struct Cli<A: clap::Args> {
 
 /// `A` is the adapter's own flags (see [`run_with`]), accepted by every command that builds a signer.
 #[derive(Subcommand)]
+// Parsed once at start and matched at once: the size of `Run` costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 enum Command<A: clap::Args> {
     /// Run the controller.
     Run {
