@@ -105,9 +105,8 @@ pub enum TppCredentials {
 }
 
 impl TppCredentials {
-    /// Reads the Secret; returns the credentials and a fingerprint of the values read.
-    pub async fn load(res: &Resources, secret: &str) -> Result<(TppCredentials, Vec<u8>), SignError> {
-        use sha2::{Digest, Sha256};
+    /// Reads the Secret.
+    pub async fn load(res: &Resources, secret: &str) -> Result<TppCredentials, SignError> {
         let data = res.secret(secret).await?;
         let text = |k: &str| -> Result<Option<Zeroizing<String>>, SignError> {
             match data.get(k) {
@@ -121,14 +120,6 @@ impl TppCredentials {
             }
         };
         let client_id = text("client-id")?.map(|c| c.to_string()).unwrap_or_else(|| DEFAULT_CLIENT_ID.into());
-        let mut h = Sha256::new();
-        // Not the refresh token: a token this controller wrote back (persistRefreshedToken) must
-        // not rebuild the client; the signer compares it separately.
-        for k in ["access-token", "username", "password", "client-id"] {
-            h.update(k.as_bytes());
-            h.update(data.get(k).map(|v| v.as_slice()).unwrap_or(b"\0"));
-        }
-        let fp = h.finalize().to_vec();
         let creds = match (text("access-token")?, text("username")?, text("password")?, text("refresh-token")?) {
             (Some(t), _, _, _) if !t.is_empty() => TppCredentials::AccessToken(t),
             (_, Some(u), Some(p), _) if !u.is_empty() => {
@@ -148,7 +139,7 @@ impl TppCredentials {
                 )));
             }
         };
-        Ok((creds, fp))
+        Ok(creds)
     }
 
     /// `access-token`, `password` or `refresh-token`, for logs and messages.

@@ -150,6 +150,8 @@ struct SimState {
     requests_per_csr: HashMap<String, u64>,
     retrieves_per_csr: HashMap<String, u64>,
     issued_per_csr: HashMap<String, u64>,
+    /// Every leaf issued (DER), in order: the CA's database for the chaos harness.
+    issued_leaves: Vec<Vec<u8>>,
     ops: HashMap<String, u64>,
     violations: Vec<String>,
     bodies: Vec<(String, Value)>,
@@ -354,6 +356,7 @@ impl VenafiSim {
                 requests_per_csr: HashMap::new(),
                 retrieves_per_csr: HashMap::new(),
                 issued_per_csr: HashMap::new(),
+                issued_leaves: vec![],
                 ops: HashMap::new(),
                 violations: vec![],
                 bodies: vec![],
@@ -455,6 +458,11 @@ impl VenafiSim {
     /// Certificates issued in total.
     pub fn issued_total(&self) -> u64 {
         self.state().issued_per_csr.values().sum()
+    }
+
+    /// The DER of every leaf certificate issued so far (TPP and Cloud), in issue order.
+    pub fn issued_certificates(&self) -> Vec<Vec<u8>> {
+        self.state().issued_leaves.clone()
     }
 
     /// Bodies that broke the field sets.
@@ -840,7 +848,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
             let csr = obj.csr.clone();
             *st.retrieves_per_csr.entry(csr.clone()).or_default() += 1;
             let obj = st.objects.get_mut(&dn).expect("present");
-            if let Err(r) = advance(s, obj, issuance, now, &mut st.issued_per_csr) {
+            if let Err(r) = advance(s, obj, issuance, now, &mut st.issued_per_csr, &mut st.issued_leaves) {
                 return *r;
             }
             match &obj.state {
@@ -971,7 +979,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
             let Some(obj) = st.cloud_requests.get_mut(&id) else {
                 return cloud_error(404, 10404, &format!("Certificate request {id} not found"));
             };
-            let _ = advance(s, obj, issuance, now, &mut st.issued_per_csr);
+            let _ = advance(s, obj, issuance, now, &mut st.issued_per_csr, &mut st.issued_leaves);
             let (status, ids, err) = match &obj.state {
                 ObjState::Issued(_) => ("ISSUED", vec![format!("{id}-leaf"), format!("{id}-ca")], Value::Null),
                 ObjState::Pending { approved: false, .. } if issuance == Issuance::Approval => {
@@ -1017,6 +1025,7 @@ fn advance(
     issuance: Issuance,
     now: Instant,
     issued: &mut HashMap<String, u64>,
+    leaves: &mut Vec<Vec<u8>>,
 ) -> Result<(), Box<Resp>> {
     let ObjState::Pending { since, approved } = obj.state else { return Ok(()) };
     let due = match issuance {
@@ -1035,6 +1044,7 @@ fn advance(
     }
     obj.state = ObjState::Issued(bundle);
     *issued.entry(obj.csr.clone()).or_default() += 1;
+    leaves.push(der);
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! binary's offline commands (`cli`).
 
 mod adapter;
+mod chaos;
 mod cli;
 mod common;
 mod controller;

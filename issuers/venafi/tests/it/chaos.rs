@@ -1,0 +1,126 @@
+//! The chaos harness (`certbridge_testkit::chaos`) on the Venafi controller binary, against the
+//! simulator's pending flow: every request is accepted and then waits for an approval (TPP
+//! answers `certificates/request` with 202, retrieve is pending; Cloud requests are
+//! `PENDING_APPROVAL`), approved by the harness every 200 ms. Meanwhile SIGKILLs at random points
+//! and right after the simulator took a request or issued, watch expiry (410 Gone) and a 10 s
+//! API-server outage. Asserts no request lost, duplicated at the CA, or wrong.
+//!
+//! CI size: `chaos_ci_tpp` (50 requests, ≥ 10 kills). The soaks (1,000 requests, ≥ 50 kills) are
+//! the ignored `chaos_soak_tpp` and `chaos_soak_cloud`; their command and last figures are in
+//! RELIABILITY.md. All read `CHAOS_SEED`, `CHAOS_REQUESTS`, `CHAOS_KILLS`, `CHAOS_DEADLINE_SECS` and
+//! `CHAOS_LOG` (a file for the controllers' output).
+//!
+//! Cloud is not in CI: its API has no way to find a request by CSR, so a kill between the POST
+//! and saving the request id leaves an orphan request that is issued as well (README,
+//! "Never lost, never twice"). The Cloud soak measures how often that happens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certbridge::IssuerScope;
+use certbridge::testing::{certificate_request, create_issuer, install_crds};
+use certbridge_testkit::KubeSim;
+use certbridge_testkit::chaos::{ChaosCa, ChaosOptions, ChaosReport, IssuerRef};
+use certbridge_venafi::VenafiIssuerSpec;
+use certbridge_venafi::sim::{Issuance, RequestAnswer, VenafiSim};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+
+use crate::common::{Auth, NS, secrets, sim, spec};
+
+struct Ca(VenafiSim);
+
+impl ChaosCa for Ca {
+    fn issued(&self) -> Vec<Vec<u8>> {
+        self.0.issued_certificates()
+    }
+    /// Moves when the simulator takes a request (TPP or Cloud) and when it issues.
+    fn enroll_events(&self) -> u64 {
+        self.0.calls("request") + self.0.calls("cloud-request") + self.0.issued_total()
+    }
+    fn advance(&self) {
+        self.0.approve_all();
+    }
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn chaos(auth: Auth, requests: usize, kills: usize, deadline: Duration) -> (ChaosReport, Vec<String>) {
+    let mut opts = certbridge_testkit::SimOptions::default();
+    opts.namespaces.push(NS.into());
+    let kube = KubeSim::start_with(opts).await.expect("kube-sim starts");
+    kube.install_cert_manager_crds().await.expect("cert-manager CRDs");
+    let client = kube.client();
+    install_crds::<VenafiIssuerSpec>(&client).await.expect("Venafi CRDs");
+    let venafi = sim().await;
+    // The pending flow: accepted (TPP: 202 + CertificateDN), issued only once approved.
+    venafi.set_request_answer(RequestAnswer::Accepted202);
+    venafi.set_issuance(Issuance::Approval);
+    for s in secrets(&venafi, auth, NS) {
+        Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &s).await.expect("Secret");
+    }
+    create_issuer(&client, IssuerScope::Namespaced, NS, "venafi", &spec(&venafi, auth)).await.expect("issuer");
+
+    let named = certificate_request::<VenafiIssuerSpec>(NS, "x", "", IssuerScope::Namespaced, "venafi").spec.issuer_ref;
+    let issuer =
+        IssuerRef { group: named.group.unwrap_or_default(), kind: named.kind.unwrap_or_default(), name: named.name };
+    let mut opts = ChaosOptions::ci(NS, issuer);
+    opts.seed = env("CHAOS_SEED", 1);
+    opts.requests = env("CHAOS_REQUESTS", requests);
+    opts.kills = env("CHAOS_KILLS", kills);
+    opts.deadline = Duration::from_secs(env("CHAOS_DEADLINE_SECS", deadline.as_secs()));
+    opts.create_over = Duration::from_millis(100 * opts.requests as u64).min(Duration::from_secs(60));
+    opts.watch_expiries = (opts.kills / 5).max(2);
+    opts.api_outages = (opts.kills / 25).max(1);
+    opts.log = std::env::var("CHAOS_LOG").ok().map(Into::into);
+    // TPP names the certificate object after the CN: distinct requests need distinct CNs.
+    opts.subject_cn = true;
+    let binary = env!("CARGO_BIN_EXE_certbridge-venafi");
+    let controller = move |kubeconfig: &std::path::Path| {
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.arg("run").arg("--kubeconfig").arg(kubeconfig).arg("--namespace").arg(NS);
+        cmd
+    };
+    let ca = Arc::new(Ca(venafi));
+    let report = certbridge_testkit::chaos::run(&kube, ca.clone(), &controller, &opts).await.expect("chaos run");
+    let violations = ca.0.violations();
+    eprintln!(
+        "chaos (Venafi {auth:?}): {} requests and {} resets at the simulator, {} logins, {} refreshes",
+        ca.0.calls("request") + ca.0.calls("cloud-request"),
+        ca.0.calls("reset"),
+        ca.0.logins() + ca.0.calls("cloud-token"),
+        ca.0.refreshes()
+    );
+    kube.shutdown().await;
+    (report, violations)
+}
+
+fn check(what: &str, report: &ChaosReport, violations: &[String], kills: usize) {
+    eprintln!("chaos (Venafi {what}): {report}");
+    assert!(report.is_clean(), "{report}");
+    assert!(report.kills >= kills, "{report}");
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_ci_tpp() {
+    // A liveness bound, not a speed target (pickups back off to retrieveInterval, 1 s here).
+    let (report, violations) = chaos(Auth::Password, 50, 10, Duration::from_secs(240)).await;
+    check("TPP", &report, &violations, env("CHAOS_KILLS", 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: 1,000 requests, 50 kills; see RELIABILITY.md"]
+async fn chaos_soak_tpp() {
+    let (report, violations) = chaos(Auth::Password, 1000, 50, Duration::from_secs(1800)).await;
+    check("TPP", &report, &violations, env("CHAOS_KILLS", 50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Cloud cannot find a request by CSR: a kill between POST and saving its id duplicates; see RELIABILITY.md"]
+async fn chaos_soak_cloud() {
+    let (report, violations) = chaos(Auth::ApiKey, env("CHAOS_REQUESTS", 50), 10, Duration::from_secs(1800)).await;
+    check("Cloud", &report, &violations, env("CHAOS_KILLS", 10));
+}
