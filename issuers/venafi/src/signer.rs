@@ -258,7 +258,18 @@ impl VenafiSigner {
         let spec = &issuer.spec;
         match c.retrieve(dn).await {
             Ok(Retrieved::Issued(bundle)) => {
-                Issued::from_pem_bundle(&bundle).map_err(|m| SignError::permanent(format!("TPP returned {dn}: {m}")))
+                let issued = Issued::from_pem_bundle(&bundle)
+                    .map_err(|m| SignError::permanent(format!("TPP returned {dn}: {m}")))?;
+                // TPP names the object after the CN: a second request with the same name in the
+                // zone re-enrolls the same object, and this pickup then finds the other key's
+                // certificate. Say so, rather than the framework's generic key mismatch.
+                if issued.leaf_public_key_der().ok().as_deref() != Some(request.csr.public_key_der.as_slice()) {
+                    return Err(SignError::permanent(format!(
+                        "TPP object {dn} holds a certificate for another key than this request's CSR: another request for the same object name in zone {:?} replaced this one at TPP (TPP names the object after the common name); give certificates that share a zone distinct common names, then delete this CertificateRequest",
+                        spec.zone
+                    )));
+                }
+                Ok(issued)
             }
             Ok(Retrieved::Pending(status)) => {
                 Err(self.still_pending(spec, ctx, &format!("TPP is processing {dn}: {status}"))?)

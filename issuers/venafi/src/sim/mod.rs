@@ -513,13 +513,17 @@ impl VenafiSim {
         }
     }
 
-    /// Approves every pending certificate (TPP objects and Cloud requests).
+    /// Approves every pending certificate (TPP objects and Cloud requests) and issues it at once,
+    /// as the CA would, whether or not anyone asks for it again (an orphaned request is issued too).
     pub fn approve_all(&self) {
         let mut st = self.state();
         let st = &mut *st;
+        let now = Instant::now();
         for o in st.objects.values_mut().chain(st.cloud_requests.values_mut()) {
             if let ObjState::Pending { approved, .. } = &mut o.state {
                 *approved = true;
+                let _ =
+                    advance(&self.shared, o, Issuance::Approval, now, &mut st.issued_per_csr, &mut st.issued_leaves);
             }
         }
     }

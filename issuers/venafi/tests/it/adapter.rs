@@ -1,6 +1,7 @@
 //! The signer against the simulator, without a cluster: each auth mode, one login for many
 //! requests, 202 and pending pickup across a restart, click-Retry recovery, token expiry mid-run,
-//! custom fields, the error table end to end, maximum pending time, Cloud, and the checks.
+//! custom fields, the error table end to end, maximum pending time, Cloud, the checks, and a TPP
+//! object taken over by another request with the same common name.
 
 use std::time::Duration;
 
@@ -105,6 +106,26 @@ async fn a_restart_between_request_and_saving_adopts_the_object() {
     let mut c = certbridge::SignContext::new(res.clone(), marker, None);
     VenafiSigner::new().sign(&r, &iss, &mut c).await.unwrap();
     assert_eq!(sim.requests_for(&r.csr_pem), 1, "looked before requesting again");
+}
+
+#[tokio::test]
+async fn a_tpp_object_taken_over_by_another_request_fails_naming_the_clash() {
+    let sim = sim().await;
+    sim.set_issuance(Issuance::Approval);
+    let res = resources(&sim, Auth::Password);
+    let iss = issuer(spec(&sim, Auth::Password));
+    let signer = VenafiSigner::new();
+    // Two keys, one common name: TPP's one object for that name is re-enrolled by the second.
+    let (a, b) = (request("shared.example.com", &[]), request("shared.example.com", &[]));
+    let (mut ca, mut cb) = (SignContext::offline(res.clone()), SignContext::offline(res.clone()));
+    assert_eq!(reaction(&signer.sign(&a, &iss, &mut ca).await.unwrap_err()), "pending");
+    assert_eq!(reaction(&signer.sign(&b, &iss, &mut cb).await.unwrap_err()), "pending");
+    sim.approve_all();
+    let issued = signer.sign(&b, &iss, &mut cb).await.unwrap();
+    assert_chain(&sim, &issued, &b.csr_pem);
+    let e = signer.sign(&a, &iss, &mut ca).await.unwrap_err();
+    assert_eq!(reaction(&e), "permanent", "{e}");
+    assert!(e.message.contains("another key") && e.message.contains("shared.example.com"), "{e}");
 }
 
 #[tokio::test]

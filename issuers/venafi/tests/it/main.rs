@@ -1,6 +1,6 @@
 //! The one integration-test binary of certbridge-venafi: the signer against the TPP + Cloud
-//! simulator (`adapter`), the real controllers on kube-sim against it (`controller`) and the
-//! binary's offline commands (`cli`).
+//! simulator (`adapter`), the real controllers on kube-sim against it (`controller`), the chaos
+//! harness on the controller binary (`chaos`) and the binary's offline commands (`cli`).
 
 mod adapter;
 mod chaos;
