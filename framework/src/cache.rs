@@ -160,6 +160,14 @@ impl<T: Send + Sync + 'static> IssuerCache<T> {
             .and_then(|s| s.cell.get().cloned())
     }
 
+    /// The value held for this issuer object (same UID), whatever generation and Secrets it was
+    /// built for: to carry state (a rotated token) from an outdated value into the one that
+    /// replaces it. Ask before [`IssuerCache::get_or_try_insert_with`], which replaces it.
+    pub fn previous<S: IssuerSpec>(&self, issuer: &Issuer<S>) -> Option<Arc<T>> {
+        let entries = self.inner.lock();
+        entries.get(&identity(issuer)).filter(|s| s.version.uid == issuer.uid).and_then(|s| s.cell.get().cloned())
+    }
+
     /// Stores `value` for this issuer's current version, replacing what an older version built.
     pub fn insert<S: IssuerSpec>(&self, issuer: &Issuer<S>, resources: &Resources, value: T) -> Arc<T> {
         let value = Arc::new(value);
@@ -348,6 +356,8 @@ mod tests {
         let v = cache.get_or_try_insert_with(&new, &r, || async { Ok::<_, ()>("new".to_owned()) }).await.unwrap();
         assert_eq!(*v, "new");
         assert_eq!(cache.len(), 1, "replaced, not added beside");
+        assert!(cache.previous(&old).is_none(), "nothing carries over to or from another object");
+        assert_eq!(cache.previous(&named("recreated", "uid-new", 2)).as_deref().map(String::as_str), Some("new"));
         // Deleting the old object (a late watch event) leaves the new one alone.
         evict_issuer("uid-old");
         cache.remove(&old);

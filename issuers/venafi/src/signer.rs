@@ -163,10 +163,23 @@ impl VenafiSigner {
                 }
             };
         // Building never logs in (login is lazy and single-flight inside the client); the cache
-        // makes the check and concurrent signs share one client, so one issuer logs in once.
+        // makes the check and concurrent signs share one client, so one issuer logs in once. A
+        // client replacing an outdated one (new generation, a Secret changed) keeps its tokens
+        // when it logs in as the same identity: no new login, and no start from a refresh token
+        // TPP already rotated away.
+        let previous = self.clients.previous(issuer);
         self.clients
             .get_or_try_insert_with(issuer, res, || async move {
-                Ok(Entry { backend: backend()?, persisted: tokio::sync::Mutex::new(0) })
+                let mut backend = backend()?;
+                let mut persisted = 0;
+                if let (Backend::Tpp(new), Some(prev)) = (&mut backend, previous.as_deref())
+                    && let Backend::Tpp(old) = &prev.backend
+                    && new.continue_from(old).await
+                {
+                    persisted = *prev.persisted.lock().await;
+                    debug!("the rebuilt TPP client continues the previous client's tokens");
+                }
+                Ok(Entry { backend, persisted: tokio::sync::Mutex::new(persisted) })
             })
             .await
     }

@@ -129,6 +129,48 @@ async fn a_tpp_object_taken_over_by_another_request_fails_naming_the_clash() {
 }
 
 #[tokio::test]
+async fn a_rebuilt_client_continues_the_tokens_of_the_one_it_replaces() {
+    let sim = sim().await;
+    let mut objects = secrets(&sim, Auth::RefreshToken, NS);
+    // Resources as the API server would serve them, at a given resourceVersion of the Secrets.
+    let at = |objects: &[k8s_openapi::api::core::v1::Secret], rv: &str| {
+        let mut s = objects.to_vec();
+        s.iter_mut().for_each(|x| x.metadata.resource_version = Some(rv.into()));
+        certbridge::Resources::from_objects(NS, s, vec![])
+    };
+    let iss = issuer(spec(&sim, Auth::RefreshToken));
+    let signer = VenafiSigner::new();
+    let sign = async |iss: &certbridge::Issuer<_>, res: certbridge::Resources, cn: &str| {
+        signer.sign(&request(cn, &[]), iss, &mut SignContext::offline(res)).await
+    };
+    sign(&iss, at(&objects, "1"), "r1.example.com").await.unwrap();
+    assert_eq!(sim.refreshes(), 1, "the Secret's refresh token is used up: TPP rotated it");
+    // The Secret changes without touching the token (a label, say), then the issuer's spec: each
+    // builds a new client, and each continues the tokens instead of the dead Secret token.
+    sign(&iss, at(&objects, "2"), "r2.example.com").await.expect("after a Secret change");
+    let mut iss2 = iss.clone();
+    iss2.generation = 2;
+    sign(&iss2, at(&objects, "2"), "r3.example.com").await.expect("after a spec change");
+    assert_eq!((sim.logins(), sim.refreshes()), (0, 1), "one token lineage across both rebuilds");
+    // Someone puts a new refresh token into the Secret: that one is used.
+    let fresh = sim.mint_tokens().1;
+    objects[0] = secret_in(NS, "creds", &[("refresh-token", &fresh), ("client-id", "certbridge")]);
+    sign(&iss2, at(&objects, "3"), "r4.example.com").await.expect("with the new token");
+    assert_eq!(sim.refreshes(), 2, "started from the Secret's new token");
+
+    // Username/password: a spec change does not log in again.
+    let sim = super::common::sim().await;
+    let res = resources(&sim, Auth::Password);
+    let iss = issuer(spec(&sim, Auth::Password));
+    let signer = VenafiSigner::new();
+    signer.sign(&request("p1.example.com", &[]), &iss, &mut SignContext::offline(res.clone())).await.unwrap();
+    let mut iss2 = iss.clone();
+    iss2.generation = 2;
+    signer.sign(&request("p2.example.com", &[]), &iss2, &mut SignContext::offline(res.clone())).await.unwrap();
+    assert_eq!(sim.logins(), 1);
+}
+
+#[tokio::test]
 async fn click_retry_resets_and_requests_once_more() {
     let sim = sim().await;
     let res = resources(&sim, Auth::Password);
