@@ -78,7 +78,18 @@ struct Entry {
 #[derive(Default)]
 pub struct VenafiSigner {
     clients: IssuerCache<Entry>,
+    /// The state of each request this process left unfinished at Venafi (request UID → state
+    /// map), newer than any copy the controller may read. The controllers read a request from a
+    /// watch cache, which can lag behind the state annotations just written (after a watch
+    /// expiry or an API outage); a pass on such a stale copy saw no pickup ID and requested
+    /// again — duplicates the chaos harness found (2 requests issued 4 times each in one run).
+    /// A pass continues from what this process knows instead. Cleared when a request ends here.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, String>>>,
 }
+
+/// At most this many requests are remembered in [`VenafiSigner`]'s in-flight map (requests deleted
+/// while pending are never cleared one by one): past it the map starts over.
+const IN_FLIGHT_MAX: usize = 100_000;
 
 impl VenafiSigner {
     /// A signer with no clients yet.
@@ -89,6 +100,45 @@ impl VenafiSigner {
     /// How many issuers have a client now (tests: a deleted issuer's client is dropped).
     pub fn cached_clients(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Replaces `ctx`'s state with what this process last knew of the request, when it knows it.
+    fn recall(&self, request: &SignRequest, ctx: &mut SignContext) {
+        if request.object.uid.is_empty() {
+            return;
+        }
+        let known = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(&request.object.uid).cloned();
+        let Some(known) = known.filter(|k| k != ctx.state_map()) else { return };
+        debug!("the request's state read by the controller is older than this process's: continuing from the newer");
+        let stale: Vec<String> = ctx.state_map().keys().filter(|k| !known.contains_key(*k)).cloned().collect();
+        for k in stale {
+            ctx.remove_state(&k);
+        }
+        for (k, v) in known {
+            ctx.set_state(k, v);
+        }
+    }
+
+    /// Remembers the request's state after a pass, or forgets it when the request ended here.
+    fn remember(&self, request: &SignRequest, ctx: &SignContext, result: &Result<Issued, SignError>) {
+        if request.object.uid.is_empty() {
+            return;
+        }
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let ended = match result {
+            Ok(_) => true,
+            Err(e) => e.reaction == certbridge::Reaction::Permanent,
+        };
+        let started =
+            [state::REQUEST_DN, state::PICKUP_ID, state::CLOUD_REQUEST_ID].iter().any(|k| ctx.state(k).is_some());
+        if ended || !started {
+            map.remove(&request.object.uid);
+            return;
+        }
+        if map.len() >= IN_FLIGHT_MAX {
+            map.clear();
+        }
+        map.insert(request.object.uid.clone(), ctx.state_map().clone());
     }
 
     /// `tpp.persistRefreshedToken`: writes the refresh token TPP rotated to `refresh-token` of the
@@ -527,10 +577,36 @@ impl Signer for VenafiSigner {
         issuer: &Issuer<VenafiIssuerSpec>,
         ctx: &mut SignContext,
     ) -> Result<Issued, SignError> {
+        self.recall(request, ctx);
+        let result = self.sign_with_client(request, issuer, ctx).await;
+        self.remember(request, ctx, &result);
+        result
+    }
+
+    async fn check(&self, issuer: &Issuer<VenafiIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+        self.check_issuer(issuer, resources).await
+    }
+}
+
+impl VenafiSigner {
+    async fn sign_with_client(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
         let entry = self.client(issuer, ctx.resources()).await?;
         match &entry.backend {
             Backend::Tpp(c) => {
+                if issuer.spec.tpp.as_ref().is_some_and(|t| t.persist_refreshed_token == Some(true)) {
+                    // Rotate now if due and write the new token back before this request's own
+                    // calls: a crash loses a rotated token only between TPP's answer and the
+                    // write, not anywhere in the sign. (An error here is the sign's to report.)
+                    let _ = c.token().await;
+                    self.persist_refresh_token(issuer, ctx.resources(), &entry).await;
+                }
                 let result = self.sign_tpp(c, request, issuer, ctx).await;
+                // A 401 inside the sign may have rotated the token again.
                 self.persist_refresh_token(issuer, ctx.resources(), &entry).await;
                 result
             }
@@ -538,7 +614,7 @@ impl Signer for VenafiSigner {
         }
     }
 
-    async fn check(&self, issuer: &Issuer<VenafiIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check_issuer(&self, issuer: &Issuer<VenafiIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
         let entry = self.client(issuer, resources).await?;
         let spec = &issuer.spec;
         match &entry.backend {

@@ -171,6 +171,32 @@ async fn a_rebuilt_client_continues_the_tokens_of_the_one_it_replaces() {
 }
 
 #[tokio::test]
+async fn a_pass_on_a_stale_copy_of_the_request_does_not_request_again() {
+    let sim = sim().await;
+    sim.set_request_answer(RequestAnswer::Accepted202);
+    sim.set_issuance(Issuance::Approval);
+    let res = resources(&sim, Auth::Password);
+    let iss = issuer(spec(&sim, Auth::Password));
+    let signer = VenafiSigner::new();
+    let mut r = request("stale.example.com", &[]);
+    r.object.uid = "uid-stale".into();
+    let store = Store::default();
+    let e = signer.sign(&r, &iss, &mut ctx(&res, Default::default(), &store)).await.unwrap_err();
+    assert_eq!(reaction(&e), "pending", "{e}");
+    assert!(st(&store.last(), state::PICKUP_ID).is_some());
+    // The controller's watch cache still holds the request as it was before the state was saved
+    // (no annotations): the next passes continue from the pickup ID all the same.
+    for _ in 0..3 {
+        let e = signer.sign(&r, &iss, &mut ctx(&res, Default::default(), &store)).await.unwrap_err();
+        assert_eq!(reaction(&e), "pending", "{e}");
+    }
+    sim.approve_all();
+    let issued = signer.sign(&r, &iss, &mut ctx(&res, Default::default(), &store)).await.unwrap();
+    assert_chain(&sim, &issued, &r.csr_pem);
+    assert_eq!((sim.requests_for(&r.csr_pem), sim.issued_for(&r.csr_pem)), (1, 1), "requested and issued once");
+}
+
+#[tokio::test]
 async fn click_retry_resets_and_requests_once_more() {
     let sim = sim().await;
     let res = resources(&sim, Auth::Password);

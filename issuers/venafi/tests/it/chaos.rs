@@ -64,7 +64,12 @@ async fn chaos(auth: Auth, requests: usize, kills: usize, deadline: Duration) ->
     for s in secrets(&venafi, auth, NS) {
         Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &s).await.expect("Secret");
     }
-    create_issuer(&client, IssuerScope::Namespaced, NS, "venafi", &spec(&venafi, auth)).await.expect("issuer");
+    let mut issuer_spec = spec(&venafi, auth);
+    if auth == Auth::RefreshToken {
+        // Every controller process continues from the token the previous one wrote back.
+        issuer_spec.tpp.as_mut().expect("TPP").persist_refreshed_token = Some(true);
+    }
+    create_issuer(&client, IssuerScope::Namespaced, NS, "venafi", &issuer_spec).await.expect("issuer");
 
     let named = certificate_request::<VenafiIssuerSpec>(NS, "x", "", IssuerScope::Namespaced, "venafi").spec.issuer_ref;
     let issuer =
@@ -110,14 +115,23 @@ fn check(what: &str, report: &ChaosReport, violations: &[String], kills: usize) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_ci_tpp() {
     // A liveness bound, not a speed target (pickups back off to retrieveInterval, 1 s here).
-    let (report, violations, _) = chaos(Auth::Password, 50, 10, Duration::from_secs(240)).await;
+    // CHAOS_TPP_AUTH=refresh-token: refresh-token auth with tpp.persistRefreshedToken.
+    let auth = match std::env::var("CHAOS_TPP_AUTH").as_deref() {
+        Ok("refresh-token") => Auth::RefreshToken,
+        _ => Auth::Password,
+    };
+    let (report, violations, _) = chaos(auth, 50, 10, Duration::from_secs(240)).await;
     check("TPP", &report, &violations, env("CHAOS_KILLS", 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: 1,000 requests, 50 kills; see RELIABILITY.md"]
 async fn chaos_soak_tpp() {
-    let (report, violations, _) = chaos(Auth::Password, 1000, 50, Duration::from_secs(1800)).await;
+    let auth = match std::env::var("CHAOS_TPP_AUTH").as_deref() {
+        Ok("refresh-token") => Auth::RefreshToken,
+        _ => Auth::Password,
+    };
+    let (report, violations, _) = chaos(auth, 1000, 50, Duration::from_secs(1800)).await;
     check("TPP", &report, &violations, env("CHAOS_KILLS", 50));
 }
 
