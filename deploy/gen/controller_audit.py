@@ -8,11 +8,17 @@ allows every Kubernetes API call it makes.
      `certbridge-example-ca` with exactly the Deployment's arguments and environment (only the listen
      addresses move to free loopback ports), talking to the API server through a recording proxy;
   3. issues a CertificateRequest through each issuer kind and a Kubernetes CSR through the cluster
-     issuer, checks /healthz, /readyz and /metrics on the ports the chart's probes and Service use,
-     and stops the controller with SIGTERM (it must exit 0); with --no-namespaced-issuers the
-     request naming the LocalCAIssuer must stay untouched and the issuer unreconciled instead;
+     issuer, checks /healthz, /readyz and /metrics on the ports the chart's probes and Service use
+     (/metrics over HTTPS, as the chart serves it by default: no token → 401, a tenant's genuine
+     ServiceAccount token → 403, Prometheus' token, bound to the chart's metrics-reader ClusterRole
+     through metrics.readers and applied to the API server → 200; the controller's TokenReview and
+     SubjectAccessReview calls go through the recording proxy like every other call), and stops the
+     controller with SIGTERM (it must exit 0); with --no-namespaced-issuers the request naming the
+     LocalCAIssuer must stay untouched and the issuer unreconciled instead;
   4. maps every recorded request to its RBAC attributes (plus the `sign` check Kubernetes makes when a
-     CSR's certificate is written) and fails if the rendered RBAC does not allow one of them.
+     CSR's certificate is written) and fails if the rendered RBAC does not allow one of them, and
+     fails if the rendered RBAC grants the controller something no recorded call used, unless that
+     grant is listed in UNEXERCISED with the code path that needs it.
 
 Usage: controller_audit.py --target-dir DIR [--no-csrs] [--no-namespaced-issuers]
        (binaries kube-sim and certbridge-example-ca in DIR/debug)
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -55,7 +62,30 @@ SIGNER = f"localcaclusterissuers.{GROUP}/ca"
 # Kubernetes CSR support off, and then the controller must not touch CSRs at all;
 # --no-namespaced-issuers turns the namespaced kind off, and then the controller must not touch it,
 # nor Secrets/ConfigMaps outside the cluster resource namespace (the rendered RBAC no longer allows it).
-OVERRIDES: dict = {"replicaCount": 2}
+OVERRIDES: dict = {
+    "replicaCount": 2,
+    "metrics": {"readers": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]},
+}
+# Grants the controller holds that this scenario does not exercise, each with the code path that
+# needs it. Any other grant no recorded call used fails the audit: the chart grants nothing more
+# than the controller uses.
+UNEXERCISED: dict[str, str] = {
+    "get cert-manager.io/certificaterequests (cluster-wide)":
+        "a request cached before approval lost its CSR to pruning and is read afresh (framework/src/controllers/request/controller.rs)",
+    "get certificates.k8s.io/certificatesigningrequests (cluster-wide)":
+        "the same fresh read for a Kubernetes CSR cached before approval (framework/src/controllers/request/controller.rs)",
+    "patch cert-manager.io/certificaterequests (cluster-wide)":
+        "per-request state annotations state.<group>/… (framework/src/controllers/state.rs), written by asynchronous adapters "
+        "(EJBCA, AD CS, Venafi); the example signs at once",
+    "patch certificates.k8s.io/certificatesigningrequests (cluster-wide)":
+        "the same per-request state annotations on Kubernetes CSRs (controllers/state.rs)",
+    "patch events.k8s.io/events (cluster-wide)":
+        "kube's Recorder patches the Event it created when the same event repeats (series count)",
+    "get core/configmaps (cluster-wide)":
+        "a namespaced issuer's ConfigMap reference (caBundle.configMapRef, Resources::config_map_pem via "
+        "resources/api_source.rs); the example issuer references none",
+    "get core/configmaps in cert-manager": "the same for a cluster issuer's ConfigMap reference",
+}
 WAIT = 90.0  # seconds before a step is declared hung (a hang guard, not a speed assertion)
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
@@ -347,6 +377,7 @@ def run(target_dir: str, csrs: bool, namespaced: bool) -> list[tuple[str, str]]:
 
             # A Kubernetes CSR through the cluster issuer.
             if not csrs:
+                check_metrics(k, docs, metrics, log)
                 return finish(ctrl, log, proxy)
             openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", "kcsr.key", "-out", "kcsr.csr", "-subj", "/CN=kube-csr.example.com", cwd=work)  # fmt: skip
@@ -363,9 +394,7 @@ def run(target_dir: str, csrs: bool, namespaced: bool) -> list[tuple[str, str]]:
             # Ready: by now every cache has synced (it has signed through both kinds).
             wait_for("/readyz = 200", lambda: urllib.request.urlopen(
                 f"http://127.0.0.1:{health}/readyz", timeout=5).status == 200, logs=log)  # fmt: skip
-            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
-            if "certbridge_" not in text:
-                raise Failure("/metrics serves no certbridge_ metric families")
+            check_metrics(k, docs, metrics, log)
             return finish(ctrl, log, proxy)
         finally:
             for p in reversed(procs):
@@ -375,6 +404,49 @@ def run(target_dir: str, csrs: bool, namespaced: bool) -> list[tuple[str, str]]:
             if proxy:
                 proxy.shutdown()
                 proxy.server_close()
+
+
+def scrape(port: int, token: str | None) -> tuple[int, str]:
+    """GET /metrics over HTTPS (the serving certificate is self-signed: not verified, as the
+    chart's ServiceMonitor does by default); (status, body)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(f"https://127.0.0.1:{port}/metrics")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def metrics_readers(k: Cluster, docs: list[helm.Document]) -> str:
+    """Applies the chart's metrics-reader ClusterRole and its binding (metrics.readers) to the API
+    server, creates Prometheus' and a tenant's ServiceAccounts; returns Prometheus' token."""
+    for d in docs:
+        if d.kind in ("ClusterRole", "ClusterRoleBinding") and d.name.endswith("-metrics-reader"):
+            k.apply(d.obj)
+    k.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}})
+    for ns, name in (("monitoring", "prometheus"), ("team-a", "tenant")):
+        k.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}})
+    return k.kubectl("create", "token", "prometheus", "-n", "monitoring").strip()
+
+
+def check_metrics(k: Cluster, docs: list[helm.Document], port: int, log: str) -> None:
+    """/metrics is HTTPS and answers only a token allowed to get it (TokenReview + SubjectAccessReview)."""
+    prometheus = metrics_readers(k, docs)
+    tenant = k.kubectl("create", "token", "tenant", "-n", "team-a").strip()
+    status, body = wait_for("/metrics over HTTPS", lambda: (lambda r: r if r[0] else None)(scrape(port, None)), logs=log)
+    if status != 401:
+        raise Failure(f"/metrics without a token answered {status}, not 401: {body[:200]}")
+    status, body = scrape(port, tenant)
+    if status != 403 or "system:serviceaccount:team-a:tenant" not in body:
+        raise Failure(f"/metrics with a tenant's token answered {status}, not 403: {body[:200]}")
+    status, body = scrape(port, prometheus)
+    if status != 200 or "certbridge_" not in body:
+        raise Failure(f"/metrics with Prometheus' token (metrics-reader bound) answered {status}: {body[:300]}")
 
 
 def finish(ctrl: subprocess.Popen, log: str, proxy: RecordingProxy) -> list[tuple[str, str]]:
@@ -423,6 +495,9 @@ def audit(requests: list[tuple[str, str]], csrs: bool, namespaced: bool) -> int:
     if not namespaced and any(a.resource.startswith("localcaissuers") for a in used.values()):
         print("namespaced issuers are off, yet the controller called the LocalCAIssuer API", file=sys.stderr)
         return 1
+    # HTTPS /metrics (the chart's default): every scrape's token is reviewed.
+    expected += ["create authentication.k8s.io/tokenreviews (cluster-wide)",
+                 "create authorization.k8s.io/subjectaccessreviews (cluster-wide)"]  # fmt: skip
     missing = [e for e in expected if e not in used]
     if missing:
         print(f"the recording lacks calls every run makes ({missing}): the audit saw too little to judge", file=sys.stderr)
@@ -432,6 +507,17 @@ def audit(requests: list[tuple[str, str]], csrs: bool, namespaced: bool) -> int:
               "deploy/charts/certbridge-common/templates/_rbac.tpl and the RBAC table in deploy/README.md", file=sys.stderr)  # fmt: skip
         return 1
     print(f"all {len(used)} kinds of API call the controller made are allowed by the chart's RBAC")
+    # Nothing more: every grant was used by some call, or is listed with the code path needing it.
+    unused = authz.unused(list(used.values()))
+    unexplained = [g for g in unused if g not in UNEXERCISED]
+    for g in unused:
+        print(f"  {'UNUSED ' if g in unexplained else 'listed '}  {g}" + (f"  ({UNEXERCISED[g]})" if g in UNEXERCISED else ""))
+    if unexplained:
+        print(f"\n{len(unexplained)} grant(s) of the chart were used by no call of the controller: drop them from "
+              "deploy/charts/certbridge-common/templates/_rbac.tpl, or list them in UNEXERCISED "
+              "(deploy/gen/controller_audit.py) with the code path that needs them", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"every grant of the chart was used, or is listed with its reason ({len(unused)} listed)")
     return 0
 
 

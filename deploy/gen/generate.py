@@ -50,6 +50,7 @@ TEMPLATES = {
     "poddisruptionbudget.yaml": "certbridge.podDisruptionBudget",
     "prometheusrule.yaml": "certbridge.prometheusRule",
     "dashboard.yaml": "certbridge.dashboard",
+    "issuerconfig.yaml": "certbridge.issuerConfig",
 }
 
 NOTES = """\
@@ -60,6 +61,25 @@ Cluster issuers read their Secrets in namespace {{ include "certbridge.clusterRe
 Kubernetes CSRs use signerName {{ include "certbridge.clusterIssuerPlural" . }}.{{ .Values.issuer.group }}/<cluster-issuer-name>.
 
 Check an issuer before creating it:  {{ .Chart.Name }} check -f issuer.yaml
+{{- if .Values.metrics.secure }}
+
+Metrics: HTTPS on port {{ .Values.metrics.port }}, for tokens allowed to get /metrics: bind ClusterRole
+{{ include "certbridge.fullname" . }}-metrics-reader to your Prometheus' ServiceAccount (metrics.readers).
+{{- end }}
+{{- with .Values.pkcs11 }}
+{{- if not .tokenPolicy }}
+
+No token policy (pkcs11.tokenPolicy): every namespaced Pkcs11Issuer is refused; cluster issuers may
+use any token of an allowed module.
+{{- end }}
+{{- end }}
+{{- with .Values.vault }}
+{{- if not .serviceAccountTokens }}
+
+No ServiceAccount tokens are granted (vault.serviceAccountTokens): Kubernetes auth with
+serviceAccountRef fails with Forbidden until the ServiceAccount is listed.
+{{- end }}
+{{- end }}
 """
 
 
@@ -109,8 +129,6 @@ def chart_files(issuer: dict, crd_yaml: str) -> dict[str, str]:
         f"  name: {issuer['kind']}\n\n"
     )
     values = GENERATED + identity + common
-    if issuer.get("rbacServiceAccountTokens"):
-        values = values.replace("  serviceAccountTokens: false", "  serviceAccountTokens: true", 1)
     if issuer.get("values"):
         values += "\n" + issuer["values"]
     files = {

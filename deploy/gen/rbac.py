@@ -106,5 +106,30 @@ class Authorizer:
         return False
 
 
+    def unused(self, used: list[Attributes]) -> list[str]:
+        """Each (verb, group, resource[, names], namespace) a grant allows that no attribute in `used`
+        exercised, as text (e.g. "get core/secrets in cert-manager")."""
+        out: list[str] = []
+        for ns, rule in self.grants:
+            if rule.get("nonResourceURLs"):
+                continue
+            names = rule.get("resourceNames") or []
+            for group in rule.get("apiGroups") or []:
+                for resource in rule.get("resources") or []:
+                    for verb in rule.get("verbs") or []:
+                        hit = any(a.verb == verb and a.group == group and a.resource == resource
+                                  and (not ns or a.namespace == ns)
+                                  and (not names or a.name in names or (a.resource == "signers" and "/" in a.name
+                                       and a.name.split("/", 1)[0] + "/*" in names))
+                                  for a in used)  # fmt: skip
+                        if not hit:
+                            named = f" {','.join(names)}" if names else ""
+                            where = f" in {ns}" if ns else " (cluster-wide)"
+                            text = f"{verb} {group or 'core'}/{resource}{named}{where}"
+                            if text not in out:
+                                out.append(text)
+        return out
+
+
 def _has(values: list[str] | None, want: str) -> bool:
     return bool(values) and ("*" in values or want in values)

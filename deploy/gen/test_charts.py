@@ -46,8 +46,14 @@ PKCS11_MOUNTS = {
             {"name": "tokens", "mountPath": "/var/lib/softhsm/tokens", "writable": True,
              "volume": {"persistentVolumeClaim": {"claimName": "tokens"}}},
         ],
+        "tokenPolicy": {"grants": [{"cluster": True, "token": {"label": "root-ca"}},
+                                   {"namespaces": ["team-a"], "token": {"serial": "8a3f2c1d9e7b4a60"},
+                                    "keys": [{"label": "team-a"}], "maxDuration": "2160h", "allowCA": False}]},
     }
 }  # fmt: skip
+VAULT_TOKENS = {"vault": {"serviceAccountTokens": [{"namespace": "team-a", "name": "vault-issuer"},
+                                                   {"namespace": "team-a", "name": "other"},
+                                                   {"namespace": "vault-creds", "name": "vault-issuer"}]}}  # fmt: skip
 # Every values switch the charts have, in as few combinations as cover them all (each Helm call costs
 # a process start on a shared 2-core CI machine); each combination is linted and schema-checked for
 # every chart. The Values tests below check what each switch does on its own.
@@ -74,12 +80,17 @@ VARIANTS: dict[str, dict] = {
         "podLabels": {"team": "pki"},
         "commonLabels": {"env": "test"},
         "priorityClassName": "system-cluster-critical",
+        "metrics": {"tlsSecretName": "metrics-tls",
+                    "readers": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]},
+        "csr": {"maxPemBytes": 65536, "maxSans": 100, "maxNameBytes": 1024},
     },
     "switches-off": {
         "leaderElection": {"enabled": True},
         "namespacedIssuers": {"enabled": False},
         "kubernetesCSRs": {"enabled": False},
         "podDisruptionBudget": {"enabled": False},
+        "metrics": {"secure": False},
+        "serviceMonitor": {"enabled": True},
     },
 }
 
@@ -88,6 +99,8 @@ def variants(issuer: dict):
     for name, overrides in VARIANTS.items():
         if issuer["name"] == "pkcs11" and name == "switches-on":
             overrides = {**overrides, **PKCS11_MOUNTS}
+        if issuer["name"] == "vault" and name == "switches-on":
+            overrides = {**overrides, **VAULT_TOKENS}
         yield name, overrides
 
 
@@ -154,8 +167,9 @@ class EveryChart(unittest.TestCase):
                 g, k = issuer["group"], issuer["kind"].lower()
                 rules = rules_of(docs, "ClusterRole", "rel-certbridge-" + issuer["name"])
                 for plural in (f"{k}issuers", f"{k}clusterissuers"):
-                    for verb in ("get", "list", "watch"):
+                    for verb in ("list", "watch"):
                         self.assertTrue(grants(rules, g, plural, verb), plural)
+                    self.assertFalse(grants(rules, g, plural, "get"), "watched, never read one by one (controller audit)")
                     self.assertTrue(grants(rules, g, f"{plural}/status", "patch"))
                     self.assertFalse(grants(rules, g, plural, "update"), "issuer specs are the user's")
                 self.assertTrue(grants(rules, "certificates.k8s.io", "signers", "sign", f"{k}clusterissuers.{g}/*"))
@@ -172,14 +186,19 @@ class EveryChart(unittest.TestCase):
                                                         "namespace": "cert-manager"}])  # fmt: skip
                 role = one(docs, "Role", f"rel-certbridge-{issuer['name']}-cluster-resources")
                 self.assertEqual(role["metadata"]["namespace"], "cert-manager")
-                tokens = grants(rules, "", "serviceaccounts/token", "create")
-                self.assertEqual(tokens, bool(issuer.get("rbacServiceAccountTokens")), "only vault requests SA tokens")
+                for kind in ("ClusterRole", "Role"):
+                    for o in objects(docs, kind):
+                        self.assertFalse(grants(o["rules"], "", "serviceaccounts/token", "create"),
+                                         f"{kind} {o['metadata']['name']}: no token grant by default")  # fmt: skip
 
     def test_notes_name_the_kinds_and_signer(self):
         notes = CHARTS.notes("certbridge-vault", "rel", "certbridge")
         self.assertIn("Kinds: VaultIssuer and VaultClusterIssuer (vault.certbridge.io/v1alpha1)", notes)
         self.assertIn("signerName vaultclusterissuers.vault.certbridge.io/<cluster-issuer-name>", notes)
         self.assertIn("namespace cert-manager", notes)
+        self.assertIn("bind ClusterRole\nrel-certbridge-vault-metrics-reader", notes)
+        self.assertIn("No ServiceAccount tokens are granted", notes)
+        self.assertIn("every namespaced Pkcs11Issuer is refused", CHARTS.notes("certbridge-pkcs11", "rel", "certbridge"))
 
     def test_no_lease_rights_without_leader_election(self):
         docs = render("example-ca")
@@ -197,9 +216,10 @@ class Values(unittest.TestCase):
         self.assertEqual(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"], 1)
         lease = rules_of(docs, "Role", "rel-certbridge-ejbca-leader-election")
         self.assertEqual(one(docs, "Role", "rel-certbridge-ejbca-leader-election")["metadata"]["namespace"], "certbridge")
-        for verb in ("get", "create", "update", "patch"):
+        for verb in ("get", "create", "patch"):
             self.assertTrue(grants(lease, "coordination.k8s.io", "leases", verb))
-        self.assertFalse(grants(lease, "coordination.k8s.io", "leases", "delete"))
+        for verb in ("update", "delete"):
+            self.assertFalse(grants(lease, "coordination.k8s.io", "leases", verb), "kube-lease-manager patches")
 
     def test_leader_election_forced_with_one_replica(self):
         docs = render("ejbca", {"leaderElection": {"enabled": True}})
@@ -215,12 +235,12 @@ class Values(unittest.TestCase):
                 self.assertFalse(grants(rules, "", res, verb), f"{res} {verb}")
         role = rules_of(docs, "Role", "rel-certbridge-vault-cluster-resources")
         self.assertTrue(grants(role, "", "secrets", "watch"))
-        self.assertTrue(grants(role, "", "serviceaccounts/token", "create"))
+        self.assertFalse(grants(role, "", "serviceaccounts/token", "create"))
         approver = rules_of(docs, "ClusterRole", "rel-certbridge-vault-approver")
         self.assertEqual(approver[0]["resourceNames"], ["vaultclusterissuers.vault.certbridge.io/*"])
         # The controller is told, and the namespaced kind's grants go with it.
         self.assertIn("--disable-namespaced-issuers", container(docs)["args"])
-        for res, verb in (("vaultissuers", "watch"), ("vaultissuers", "get"), ("vaultissuers/status", "patch")):
+        for res, verb in (("vaultissuers", "watch"), ("vaultissuers", "list"), ("vaultissuers/status", "patch")):
             self.assertFalse(grants(rules, "vault.certbridge.io", res, verb), f"{res} {verb}")
         for res, verb in (("vaultclusterissuers", "watch"), ("vaultclusterissuers/status", "patch")):
             self.assertTrue(grants(rules, "vault.certbridge.io", res, verb), f"{res} {verb}")
@@ -243,7 +263,8 @@ class Values(unittest.TestCase):
 
     def test_approver_and_service_monitor_switches(self):
         docs = render("pkcs11", {"approver": {"enabled": False}, "serviceMonitor": {"enabled": True}})
-        self.assertEqual([o["metadata"]["name"] for o in objects(docs, "ClusterRole")], ["rel-certbridge-pkcs11"])
+        self.assertEqual([o["metadata"]["name"] for o in objects(docs, "ClusterRole")],
+                         ["rel-certbridge-pkcs11", "rel-certbridge-pkcs11-metrics-reader"])  # fmt: skip
         sm = one(docs, "ServiceMonitor")
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "metrics")
         self.assertEqual(sm["spec"]["endpoints"][0]["path"], "/metrics")
@@ -319,7 +340,113 @@ class Values(unittest.TestCase):
         # Other charts have no PKCS#11 settings at all.
         self.assertNotIn(generate_env_name(), {e["name"] for e in container(render("vault"))["env"]})
 
+    def test_vault_service_account_tokens_only_for_listed_service_accounts(self):
+        docs = render("vault", VAULT_TOKENS)
+        # Nothing cluster-wide, nothing in the cluster resource namespace's general Role.
+        self.assertFalse(grants(rules_of(docs, "ClusterRole", "rel-certbridge-vault"), "", "serviceaccounts/token", "create"))
+        self.assertFalse(grants(rules_of(docs, "Role", "rel-certbridge-vault-cluster-resources"), "", "serviceaccounts/token", "create"))
+        roles = {o["metadata"]["namespace"]: o for o in objects(docs, "Role") if o["metadata"]["name"] == "rel-certbridge-vault-serviceaccount-tokens"}
+        self.assertEqual(sorted(roles), ["team-a", "vault-creds"])
+        self.assertEqual(roles["team-a"]["rules"], [{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                                                     "resourceNames": ["other", "vault-issuer"], "verbs": ["create"]}])  # fmt: skip
+        self.assertEqual(roles["vault-creds"]["rules"][0]["resourceNames"], ["vault-issuer"])
+        bindings = [o for o in objects(docs, "RoleBinding") if o["metadata"]["name"] == "rel-certbridge-vault-serviceaccount-tokens"]
+        self.assertEqual(sorted(b["metadata"]["namespace"] for b in bindings), ["team-a", "vault-creds"])
+        for b in bindings:
+            self.assertEqual(b["subjects"], [{"kind": "ServiceAccount", "name": "rel-certbridge-vault", "namespace": "certbridge"}])
+            self.assertEqual(b["roleRef"]["kind"], "Role")
+        # What the API server would decide for the controller.
+        import rbac
+
+        authz = rbac.Authorizer([d.obj for d in docs], "certbridge", "rel-certbridge-vault")
+        ok = rbac.request_attributes("POST", "/api/v1/namespaces/team-a/serviceaccounts/vault-issuer/token")
+        self.assertTrue(authz.allows(ok))
+        for path in ("/api/v1/namespaces/team-a/serviceaccounts/default/token",
+                     "/api/v1/namespaces/team-b/serviceaccounts/vault-issuer/token",
+                     "/api/v1/namespaces/cert-manager/serviceaccounts/cert-manager/token"):  # fmt: skip
+            self.assertFalse(authz.allows(rbac.request_attributes("POST", path)), path)
+        # Default: no Role at all.
+        self.assertEqual([o for o in objects(render("vault"), "Role") if "token" in o["metadata"]["name"]], [])
+
+    def test_metrics_are_https_with_authn_and_authz_by_default(self):
+        docs = render("example-ca", {"serviceMonitor": {"enabled": True}})
+        args = container(docs)["args"]
+        self.assertIn("--metrics-addr=0.0.0.0:9402", args)
+        self.assertNotIn("--metrics-insecure", args)
+        rules = rules_of(docs, "ClusterRole", "rel-certbridge-example-ca")
+        self.assertTrue(grants(rules, "authentication.k8s.io", "tokenreviews", "create"))
+        self.assertTrue(grants(rules, "authorization.k8s.io", "subjectaccessreviews", "create"))
+        reader = rules_of(docs, "ClusterRole", "rel-certbridge-example-ca-metrics-reader")
+        self.assertEqual(reader, [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+        self.assertEqual([o for o in objects(docs, "ClusterRoleBinding") if "metrics" in o["metadata"]["name"]], [],
+                         "the reader role is bound only to the subjects listed in metrics.readers")  # fmt: skip
+        ep = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+        self.assertEqual(ep["scheme"], "https")
+        self.assertEqual(ep["bearerTokenFile"], "/var/run/secrets/kubernetes.io/serviceaccount/token")
+        self.assertEqual(ep["tlsConfig"], {"insecureSkipVerify": True})
+
+        readers = [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]
+        docs = render("example-ca", {"metrics": {"tlsSecretName": "metrics-tls", "readers": readers}})
+        binding = one(docs, "ClusterRoleBinding", "rel-certbridge-example-ca-metrics-reader")
+        self.assertEqual(binding["subjects"], readers)
+        self.assertEqual(binding["roleRef"]["name"], "rel-certbridge-example-ca-metrics-reader")
+        c = container(docs)
+        self.assertIn("--metrics-cert-file=/etc/certbridge/metrics-tls/tls.crt", c["args"])
+        self.assertIn("--metrics-key-file=/etc/certbridge/metrics-tls/tls.key", c["args"])
+        self.assertIn({"name": "metrics-tls", "mountPath": "/etc/certbridge/metrics-tls", "readOnly": True}, c["volumeMounts"])
+        vols = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(vols["metrics-tls"]["secret"], {"secretName": "metrics-tls"})
+
+    def test_plain_http_metrics_switch_drops_the_review_grants(self):
+        docs = render("example-ca", {"metrics": {"secure": False}, "serviceMonitor": {"enabled": True}})
+        self.assertIn("--metrics-insecure", container(docs)["args"])
+        rules = rules_of(docs, "ClusterRole", "rel-certbridge-example-ca")
+        self.assertFalse(grants(rules, "authentication.k8s.io", "tokenreviews", "create"))
+        self.assertFalse(grants(rules, "authorization.k8s.io", "subjectaccessreviews", "create"))
+        self.assertEqual([o for o in objects(docs, "ClusterRole") if "metrics" in o["metadata"]["name"]], [])
+        ep = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+        self.assertNotIn("scheme", ep)
+        self.assertNotIn("bearerTokenFile", ep)
+
+    def test_pkcs11_token_policy_is_a_mounted_config_map(self):
+        docs = render("pkcs11", PKCS11_MOUNTS)
+        cm = one(docs, "ConfigMap", "rel-certbridge-pkcs11-token-policy")
+        self.assertEqual(cm["metadata"]["namespace"], "certbridge")
+        import yaml
+
+        self.assertEqual(yaml.safe_load(cm["data"]["token-policy.yaml"]), PKCS11_MOUNTS["pkcs11"]["tokenPolicy"])
+        c = container(docs)
+        self.assertIn("--token-policy=/etc/certbridge/pkcs11/token-policy.yaml", c["args"])
+        self.assertIn({"name": "token-policy", "mountPath": "/etc/certbridge/pkcs11", "readOnly": True}, c["volumeMounts"])
+        pod = one(docs, "Deployment")["spec"]["template"]
+        vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+        self.assertEqual(vols["token-policy"]["configMap"], {"name": "rel-certbridge-pkcs11-token-policy"})
+        self.assertIn("checksum/token-policy", pod["metadata"]["annotations"])
+        # Without a policy: no ConfigMap, no flag (namespaced Pkcs11Issuers are then refused).
+        docs = render("pkcs11")
+        self.assertEqual(objects(docs, "ConfigMap"), [])
+        self.assertFalse(any(a.startswith("--token-policy") for a in container(docs)["args"]))
+        with self.assertRaisesRegex(HelmError, "pkcs11.tokenPolicy.grants must be a list"):
+            render("pkcs11", {"pkcs11": {"tokenPolicy": {"grant": []}}})
+
+    def test_csr_limits_are_values(self):
+        for issuer in ISSUERS:
+            with self.subTest(issuer=issuer["name"]):
+                args = container(render(issuer["name"]))["args"]
+                self.assertIn("--csr-max-pem-bytes=131072", args)
+                self.assertIn("--csr-max-sans=1000", args)
+                self.assertIn("--csr-max-name-bytes=2048", args)
+        args = container(render("ejbca", {"csr": {"maxPemBytes": 65536, "maxSans": 10, "maxNameBytes": 255}}))["args"]
+        for a in ("--csr-max-pem-bytes=65536", "--csr-max-sans=10", "--csr-max-name-bytes=255"):
+            self.assertIn(a, args)
+
     def test_bad_values_fail_with_a_message_naming_the_value(self):
+        with self.assertRaisesRegex(HelmError, "rbac.serviceAccountTokens was removed"):
+            render("vault", {"rbac": {"serviceAccountTokens": True}})
+        with self.assertRaisesRegex(HelmError, "vault.serviceAccountTokens\\[\\].name is required"):
+            render("vault", {"vault": {"serviceAccountTokens": [{"namespace": "team-a"}]}})
+        with self.assertRaisesRegex(HelmError, "team-a/vault-issuer is outside clusterResourceNamespace"):
+            render("vault", {"namespacedIssuers": {"enabled": False}, **VAULT_TOKENS})
         with self.assertRaisesRegex(HelmError, "serviceAccount.name is required"):
             render("vault", {"serviceAccount": {"create": False}})
         with self.assertRaisesRegex(HelmError, r"pkcs11.mounts\[\].volume is required"):
@@ -367,11 +494,12 @@ class RbacEvaluation(unittest.TestCase):
         self.assertTrue(self.allowed("GET", "/apis/vault.certbridge.io/v1alpha1/vaultclusterissuers?watch=1"))
         self.assertFalse(self.allowed("GET", "/apis/vault.certbridge.io/v1alpha1/vaultissuers?watch=1"))
         self.assertTrue(self.allowed("GET", "/api/v1/namespaces/cert-manager/secrets/creds"))
-        self.assertTrue(self.allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/certbridge/leases/l"))
+        self.assertTrue(self.allowed("PATCH", "/apis/coordination.k8s.io/v1/namespaces/certbridge/leases/l"))
+        self.assertFalse(self.allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/certbridge/leases/l"))
         # namespaced issuers are off: no Secret reads outside the cluster resource namespace
         self.assertFalse(self.allowed("GET", "/api/v1/namespaces/team-a/secrets/creds"))
         self.assertFalse(self.allowed("GET", "/api/v1/secrets?watch=true"))
-        self.assertFalse(self.allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/l"))
+        self.assertFalse(self.allowed("PATCH", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/l"))
         self.assertFalse(self.allowed("DELETE", "/apis/coordination.k8s.io/v1/namespaces/certbridge/leases/l"))
         self.assertFalse(self.allowed("PUT", "/apis/vault.certbridge.io/v1alpha1/vaultclusterissuers/x"))
         self.assertFalse(self.allowed("POST", "/api/v1/namespaces/team-a/events"), "core events are not granted")

@@ -4,7 +4,10 @@ by scripts/tools/install-prometheus.sh):
 * `promtool check rules` on every chart's rendered PrometheusRule;
 * `promtool test rules` with deploy/gen/monitoring/alerts_test.yaml: every alert fires and resolves;
 * end to end: the example controller runs as the chart deploys it against kube-sim, a real
-  `prometheus` on loopback scrapes it and evaluates the chart's rules (with short `for:` values);
+  `prometheus` on loopback scrapes it the way the chart's ServiceMonitor does (HTTPS, its own
+  ServiceAccount token, bound to the chart's metrics-reader ClusterRole; the controller checks it
+  with TokenReview and SubjectAccessReview against kube-sim) and evaluates the chart's rules (with
+  short `for:` values);
   breaking the issuer's CA Secret must take CertbridgeIssuerNotReady through pending to firing in
   Prometheus's HTTP API, and every PromQL expression of the dashboard must return series there.
 
@@ -159,7 +162,8 @@ class LivePrometheus(unittest.TestCase):
         started = time.monotonic()
         # Short windows so the alert goes pending → firing in seconds: evaluated every second.
         spec, dashboard = render_monitoring(RELEASE, {"prometheusRule": {"issuerNotReady": {"for": "3s"}}})
-        docs = CHARTS.render(RELEASE, RELEASE, "certbridge")
+        readers = [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]
+        docs = CHARTS.render(RELEASE, RELEASE, "certbridge", {"metrics": {"readers": readers}})
         container = next(d.obj for d in docs if d.kind == "Deployment")["spec"]["template"]["spec"]["containers"][0]
         procs: list[subprocess.Popen] = []
         with tempfile.TemporaryDirectory(prefix="certbridge-prom-") as work:
@@ -173,7 +177,11 @@ class LivePrometheus(unittest.TestCase):
                 args += [f"--health-addr=127.0.0.1:{audit.free_port()}", f"--metrics-addr=127.0.0.1:{metrics}"]
                 log = os.path.join(work, "controller.log")
                 procs.append(subprocess.Popen([controller, *args], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT))
-                prom = self.start_prometheus(work, metrics, spec, procs)
+                self.assertNotIn("--metrics-insecure", args, "the chart serves HTTPS /metrics by default")
+                token = os.path.join(work, "prometheus.token")
+                with open(token, "w", encoding="utf-8") as f:
+                    f.write(audit.metrics_readers(k, docs))
+                prom = self.start_prometheus(work, metrics, spec, procs, token)
 
                 audit.wait_for("LocalCAClusterIssuer ca Ready", lambda: audit.ready(k.get("localcaclusterissuer", "ca")), logs=log)
                 self.issue(k, work, log)
@@ -253,13 +261,17 @@ class LivePrometheus(unittest.TestCase):
                                                                "message": "approved", "lastTransitionTime": now}]}}))  # fmt: skip
         audit.wait_for("CertificateRequest web Ready", lambda: audit.ready(k.get("certificaterequest", "web", "-n", "team-a")), logs=log)
 
-    def start_prometheus(self, work: str, metrics_port: int, spec: dict, procs: list) -> str:
+    def start_prometheus(self, work: str, metrics_port: int, spec: dict, procs: list, token_file: str) -> str:
         write_rules(spec, work)
+        # What the chart's ServiceMonitor asks of the Prometheus Operator: HTTPS, the self-signed
+        # serving certificate not verified, Prometheus' own ServiceAccount token as the bearer.
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [os.path.join(work, "rules.yaml")],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
-        }
+            "scrape_configs": [{"job_name": JOB, "scheme": "https", "tls_config": {"insecure_skip_verify": True},
+                                "authorization": {"type": "Bearer", "credentials_file": token_file},
+                                "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+        }  # fmt: skip
         with open(os.path.join(work, "prometheus.yml"), "w", encoding="utf-8") as f:
             yaml.safe_dump(config, f)
         port = audit.free_port()

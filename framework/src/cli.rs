@@ -97,9 +97,8 @@ struct RunArgs {
     /// Namespace of the leader-election Lease (default: the cluster resource namespace).
     #[arg(long)]
     leader_election_namespace: Option<String>,
-    /// Serve Prometheus metrics on this address (`/metrics`).
-    #[arg(long)]
-    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    metrics: serve::MetricsArgs,
     /// Serve `/healthz` and `/readyz` on this address.
     #[arg(long)]
     health_addr: Option<std::net::SocketAddr>,
@@ -176,7 +175,7 @@ pub async fn run<S: Signer>(make: impl FnOnce() -> S) -> ExitCode {
 /// # struct Demo { pool: usize }
 /// # #[certbridge::async_trait] impl Signer for Demo { type Spec = Spec;
 /// #   async fn sign(&self, _: &SignRequest, _: &Issuer<Spec>, _: &mut SignContext) -> Result<Issued, SignError> { todo!() }
-/// #   async fn check(&self, _: &Issuer<Spec>, _: &Resources) -> Result<(), SignError> { Ok(()) } }
+/// #   async fn check(&self, _: &Issuer<Spec>, _: &Resources) -> Result<certbridge::Ready, SignError> { Ok(certbridge::Ready::default()) } }
 /// #[derive(clap::Args)]
 /// struct Flags {
 ///     /// Connections per CA endpoint (default: the controller's concurrency).
@@ -272,9 +271,7 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     if let Some(addr) = args.health_addr {
         serve::health(addr, ready.clone(), alive.clone()).await?;
     }
-    if let Some(addr) = args.metrics_addr {
-        serve::metrics(addr, metrics.clone()).await?;
-    }
+    args.metrics.serve(metrics.clone(), &client).await?;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
 

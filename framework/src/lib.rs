@@ -36,8 +36,6 @@ pub mod resources;
 pub mod runtime;
 pub mod selector;
 pub mod signer;
-pub(crate) mod ssa;
-pub(crate) mod state;
 pub mod state_auth;
 // Also built for the crate's own unit tests, which use its test CA; it needs no dev-dependency.
 #[cfg(any(test, feature = "testing"))]
@@ -53,7 +51,7 @@ pub use redact::redact;
 pub use request::{ExtKeyUsage, KeyUsage, RequestKind, RequestObject, Requester, SignRequest};
 pub use resources::Resources;
 pub use selector::{CaBundle, ConfigMapKeySelector, SecretKeySelector};
-pub use signer::Signer;
+pub use signer::{Ready, Signer};
 
 /// Re-exported so adapters derive [`IssuerSpec`] types without naming the crate versions.
 pub use async_trait::async_trait;

@@ -15,9 +15,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::CertificateRequest;
+use crate::controllers::issuer;
+use crate::controllers::request::controller;
 use crate::controllers::shared::{IssuerErrors, Kinds, References, Settings, Shared};
 use crate::controllers::watch::CacheReady;
-use crate::controllers::{issuer, request_controller};
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::Metrics;
 use crate::resources::ApiSource;
@@ -183,7 +184,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
     });
     let token = CancellationToken::new();
     let concurrency = opts.concurrency.max(1);
-    let mut caches: Vec<Box<dyn CacheReady>> = Vec::new();
+    let mut caches: Vec<CacheReady> = Vec::new();
     let mut futures: Vec<(String, BoxFuture<'static, ()>)> = Vec::new();
     for scope in [IssuerScope::Namespaced, IssuerScope::Cluster].into_iter().filter(|s| shared.settings.serves(*s)) {
         let f =
@@ -191,7 +192,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         futures.push((format!("the {} controller", shared.kinds.get(scope).names.kind), Box::pin(f)));
     }
     if opts.certificate_requests {
-        let f = request_controller::run::<S, CertificateRequest>(
+        let f = controller::run::<S, CertificateRequest>(
             shared.clone(),
             opts.namespace.clone(),
             concurrency,
@@ -202,7 +203,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         futures.push(("the CertificateRequest controller".into(), Box::pin(f)));
     }
     if opts.certificate_signing_requests {
-        let f = request_controller::run::<S, CertificateSigningRequest>(
+        let f = controller::run::<S, CertificateSigningRequest>(
             shared.clone(),
             opts.namespace.clone(),
             concurrency,

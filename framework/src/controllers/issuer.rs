@@ -17,7 +17,8 @@ use kube::runtime::watcher;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::Instrument;
 
-use crate::controllers::decision::{self, IssuerOutcome, IssuerStep};
+use crate::controllers::decision::IssuerCond;
+use crate::controllers::decision::issuer::{self as decision, IssuerOutcome, IssuerStep};
 use crate::controllers::shared::{Backoff, Error, Kind, Shared, action, issuer_ready, issuer_target, typed_issuer};
 use crate::controllers::view::IssuerTarget;
 use crate::controllers::watch;
@@ -25,7 +26,7 @@ use crate::error::SignError;
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::IssuerLabels;
 use crate::resources::{RefKind, Resources};
-use crate::signer::Signer;
+use crate::signer::{Ready, Signer};
 
 /// Context of one issuer controller.
 struct IssuerCtx<S: Signer> {
@@ -52,7 +53,7 @@ pub(crate) async fn run<S: Signer>(
     namespace: Option<String>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    caches: &mut Vec<Box<dyn watch::CacheReady>>,
+    caches: &mut Vec<watch::CacheReady>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let client = shared.client.clone();
     let kind = shared.kinds.get(scope).clone();
@@ -64,8 +65,8 @@ pub(crate) async fn run<S: Signer>(
             crate::cache::evict_issuer(uid);
         }
     };
-    let (store, trigger) = watch::issuer_cache(&client, &kind, namespace.as_deref(), fingerprint, on_delete);
-    caches.push(Box::new(store.clone()));
+    let (cache, trigger) = watch::issuer_cache(&client, &kind, namespace.as_deref(), fingerprint, on_delete);
+    caches.push(cache.ready);
     // Issuer problems reported by the request controllers.
     let reported = UnboundedReceiverStream::new(shared.issuer_errors.subscribe(scope));
     // Secrets and ConfigMaps, metadata only: the controller needs to know *that* one changed,
@@ -82,7 +83,7 @@ pub(crate) async fn run<S: Signer>(
         watcher(config_maps, watcher::Config::default().any_semantic()).default_backoff().touched_objects();
     let ctx = Arc::new(IssuerCtx { shared: shared.clone(), scope, backoff: Backoff::default() });
     let (s1, s2, k1, k2) = (shared.clone(), shared, kind.clone(), kind.clone());
-    Controller::for_stream_with(trigger, store, kind.resource.clone())
+    Controller::for_stream_with(trigger, cache.store, kind.resource.clone())
         .with_config(Config::default().concurrency(concurrency))
         .reconcile_on(reported)
         .watches_stream(secret_changes, move |m| readers(&s1, &k1, scope, RefKind::Secret, &m.metadata))
@@ -158,7 +159,7 @@ async fn reconcile_issuer<S: Signer>(obj: &DynamicObject, ctx: &IssuerCtx<S>) ->
 }
 
 /// Runs the adapter's check on the typed issuer, recording what it read.
-async fn check<S: Signer>(obj: &DynamicObject, target: &IssuerTarget, ctx: &IssuerCtx<S>) -> Result<(), SignError> {
+async fn check<S: Signer>(obj: &DynamicObject, target: &IssuerTarget, ctx: &IssuerCtx<S>) -> Result<Ready, SignError> {
     let shared = &ctx.shared;
     let issuer = typed_issuer::<S::Spec>(obj, ctx.scope).map_err(SignError::permanent)?;
     issuer.spec.validate().map_err(|e| SignError::permanent(format!("invalid issuer spec: {e}")))?;
@@ -173,12 +174,12 @@ async fn write<S: Signer>(
     scope: IssuerScope,
     obj: &DynamicObject,
     target: &IssuerTarget,
-    current: Option<&decision::IssuerCond>,
+    current: Option<&IssuerCond>,
     outcome: &IssuerOutcome,
 ) -> Result<(), Error> {
     let kind = shared.kinds.get(scope);
     let field_manager = shared.settings.field_manager(&kind.names.plural);
-    crate::ssa::apply_issuer_ready(
+    crate::controllers::ssa::apply_issuer_ready(
         &shared.client,
         &field_manager,
         &kind.resource,

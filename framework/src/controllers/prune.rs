@@ -3,7 +3,8 @@
 //! (cert-manager keeps old ones unless `revisionHistoryLimit` is set) and each one used to cost
 //! about 11 KiB in full: managedFields, the CSR PEM, the issued chain and the CA.
 //!
-//! * Requests (both APIs): managedFields, labels, owner references and finalizers go;
+//! * Requests (both APIs): managedFields, labels, owner references and finalizers (but the
+//!   framework's own revoke-on-delete finalizer) go;
 //!   `status.certificate` becomes a one-byte marker (only *whether* there is one matters) and
 //!   `status.ca` goes. The CSR (`spec.request`) is kept only while the request is approved and not
 //!   finished — the requests about to be signed, whose approval event brought it anyway — so the
@@ -37,8 +38,16 @@ fn prune_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.labels = None;
     meta.owner_references = None;
-    meta.finalizers = None;
+    // Except the request controller's own (see `request::revoke`), which it reads from the cache.
+    meta.finalizers = meta
+        .finalizers
+        .take()
+        .map(|f| f.into_iter().filter(|f| f.ends_with(REVOKE_FINALIZER_SUFFIX)).collect::<Vec<_>>())
+        .filter(|f| !f.is_empty());
 }
+
+/// The end of the revoke-on-delete finalizer's name, `<group>/revoke-on-delete`.
+const REVOKE_FINALIZER_SUFFIX: &str = "/revoke-on-delete";
 
 fn marker(certificate: &mut Option<ByteString>) {
     if certificate.as_ref().is_some_and(|c| !c.0.is_empty()) {
@@ -118,6 +127,7 @@ pub(crate) fn needs_full(view: &RequestView) -> bool {
 mod tests {
     use super::*;
     use crate::api::{CertificateRequestCondition, CertificateRequestSpec, CertificateRequestStatus, IssuerRef};
+    use crate::controllers::request::api::RequestApi;
 
     fn cr(conditions: &[(&str, &str, &str)], certificate: bool) -> CertificateRequest {
         let mut cr = CertificateRequest::new(
@@ -155,22 +165,32 @@ mod tests {
     #[test]
     fn pending_request_keeps_what_the_gate_and_the_fingerprint_read() {
         let mut c = cr(&[("Approved", "True", "cert-manager.io"), ("Ready", "False", "Pending")], false);
-        let before = RequestView::from_certificate_request(&c);
+        c.metadata.finalizers = Some(vec!["other.io/keep".into(), "demo.certbridge.io/revoke-on-delete".into()]);
+        let before = c.view();
         c.prune();
         c.prune();
-        let after = RequestView::from_certificate_request(&c);
+        let after = c.view();
         assert!(c.metadata.managed_fields.is_none() && c.metadata.labels.is_none());
+        assert_eq!(
+            c.metadata.finalizers,
+            Some(vec!["demo.certbridge.io/revoke-on-delete".into()]),
+            "the request controller reads its own finalizer from the cache"
+        );
+        let mut other = cr(&[], false);
+        other.metadata.finalizers = Some(vec!["other.io/keep".into()]);
+        other.prune();
+        assert_eq!(other.metadata.finalizers, None);
         assert!(!needs_full(&after), "approved and unfinished: about to be signed, the CSR stays");
         assert_eq!(after.csr_pem, before.csr_pem);
         let mut unapproved = cr(&[], false);
         unapproved.prune();
-        assert!(needs_full(&RequestView::from_certificate_request(&unapproved)), "not approved: the CSR goes");
+        assert!(needs_full(&unapproved.view()), "not approved: the CSR goes");
         assert_eq!(after.conditions, before.conditions);
         assert_eq!(after.annotations, before.annotations);
         assert_eq!((&after.usages, &after.requester.username), (&before.usages, &before.requester.username));
         assert_eq!(
-            crate::controllers::requests::fingerprint(&after),
-            crate::controllers::requests::fingerprint(&before)
+            crate::controllers::request::pass::fingerprint(&after),
+            crate::controllers::request::pass::fingerprint(&before)
         );
     }
 
@@ -185,8 +205,7 @@ mod tests {
             let full = cr(conds, conds[0].0 == "Approved");
             let mut c = full.clone();
             c.prune();
-            let (before, after) =
-                (RequestView::from_certificate_request(&full), RequestView::from_certificate_request(&c));
+            let (before, after) = (full.view(), c.view());
             assert_eq!(c.spec.issuer_ref, full.spec.issuer_ref);
             assert!(c.spec.usages.is_empty() && c.metadata.annotations.is_none());
             assert_eq!(after.has_certificate, before.has_certificate, "{conds:?}");
@@ -197,8 +216,8 @@ mod tests {
             assert_eq!(types(&after), types(&before));
             let owner = "g";
             assert_eq!(
-                crate::controllers::decision::gate(&after, owner),
-                crate::controllers::decision::gate(&before, owner),
+                crate::controllers::decision::request::gate(&after, owner),
+                crate::controllers::decision::request::gate(&before, owner),
                 "{conds:?}"
             );
         }
@@ -226,11 +245,14 @@ mod tests {
             }),
             ..Default::default()
         };
-        let before = RequestView::from_csr(&csr);
+        let before = csr.view();
         csr.prune();
-        let after = RequestView::from_csr(&csr);
+        let after = csr.view();
         assert_eq!(csr.spec.signer_name, "x.g/ca");
         assert!(after.has_certificate && csr.spec.request.0.is_empty());
-        assert_eq!(crate::controllers::decision::gate(&after, "g"), crate::controllers::decision::gate(&before, "g"));
+        assert_eq!(
+            crate::controllers::decision::request::gate(&after, "g"),
+            crate::controllers::decision::request::gate(&before, "g")
+        );
     }
 }

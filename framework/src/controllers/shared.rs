@@ -14,7 +14,8 @@ use kube::runtime::reflector::ObjectRef;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::controllers::decision::{self, EventOut, IssuerCond, Next};
+use crate::controllers::decision::issuer::References as ReferencesState;
+use crate::controllers::decision::{EventOut, IssuerCond, Next};
 use crate::controllers::view::IssuerTarget;
 use crate::issuer::{Issuer, IssuerScope, IssuerSpec, KindNames};
 use crate::metrics::Metrics;
@@ -143,7 +144,7 @@ impl IssuerErrors {
 }
 
 /// What each issuer read during its last check, with the `resourceVersion` it saw, to re-check
-/// the issuer when one of them changes (even a Failed one: see [`decision::issuer_gate`]).
+/// the issuer when one of them changes (even a Failed one: see [`crate::controllers::decision::issuer::issuer_gate`]).
 #[derive(Default)]
 pub(crate) struct References {
     by_issuer: Mutex<HashMap<IssuerTarget, Observed>>,
@@ -184,12 +185,12 @@ impl References {
     }
 
     /// Whether what `target` read changed since its last check (and forget that it did).
-    pub(crate) fn take(&self, target: &IssuerTarget) -> decision::References {
-        let Ok(mut m) = self.by_issuer.lock() else { return decision::References::Unknown };
+    pub(crate) fn take(&self, target: &IssuerTarget) -> ReferencesState {
+        let Ok(mut m) = self.by_issuer.lock() else { return ReferencesState::Unknown };
         match m.get_mut(target).map(|o| std::mem::take(&mut o.changed)) {
-            None => decision::References::Unknown,
-            Some(true) => decision::References::Changed,
-            Some(false) => decision::References::Unchanged,
+            None => ReferencesState::Unknown,
+            Some(true) => ReferencesState::Changed,
+            Some(false) => ReferencesState::Unchanged,
         }
     }
 

@@ -1,10 +1,8 @@
 //! Watch streams the controllers share the shape of: issuer caches (reflector stores) with a
-//! filtered trigger stream, namespace selection, and cache readiness (what the runtime waits for
-//! before reporting ready, and what a request pass waits for before reading an issuer cache).
+//! filtered trigger stream, namespace selection, and cache readiness ([`CacheReady`], a
+//! notification the runtime waits on before reporting ready and a request pass waits on before
+//! reading an issuer cache).
 
-use std::time::Duration;
-
-use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, Lookup, Store, store::Writer};
@@ -36,7 +34,7 @@ pub(crate) fn issuer_cache(
     namespace: Option<&str>,
     predicate: impl Predicate<DynamicObject> + Send + 'static,
     on_delete: impl Fn(&DynamicObject) + Send + 'static,
-) -> (Store<DynamicObject>, impl Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static) {
+) -> (Cache<DynamicObject>, impl Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static) {
     let api: Api<DynamicObject> = match (kind.names.scope, namespace) {
         (IssuerScope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.resource),
         _ => Api::all_with(client.clone(), &kind.resource),
@@ -45,7 +43,8 @@ pub(crate) fn issuer_cache(
     let reader = writer.as_reader();
     // managedFields are never read (see `prune`).
     let issuers = watcher(api, watcher::Config::default().any_semantic()).modify(Prune::prune);
-    let stream = reflector::reflector(writer, issuers)
+    let (reflected, ready) = mark_ready(reflector::reflector(writer, issuers));
+    let stream = reflected
         .default_backoff()
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
@@ -54,39 +53,51 @@ pub(crate) fn issuer_cache(
         })
         .touched_objects()
         .predicate_filter(predicate, PredicateConfig::default());
-    (reader, stream)
+    (Cache { store: reader, ready }, stream)
 }
 
-/// A cache whose first list the controllers wait for before reporting ready.
-pub(crate) trait CacheReady: Send + Sync {
-    /// Resolves once the cache has its first full list.
-    fn wait(&self) -> BoxFuture<'static, ()>;
-}
-
-impl<K> CacheReady for Store<K>
+/// A reflector store and whether it has its first full list yet.
+pub(crate) struct Cache<K: Lookup + Clone + 'static>
 where
-    K: Lookup + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    fn wait(&self) -> BoxFuture<'static, ()> {
-        let store = self.clone();
-        Box::pin(async move { wait_until_ready(&store).await })
-    }
-}
-
-/// Resolves once `store` has its first full list.
-///
-/// kube-runtime's `Store::wait_until_ready` can miss its wake-up when several tasks wait on the
-/// same store at once (seen here: a Controller's runner and the readiness task; one of them stays
-/// pending forever). A fresh `wait_until_ready` future does resolve at its first poll once the store
-/// is ready, so this polls a fresh one on a short interval instead of parking on one.
-pub(crate) async fn wait_until_ready<K>(store: &Store<K>)
-where
-    K: Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    use futures::FutureExt;
-    while store.wait_until_ready().now_or_never().is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    pub store: Store<K>,
+    pub ready: CacheReady,
+}
+
+/// Whether a cache has its first full list: what the runtime waits for before reporting ready,
+/// and what a request pass waits for before reading an issuer cache.
+///
+/// Not kube-runtime's `Store::wait_until_ready`: it can miss its wake-up when several tasks wait
+/// on the same store at once (seen here: a Controller's runner and the readiness task; one of them
+/// stayed pending forever, about one start in three). It parks every waiter on one oneshot
+/// receiver, which keeps only the last waker. A `tokio::sync::watch` channel wakes every waiter,
+/// so nothing polls: the stream that fills the store sets the flag ([`mark_ready`]) and each
+/// waiter is woken once.
+#[derive(Clone)]
+pub(crate) struct CacheReady(tokio::sync::watch::Receiver<bool>);
+
+impl CacheReady {
+    /// Resolves once the cache has its first full list, or once the stream filling it is gone
+    /// (its controller stopped; no list will come), as `Store::wait_until_ready` does.
+    pub(crate) async fn wait(&self) {
+        let mut ready = self.0.clone();
+        let _ = ready.wait_for(|ready| *ready).await;
     }
+}
+
+/// Passes a reflector's output through and marks the cache ready at its first `InitDone`: the
+/// reflector yields an event only after applying it, so the store then holds the full list.
+pub(crate) fn mark_ready<K, S>(reflected: S) -> (impl Stream<Item = S::Item> + Send + 'static, CacheReady)
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let (flag, ready) = tokio::sync::watch::channel(false);
+    let stream = reflected.inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            flag.send_replace(true);
+        }
+    });
+    (stream, CacheReady(ready))
 }

@@ -43,12 +43,14 @@ mod builtin;
 pub mod chaos;
 mod crd;
 mod discovery;
+pub mod endless;
 mod error;
 mod events;
 pub mod fault_proxy;
 mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod leaks;
 mod managed;
 mod objects;
 mod openapi;

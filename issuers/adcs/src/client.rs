@@ -70,17 +70,11 @@ pub enum Auth {
     },
     /// The TLS client certificate carries the identity (IIS client-certificate mapping).
     ClientCertificate,
-    /// Kerberos (`Authorization: Negotiate` with a Kerberos AP-REQ) with a password; one handshake
-    /// per connection.
+    /// Kerberos (`Authorization: Negotiate` with a Kerberos AP-REQ made from the issuer's cached
+    /// service ticket); one AP-REQ per connection.
     Kerberos {
-        /// `user@REALM`.
-        principal: String,
-        /// The password.
-        password: Zeroizing<String>,
-        /// KDC addresses (`host:port`), tried in order.
-        kdcs: Vec<String>,
-        /// Service principal, e.g. `HTTP/ca.example.com`.
-        spn: String,
+        /// The identity, KDCs, SPN and ticket cache.
+        client: crate::kerberos::KerberosClient,
         /// EPA mode.
         channel_binding: ChannelBinding,
     },
@@ -94,9 +88,7 @@ impl std::fmt::Debug for Auth {
             }
             Auth::Basic { .. } => f.write_str("Basic"),
             Auth::ClientCertificate => f.write_str("ClientCertificate"),
-            Auth::Kerberos { principal, spn, kdcs, .. } => {
-                write!(f, "Kerberos({principal:?} for {spn:?} via {kdcs:?})")
-            }
+            Auth::Kerberos { client, channel_binding } => write!(f, "{client:?}, channel binding {channel_binding:?}"),
         }
     }
 }
@@ -335,6 +327,14 @@ impl AdcsClient {
         &self.stats
     }
 
+    /// The Kerberos counters (AS exchanges, AP-REQs), for a Kerberos client.
+    pub fn kerberos_stats(&self) -> Option<&crate::kerberos::KerberosStats> {
+        match &self.auth {
+            Auth::Kerberos { client, .. } => Some(client.stats()),
+            _ => None,
+        }
+    }
+
     /// The authentication method's name, for messages.
     pub fn auth_name(&self) -> &'static str {
         self.auth.name()
@@ -418,7 +418,10 @@ impl AdcsClient {
         Ok(Response { status, content_type, www_authenticate, body: body.to_bytes() })
     }
 
-    /// Runs the Kerberos handshake on `conn`: the AP-REQ goes with the request itself.
+    /// Runs the Kerberos handshake on `conn`: the AP-REQ goes with the request itself. A refusal
+    /// of an AP-REQ made from a ticket cached earlier drops the ticket and tries once more with a
+    /// new one (it may have expired, or certsrv's key changed); a refusal carrying a Kerberos
+    /// error is reported by its meaning (clock skew, wrong SPN, channel binding).
     async fn kerberos(
         &self,
         conn: &mut Conn,
@@ -427,20 +430,33 @@ impl AdcsClient {
         form: Option<&str>,
         cap: usize,
     ) -> Result<Response, AdcsError> {
-        let Auth::Kerberos { principal, password, kdcs, spn, channel_binding } = &self.auth else {
+        let Auth::Kerberos { client: krb, channel_binding } = &self.auth else {
             unreachable!("kerberos() is only called for Kerberos")
         };
         let binding = select_binding(*channel_binding, &conn.binding)?;
-        self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let (principal, password, kdcs, spn) = (principal.clone(), password.clone(), kdcs.clone(), spn.clone());
-        let timeout = self.timeout;
-        // sspi's Kerberos client talks to the KDC through a blocking callback.
-        let token = tokio::task::spawn_blocking(move || {
-            krb::ap_req(&principal, &password, &kdcs, &spn, binding.as_deref(), timeout)
-        })
-        .await
-        .map_err(|e| AdcsError::Config(format!("Kerberos: {e}")))??;
-        self.send(conn, method, path_and_query, form, Some(&format!("Negotiate {token}")), cap).await
+        for attempt in 0..2 {
+            let token = krb.token(binding.as_deref()).await?;
+            self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+            let header = format!("Negotiate {}", token.base64);
+            let r = self.send(conn, method, path_and_query, form, Some(&header), cap).await?;
+            if r.status != StatusCode::UNAUTHORIZED {
+                return Ok(r);
+            }
+            let code = r
+                .www_authenticate
+                .iter()
+                .find_map(|h| h.strip_prefix("Negotiate ").and_then(crate::kerberos::server_error_code));
+            if !token.fresh && attempt == 0 {
+                debug!(?code, "certsrv refused an AP-REQ from the cached Kerberos ticket; getting a new ticket");
+                krb.forget(&token.ticket).await;
+                continue;
+            }
+            return match code {
+                Some(code) => Err(crate::kerberos::explain_server_error(code, krb.spn())),
+                None => Ok(r),
+            };
+        }
+        unreachable!("the second attempt returns")
     }
 
     /// Runs the NTLM handshake on `conn` with the request itself as the second leg.
@@ -621,140 +637,6 @@ fn cert_der(body: &[u8]) -> Result<Vec<u8>, String> {
     let s = std::str::from_utf8(body).map_err(|_| "neither DER nor PEM".to_owned())?;
     let p = pem::parse(s).map_err(|e| format!("not PEM: {e}"))?;
     Ok(p.into_contents())
-}
-
-/// The Kerberos AP-REQ through `sspi` (pure Rust), with the KDC reached over TCP by this module.
-mod krb {
-    use std::io::{Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs};
-    use std::time::Duration;
-
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use sspi::network_client::NetworkClient;
-    use sspi::{
-        AuthIdentity, BufferType, ClientRequestFlags, CredentialUse, DataRepresentation, Kerberos, KerberosConfig,
-        NetworkProtocol, NetworkRequest, SecurityBuffer, Sspi, SspiImpl, Username,
-    };
-
-    use super::AdcsError;
-
-    /// Sends one KDC request over TCP (the request already carries its length prefix).
-    struct Kdc {
-        timeout: Duration,
-    }
-
-    impl NetworkClient for Kdc {
-        fn send(&self, request: &NetworkRequest) -> sspi::Result<Vec<u8>> {
-            let fail = |m: String| sspi::Error::new(sspi::ErrorKind::NoAuthenticatingAuthority, m);
-            if request.protocol != NetworkProtocol::Tcp {
-                return Err(fail(format!("KDC protocol {:?} is not supported: use host:port (TCP)", request.protocol)));
-            }
-            let addr = format!("{}:{}", request.url.host_str().unwrap_or_default(), request.url.port().unwrap_or(88));
-            let sock = addr
-                .to_socket_addrs()
-                .map_err(|e| fail(format!("KDC {addr}: {e}")))?
-                .next()
-                .ok_or_else(|| fail(format!("KDC {addr}: no address")))?;
-            let mut s =
-                TcpStream::connect_timeout(&sock, self.timeout).map_err(|e| fail(format!("KDC {addr}: {e}")))?;
-            s.set_read_timeout(Some(self.timeout)).ok();
-            s.write_all(&request.data).map_err(|e| fail(format!("KDC {addr}: {e}")))?;
-            let mut len = [0u8; 4];
-            s.read_exact(&mut len).map_err(|e| fail(format!("KDC {addr}: {e}")))?;
-            let n = u32::from_be_bytes(len) as usize;
-            if n > 1024 * 1024 {
-                return Err(fail(format!("KDC {addr}: answer of {n} bytes is too large")));
-            }
-            let mut buf = vec![0u8; 4 + n];
-            buf[..4].copy_from_slice(&len);
-            s.read_exact(&mut buf[4..]).map_err(|e| fail(format!("KDC {addr}: {e}")))?;
-            Ok(buf)
-        }
-    }
-
-    /// A SEC_CHANNEL_BINDINGS structure holding only application data.
-    fn sec_channel_bindings(app: &[u8]) -> Vec<u8> {
-        let mut out = vec![0u8; 24];
-        out.extend((app.len() as u32).to_le_bytes());
-        out.extend(32u32.to_le_bytes());
-        out.extend(app);
-        out
-    }
-
-    /// A plain-language reading of a Kerberos failure (djkormo#159: preauth errors were opaque).
-    fn explain(e: &sspi::Error) -> AdcsError {
-        let text = e.to_string();
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("preauth") || lower.contains("kdc_err_preauth_failed") {
-            AdcsError::Unauthorized(format!(
-                "Kerberos: the KDC refused the password (preauthentication failed): {text}"
-            ))
-        } else if lower.contains("skew") {
-            AdcsError::Config(format!(
-                "Kerberos: clock skew between this controller and the KDC is too large (sync the clocks, e.g. NTP): {text}"
-            ))
-        } else if lower.contains("principal") && lower.contains("unknown") || lower.contains("c_principal_unknown") {
-            AdcsError::Unauthorized(format!("Kerberos: the KDC does not know the principal: {text}"))
-        } else {
-            AdcsError::Config(format!("Kerberos: {text}"))
-        }
-    }
-
-    /// The base64 AP-REQ for `spn`, after an AS and a TGS exchange with the first KDC that answers.
-    pub fn ap_req(
-        principal: &str,
-        password: &str,
-        kdcs: &[String],
-        spn: &str,
-        binding: Option<&[u8]>,
-        timeout: Duration,
-    ) -> Result<String, AdcsError> {
-        let mut last = AdcsError::Config("Kerberos: no KDC configured".into());
-        for kdc in kdcs {
-            let config = KerberosConfig::new_with_kdc_url(&format!("tcp://{kdc}"), "certbridge".into());
-            let mut k = Kerberos::new_client_from_config(config).map_err(|e| explain(&e))?;
-            let identity = AuthIdentity {
-                // `REALM\user`: sspi then asks for an NT-PRINCIPAL in that realm; a UPN would go out
-                // as an enterprise name, which MIT KDCs do not resolve.
-                username: match principal.rsplit_once('@') {
-                    Some((user, realm)) => Username::new_down_level_logon_name(user, realm),
-                    None => Username::parse(principal),
-                }
-                .map_err(|e| AdcsError::Config(format!("Kerberos principal {principal:?}: {e}")))?,
-                password: password.to_owned().into(),
-            };
-            let mut creds = k
-                .acquire_credentials_handle()
-                .with_credential_use(CredentialUse::Outbound)
-                .with_auth_data(&identity.into())
-                .execute(&mut k)
-                .map_err(|e| explain(&e))?;
-            let mut input = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-            if let Some(b) = binding {
-                input.push(SecurityBuffer::new(sec_channel_bindings(b), BufferType::ChannelBindings));
-            }
-            let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-            let mut builder = k
-                .initialize_security_context()
-                .with_credentials_handle(&mut creds.credentials_handle)
-                .with_context_requirements(ClientRequestFlags::MUTUAL_AUTH)
-                .with_target_data_representation(DataRepresentation::Native)
-                .with_target_name(spn)
-                .with_input(&mut input)
-                .with_output(&mut output);
-            let result = k
-                .initialize_security_context_impl(&mut builder)
-                .map_err(|e| explain(&e))?
-                .resolve_with_client(&Kdc { timeout });
-            match result {
-                Ok(_) => return Ok(STANDARD.encode(&output[0].buffer)),
-                Err(e) if e.error_type == sspi::ErrorKind::NoAuthenticatingAuthority => last = explain(&e),
-                Err(e) => return Err(explain(&e)),
-            }
-        }
-        Err(last)
-    }
 }
 
 /// The NTLM client messages through `sspi` (pure Rust NTLMv2 with channel bindings).

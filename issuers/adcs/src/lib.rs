@@ -9,6 +9,8 @@
 //! (pyspnego and MIT krb5 as independent NTLM and Kerberos acceptors).
 
 pub mod client;
+pub mod kerberos;
+pub mod keytab;
 pub mod pages;
 pub mod signer;
 pub mod spec;

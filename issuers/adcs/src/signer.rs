@@ -201,22 +201,13 @@ impl AdcsSigner {
                 },
             }
         } else if let Some(k) = &auth_spec.kerberos {
-            let user = utf8(resources.secret_key(&k.secret_name, "username").await?, "kerberos username")?;
-            let password = utf8(resources.secret_key(&k.secret_name, "password").await?, "kerberos password")?;
-            let realm = k.realm.trim().to_ascii_uppercase();
-            let principal = if user.contains('@') { user.to_string() } else { format!("{}@{realm}", user.as_str()) };
-            let host = crate::client::parse_url(&spec.url).map_err(SignError::permanent)?.0;
-            let spn = k.spn.clone().unwrap_or_else(|| format!("HTTP/{host}"));
-            let kdcs: Vec<String> = k
-                .kdc
-                .iter()
-                .map(|h| if h.contains(':') { h.trim().to_owned() } else { format!("{}:88", h.trim()) })
-                .collect();
+            let timeout =
+                Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
+            let data = resources.secret(&k.secret_name).await?;
+            // What the client is built from is covered by the Secret's resourceVersion (IssuerCache key).
+            let (client, _material) = crate::kerberos::from_secret(k, &spec.url, resources.namespace(), data, timeout)?;
             Auth::Kerberos {
-                principal,
-                password,
-                kdcs,
-                spn,
+                client,
                 channel_binding: match k.channel_binding.unwrap_or(ChannelBindingMode::Auto) {
                     ChannelBindingMode::Auto => ChannelBinding::Auto,
                     ChannelBindingMode::Required => ChannelBinding::Required,
@@ -454,7 +445,11 @@ impl Signer for AdcsSigner {
         }
     }
 
-    async fn check(&self, issuer: &Issuer<AdcsIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<AdcsIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         let client = self.client(issuer, resources).await?;
         let not_ready = |e: SignError| match e.reaction {
             certbridge::Reaction::Transient => e.with_reaction(certbridge::Reaction::IssuerNotReady),
@@ -462,8 +457,12 @@ impl Signer for AdcsSigner {
         };
         client.probe().await.map_err(|e| not_ready(wire(e, &format!("authenticating to {}", issuer.spec.url))))?;
         let chain = self.refresh_chain(&client, &issuer.object_key(), None).await.map_err(not_ready)?;
-        info!(ca = %ca_subject(&chain), auth = client.auth_name(), "AD CS issuer checked");
-        Ok(())
+        let ca = ca_subject(&chain);
+        info!(ca = %ca, auth = client.auth_name(), "AD CS issuer checked");
+        Ok(certbridge::Ready::message(match ca.is_empty() {
+            false => format!("signing with AD CS CA {ca}"),
+            true => format!("signing with AD CS at {} (its CA certificate has no readable subject)", issuer.spec.url),
+        }))
     }
 }
 

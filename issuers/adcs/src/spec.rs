@@ -64,7 +64,7 @@ pub struct AuthSpec {
     /// HTTP Basic with the `username`/`password` of a Secret (off by default on IIS; https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic: Option<SecretRef>,
-    /// Kerberos (HTTP Negotiate) with the `username`/`password` of a Secret.
+    /// Kerberos (HTTP Negotiate) with the `username`/`password` or `keytab` of a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kerberos: Option<KerberosAuth>,
 }
@@ -73,7 +73,8 @@ pub struct AuthSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KerberosAuth {
-    /// Secret with `username` (`user` or `user@REALM`) and `password`.
+    /// Secret with `username` (`user` or `user@REALM`) and `password`, or `keytab` (the binary keytab
+    /// file; `username` may be omitted when it holds one principal).
     pub secret_name: String,
     /// The Kerberos realm (upper case, e.g. `CORP.EXAMPLE.COM`).
     pub realm: String,

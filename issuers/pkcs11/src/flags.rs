@@ -24,7 +24,14 @@ pub struct Flags {
     /// cluster issuers may use any token of an allowed module, namespaced issuers none.
     #[arg(long, value_name = "FILE", env = TOKEN_POLICY_ENV)]
     pub token_policy: Option<PathBuf>,
+    /// How long one piece of HSM work (a signature, proving an issuer) may take; past it the
+    /// issuer is not ready (a hung module) and the request is retried later.
+    #[arg(long, value_name = "DURATION", env = CALL_TIMEOUT_ENV, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub call_timeout: std::time::Duration,
 }
+
+/// Environment variable behind `--call-timeout`.
+pub const CALL_TIMEOUT_ENV: &str = "CERTBRIDGE_PKCS11_CALL_TIMEOUT";
 
 impl Flags {
     /// The signer these flags ask for, for a controller signing `concurrency` requests at once.
@@ -38,12 +45,15 @@ impl Flags {
         }
         let allowed =
             if modules.is_empty() { AllowedModules::new([DEFAULT_MODULE]) } else { AllowedModules::new(modules) };
+        if self.call_timeout.is_zero() {
+            anyhow::bail!("--call-timeout 0s: every HSM call would time out; give a duration such as 30s");
+        }
         let sessions = self.sessions.map_or(concurrency.max(1), NonZeroUsize::get);
         let grants = match &self.token_policy {
             Some(path) => TokenPolicy::load(path)?,
             None => TokenPolicy::default(),
         };
-        Ok(Pkcs11Signer::with_config(allowed, sessions).with_token_policy(grants))
+        Ok(Pkcs11Signer::with_config(allowed, sessions).with_token_policy(grants).with_call_timeout(self.call_timeout))
     }
 }
 

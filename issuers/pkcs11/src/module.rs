@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
@@ -106,6 +107,37 @@ impl Module {
     }
 }
 
+/// How long one piece of HSM work (a signature, preparing an issuer) may take by default before
+/// the issuer is reported not ready (`--call-timeout`).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why [`with_deadline`] returned without a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadlineError {
+    /// The work did not finish in time: the module hangs (or is far too slow).
+    TimedOut(Duration),
+    /// The blocking thread panicked or was cancelled.
+    Failed(String),
+}
+
+/// Runs blocking PKCS#11 work on tokio's blocking pool and waits for it at most `timeout`, so that
+/// a module that never returns costs a bounded wait, never a stuck reconcile.
+///
+/// A thread blocked inside a C call cannot be cancelled: on timeout it is left to finish on its
+/// own, keeping its session leased (and the module's shared lock) until the module answers. Later
+/// calls that need a session wait for one under their own deadline, so a hung module shows as
+/// timeouts, not as a growing pile of stuck reconciles.
+pub async fn with_deadline<T: Send + 'static>(
+    timeout: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DeadlineError> {
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(DeadlineError::Failed(e.to_string())),
+        Err(_) => Err(DeadlineError::TimedOut(timeout)),
+    }
+}
+
 fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
     static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
     MODULES.get_or_init(Default::default)
@@ -140,6 +172,16 @@ pub fn initialize(ctx: &Pkcs11) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn work_past_the_deadline_is_abandoned_not_awaited() {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let slow = with_deadline(Duration::from_millis(50), move || wait.recv().is_ok());
+        assert_eq!(slow.await, Err(DeadlineError::TimedOut(Duration::from_millis(50))));
+        // The abandoned thread finishes when the module answers.
+        let _ = release.send(());
+        assert_eq!(with_deadline(Duration::from_secs(60), || 7).await, Ok(7));
+    }
 
     #[test]
     fn only_listed_modules_resolve() {

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::ca::{Inputs, PreparedCa, prepare};
 use crate::grants::{TokenPolicy, capped};
-use crate::module::AllowedModules;
+use crate::module::{AllowedModules, DEFAULT_CALL_TIMEOUT, DeadlineError, with_deadline};
 use crate::spec::{ChainKind, Pkcs11IssuerSpec};
 
 /// Environment variable behind `--sessions`, the session pool size per token (see [`crate::flags`]).
@@ -20,6 +20,8 @@ pub struct Pkcs11Signer {
     allowed: AllowedModules,
     grants: TokenPolicy,
     max_sessions: usize,
+    /// The deadline of one piece of HSM work (see [`with_deadline`]).
+    call_timeout: std::time::Duration,
     prepared: IssuerCache<Cached>,
 }
 
@@ -33,7 +35,19 @@ impl Pkcs11Signer {
     /// its flags, [`crate::flags::Flags::signer`]), under the default token policy: cluster
     /// issuers only (see [`crate::grants`]).
     pub fn with_config(allowed: AllowedModules, max_sessions: usize) -> Self {
-        Pkcs11Signer { allowed, grants: TokenPolicy::default(), max_sessions, prepared: IssuerCache::new() }
+        Pkcs11Signer {
+            allowed,
+            grants: TokenPolicy::default(),
+            max_sessions,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            prepared: IssuerCache::new(),
+        }
+    }
+
+    /// The same signer with another deadline for each piece of HSM work: past it the issuer is
+    /// not ready (a hung module), and the request is retried once the issuer is ready again.
+    pub fn with_call_timeout(self, call_timeout: std::time::Duration) -> Self {
+        Pkcs11Signer { call_timeout, ..self }
     }
 
     /// The same signer under another token policy.
@@ -90,7 +104,8 @@ impl Pkcs11Signer {
         let spec = spec.clone();
         let allowed = self.allowed.clone();
         let max_sessions = self.max_sessions;
-        let ca = tokio::task::spawn_blocking(move || {
+        let module = spec.module.clone();
+        let ca = with_deadline(self.call_timeout, move || {
             let pin: Zeroizing<String> = pin;
             prepare(Inputs {
                 spec: &spec,
@@ -102,7 +117,9 @@ impl Pkcs11Signer {
             })
         })
         .await
-        .map_err(|e| PrepareFailure(crate::ca::PrepareError::NotReady(format!("HSM worker failed: {e}"))))?
+        .map_err(|e| {
+            PrepareFailure(crate::ca::PrepareError::NotReady(deadline_message(&e, &module, "prepare the issuer")))
+        })?
         .map_err(|e| {
             PrepareFailure(match e {
                 // A PIN problem is fixed in the Secret: name it. The token never sees a refused PIN
@@ -115,6 +132,17 @@ impl Pkcs11Signer {
         })?;
         let cached = self.prepared.insert(issuer, resources, Cached { inputs: fingerprint, ca: Arc::new(ca) });
         Ok(cached.ca.clone())
+    }
+}
+
+/// What a missed deadline (or a failed HSM worker) means, naming the module and what it was doing.
+fn deadline_message(e: &DeadlineError, module: &str, doing: &str) -> String {
+    match e {
+        DeadlineError::TimedOut(t) => format!(
+            "the PKCS#11 module {module} did not {doing} within {}s (the HSM hangs or is overloaded): the issuer is not ready until the module answers again; raise --call-timeout if the HSM is just slow",
+            t.as_secs_f64()
+        ),
+        DeadlineError::Failed(why) => format!("the HSM worker failed to {doing}: {why}"),
     }
 }
 
@@ -140,15 +168,29 @@ impl Signer for Pkcs11Signer {
     ) -> Result<Issued, SignError> {
         let ca = self.prepared(issuer, ctx.resources(), false).await.map_err(|f| f.0.for_sign())?;
         let request = request.clone();
-        let issued = tokio::task::spawn_blocking(move || ca.sign(&request))
-            .await
-            .map_err(|e| SignError::transient(format!("HSM worker failed: {e}")))??;
+        let issued = with_deadline(self.call_timeout, move || ca.sign(&request)).await.map_err(|e| match e {
+            // A hung module is the issuer's problem, not the request's: not ready until its check
+            // (which signs a probe under the same deadline) passes again, then the request is retried.
+            DeadlineError::TimedOut(_) => {
+                SignError::issuer_not_ready(deadline_message(&e, &issuer.spec.module, "sign the request"))
+            }
+            DeadlineError::Failed(_) => SignError::transient(deadline_message(&e, &issuer.spec.module, "sign")),
+        })??;
         tracing::info!(issuer = %issuer.display_name(), "signed with the HSM key");
         Ok(issued)
     }
 
-    async fn check(&self, issuer: &Issuer<Pkcs11IssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<Pkcs11IssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         let ca = self.prepared(issuer, resources, true).await.map_err(|f| f.0.for_check())?;
-        ca.still_valid()
+        ca.still_valid()?;
+        Ok(certbridge::Ready::message(format!(
+            "signing with CA {} (key in PKCS#11 token {:?})",
+            ca.subject(),
+            ca.key().token().label()
+        )))
     }
 }

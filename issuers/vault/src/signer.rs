@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | 403 on sign | forget the token, obtain a new one, retry once; still 403 → `Permanent` | – |
 //! | other 4xx on sign (role refuses a name, TTL over max, unknown role) | `Permanent` with Vault's `errors` | – |
-//! | 429, 5xx, no answer | `Transient` | `IssuerNotReady` |
+//! | 429, 5xx, no answer, an unreadable body | `Transient` | `IssuerNotReady` |
+//! | 200 with a leaf for another key than the CSR's | `Transient` (signed again) | – |
 //! | login refused | `IssuerNotReady` | `IssuerNotReady` |
 //! | `sys/health` 501 / 503 / other | – | `IssuerNotReady` naming the state |
 
@@ -130,6 +131,15 @@ impl Signer for VaultSigner {
         let issued = session.chains.issued(&data).map_err(|e| {
             SignError::permanent(format!("Vault at {} returned an unusable chain: {e}", session.client.server()))
         })?;
+        // Vault signs the CSR it is given, so a leaf for another key is a fault on the way (a
+        // proxy, a cache, a mixed-up answer), not the request's: retry, and Vault signs again.
+        // The framework would fail the request for good on it.
+        if issued.leaf_public_key_der().ok().as_deref() != Some(request.csr.public_key_der.as_slice()) {
+            return Err(SignError::transient(format!(
+                "Vault at {} answered {path} with a certificate for another public key than the CSR's; retrying",
+                session.client.server()
+            )));
+        }
         for warning in &data.warnings {
             tracing::info!(issuer = %issuer.display_name(), warning = %warning, "Vault signed with a warning");
         }
@@ -137,7 +147,7 @@ impl Signer for VaultSigner {
         Ok(issued)
     }
 
-    async fn check(&self, issuer: &Issuer<VaultSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(&self, issuer: &Issuer<VaultSpec>, resources: &Resources) -> Result<certbridge::Ready, SignError> {
         let session = self.session(issuer, resources, true).await?;
         let server = session.client.server().to_owned();
         match session.client.health().await {
@@ -161,7 +171,14 @@ impl Signer for VaultSigner {
                 return Err(SignError::issuer_not_ready(format!("Vault at {server} is unreachable: {e}")));
             }
         }
-        session.verify(issuer, resources).await
+        session.verify(issuer, resources).await?;
+        // The spec is validated before `check`, so the path parses; the fallback is only prose.
+        let target = match SignPath::parse(&issuer.spec.path) {
+            Ok(SignPath { mount, verb, role: Some(role) }) => format!("PKI mount {mount:?} ({verb}, role {role:?})"),
+            Ok(SignPath { mount, verb, role: None }) => format!("PKI mount {mount:?} ({verb})"),
+            Err(_) => format!("path {:?}", issuer.spec.path),
+        };
+        Ok(certbridge::Ready::message(format!("signing with {target} at {server}")))
     }
 }
 

@@ -583,8 +583,69 @@ impl Signer for VenafiSigner {
         result
     }
 
-    async fn check(&self, issuer: &Issuer<VenafiIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
-        self.check_issuer(issuer, resources).await
+    async fn check(
+        &self,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
+        let entry = self.client(issuer, resources).await?;
+        let spec = &issuer.spec;
+        // cert-manager's issuer reasons (AuthFailed since v1.21), on the Ready=False condition.
+        let reason = |verdict: Verdict, e: SignError| match verdict {
+            Verdict::AuthFailed => e.with_reason("AuthFailed"),
+            Verdict::ZoneNotFound => e.with_reason("ZoneNotFound"),
+            _ => e,
+        };
+        let tpp = |op: &str, e: VenafiError| reason(classify(&e), for_check(tpp_error(e, spec, op)));
+        let cloud = |op: &str, e: VenafiError| {
+            let verdict = match &e {
+                VenafiError::Auth(_) | VenafiError::Http { status: 401 | 403, .. } => Verdict::AuthFailed,
+                VenafiError::Http { message, .. } if message.starts_with("ZoneNotFound") => Verdict::ZoneNotFound,
+                _ => Verdict::Transient,
+            };
+            reason(verdict, for_check(cloud_error(e, spec, op)))
+        };
+        match &entry.backend {
+            Backend::Tpp(c) => {
+                let verified = c.verify().await;
+                self.persist_refresh_token(issuer, resources, &entry).await;
+                verified.map_err(|e| tpp("verify", e))?;
+                let policy = c.check_policy(&spec.zone).await.map_err(|e| tpp("checkpolicy", e))?;
+                let ca = policy.pointer("/Policy/CertificateAuthority/Value").and_then(|v| v.as_str());
+                info!(zone = %spec.zone, ca, auth = c.mode(), "TPP issuer checked");
+                Ok(certbridge::Ready::message(match ca {
+                    Some(ca) => format!("TPP zone \"{}\" issues from CA {ca}", spec.zone),
+                    None => format!("TPP zone \"{}\" is usable (its policy names no CA)", spec.zone),
+                }))
+            }
+            Backend::Cloud(c) => {
+                c.verify().await.map_err(|e| cloud("verify", e))?;
+                let (app, cit) = c.resolve_zone(&spec.zone).await.map_err(|e| cloud("zone lookup", e))?;
+                info!(zone = %spec.zone, app, cit, "TLS Protect Cloud issuer checked");
+                Ok(certbridge::Ready::message(format!(
+                    "TLS Protect Cloud zone \"{}\" is usable (application id {app}, issuing template id {cit})",
+                    spec.zone
+                )))
+            }
+        }
+    }
+
+    /// TPP only (see [`crate::revoke`]).
+    fn revokes(&self, issuer: &Issuer<VenafiIssuerSpec>) -> bool {
+        crate::revoke::supported(&issuer.spec)
+    }
+
+    async fn revoke(
+        &self,
+        certificate_pem: &str,
+        request: &certbridge::RequestObject,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<(), SignError> {
+        match &self.client(issuer, resources).await?.backend {
+            Backend::Tpp(c) => crate::revoke::tpp(c, certificate_pem, request, &issuer.spec).await,
+            Backend::Cloud(_) => Err(SignError::permanent("TLS Protect Cloud revocation is not supported")),
+        }
     }
 }
 
@@ -612,32 +673,6 @@ impl VenafiSigner {
             }
             Backend::Cloud(c) => self.sign_cloud(c, request, issuer, ctx).await,
         }
-    }
-
-    async fn check_issuer(&self, issuer: &Issuer<VenafiIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
-        let entry = self.client(issuer, resources).await?;
-        let spec = &issuer.spec;
-        match &entry.backend {
-            Backend::Tpp(c) => {
-                let verified = c.verify().await;
-                self.persist_refresh_token(issuer, resources, &entry).await;
-                verified.map_err(|e| for_check(tpp_error(e, spec, "verify")))?;
-                let policy =
-                    c.check_policy(&spec.zone).await.map_err(|e| for_check(tpp_error(e, spec, "checkpolicy")))?;
-                let ca = policy
-                    .pointer("/Policy/CertificateAuthority/Value")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("(not set in the policy)");
-                info!(zone = %spec.zone, ca, auth = c.mode(), "TPP issuer checked: the zone issues from CA {ca}");
-            }
-            Backend::Cloud(c) => {
-                c.verify().await.map_err(|e| for_check(cloud_error(e, spec, "verify")))?;
-                let (app, cit) =
-                    c.resolve_zone(&spec.zone).await.map_err(|e| for_check(cloud_error(e, spec, "zone lookup")))?;
-                info!(zone = %spec.zone, app, cit, "TLS Protect Cloud issuer checked");
-            }
-        }
-        Ok(())
     }
 }
 

@@ -38,9 +38,15 @@ spec:
         {{- with .Values.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- with .Values.podAnnotations }}
+      {{- $annotations := include "certbridge.issuerPodAnnotations" . | trim }}
+      {{- if or .Values.podAnnotations $annotations }}
       annotations:
+        {{- with $annotations }}
+        {{- . | nindent 8 }}
+        {{- end }}
+        {{- with .Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
     spec:
       serviceAccountName: {{ include "certbridge.serviceAccountName" . }}
@@ -71,16 +77,28 @@ spec:
             - --leader-election-namespace={{ .Release.Namespace }}
             {{- end }}
             - --metrics-addr=0.0.0.0:{{ int .Values.metrics.port }}
+            {{- if not .Values.metrics.secure }}
+            - --metrics-insecure
+            {{- else if .Values.metrics.tlsSecretName }}
+            - --metrics-cert-file=/etc/certbridge/metrics-tls/tls.crt
+            - --metrics-key-file=/etc/certbridge/metrics-tls/tls.key
+            {{- end }}
             - --health-addr=0.0.0.0:{{ int .Values.health.port }}
             - --max-retry-duration={{ .Values.controller.maxRetryDuration }}
             - --issuer-recheck-interval={{ .Values.controller.issuerRecheckInterval }}
             - --concurrency={{ int .Values.controller.concurrency }}
             - --log-format={{ .Values.controller.logFormat }}
+            - --csr-max-pem-bytes={{ int .Values.csr.maxPemBytes }}
+            - --csr-max-sans={{ int .Values.csr.maxSans }}
+            - --csr-max-name-bytes={{ int .Values.csr.maxNameBytes }}
             {{- if not .Values.kubernetesCSRs.enabled }}
             - --disable-certificate-signing-requests
             {{- end }}
             {{- if not .Values.namespacedIssuers.enabled }}
             - --disable-namespaced-issuers
+            {{- end }}
+            {{- with include "certbridge.issuerArgs" . }}
+            {{- . | trim | nindent 12 }}
             {{- end }}
             {{- range .Values.extraArgs }}
             - {{ . | quote }}
@@ -128,6 +146,11 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if and .Values.metrics.secure .Values.metrics.tlsSecretName }}
+            - name: metrics-tls
+              mountPath: /etc/certbridge/metrics-tls
+              readOnly: true
+            {{- end }}
             {{- with include "certbridge.issuerVolumeMounts" . }}
             {{- . | trim | nindent 12 }}
             {{- end }}
@@ -138,6 +161,11 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 16Mi
+        {{- if and .Values.metrics.secure .Values.metrics.tlsSecretName }}
+        - name: metrics-tls
+          secret:
+            secretName: {{ .Values.metrics.tlsSecretName }}
+        {{- end }}
         {{- with include "certbridge.issuerVolumes" . }}
         {{- . | trim | nindent 8 }}
         {{- end }}

@@ -1,4 +1,4 @@
-{{/* The Prometheus endpoint (/metrics, certbridge_* families) as a Service, and optionally a ServiceMonitor. */}}
+{{/* The Prometheus endpoint (/metrics, certbridge_* families; HTTPS with TokenReview and SubjectAccessReview unless metrics.secure is false) as a Service, and optionally a ServiceMonitor. */}}
 {{- define "certbridge.service" -}}
 apiVersion: v1
 kind: Service
@@ -43,5 +43,15 @@ spec:
       interval: {{ .Values.serviceMonitor.interval }}
       scrapeTimeout: {{ .Values.serviceMonitor.scrapeTimeout }}
       honorLabels: false
+      {{- if .Values.metrics.secure }}
+      # HTTPS: Prometheus presents its own ServiceAccount token, which needs the metrics-reader
+      # ClusterRole (metrics.readers binds it).
+      scheme: https
+      bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
+      {{- with .Values.serviceMonitor.tlsConfig }}
+      tlsConfig:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- end }}
 {{- end }}
 {{- end }}

@@ -3,6 +3,9 @@ Least-privilege RBAC. Each rule is listed with the reason it exists in deploy/RE
 deploy/check.sh fails when the controllers use a verb or resource these rules do not grant.
 */}}
 {{- define "certbridge.rbac" -}}
+{{- if hasKey .Values.rbac "serviceAccountTokens" }}
+{{- fail "rbac.serviceAccountTokens was removed (it granted serviceaccounts/token create in every namespace): list each ServiceAccount in vault.serviceAccountTokens as {namespace, name}" }}
+{{- end }}
 {{- $fullname := include "certbridge.fullname" . -}}
 {{- $group := include "certbridge.group" . -}}
 {{- $issuers := include "certbridge.issuerPlural" . -}}
@@ -30,7 +33,7 @@ rules:
     verbs: ["get", "list", "watch", "patch"]
   - apiGroups: ["certificates.k8s.io"]
     resources: ["certificatesigningrequests/status"]
-    verbs: ["update", "patch"]
+    verbs: ["patch"]
   # Kubernetes only lets a controller write status.certificate for signers it may "sign" for;
   # CSRs are served by the cluster-scoped kind only.
   - apiGroups: ["certificates.k8s.io"]
@@ -38,19 +41,20 @@ rules:
     resourceNames: [{{ printf "%s.%s/*" $clusterIssuers $group | quote }}]
     verbs: ["sign"]
   {{- end }}
-  # The issuers (specs are never written). With namespacedIssuers off the controller runs with
-  # --disable-namespaced-issuers and never reads or writes the namespaced kind.
+  # The issuers, watched (specs are never written, nor read one by one). With namespacedIssuers
+  # off the controller runs with --disable-namespaced-issuers and never reads or writes the
+  # namespaced kind.
   {{- if .Values.namespacedIssuers.enabled }}
   - apiGroups: [{{ $group | quote }}]
     resources: [{{ $issuers | quote }}, {{ $clusterIssuers | quote }}]
-    verbs: ["get", "list", "watch"]
+    verbs: ["list", "watch"]
   - apiGroups: [{{ $group | quote }}]
     resources: [{{ printf "%s/status" $issuers | quote }}, {{ printf "%s/status" $clusterIssuers | quote }}]
     verbs: ["patch"]
   {{- else }}
   - apiGroups: [{{ $group | quote }}]
     resources: [{{ $clusterIssuers | quote }}]
-    verbs: ["get", "list", "watch"]
+    verbs: ["list", "watch"]
   - apiGroups: [{{ $group | quote }}]
     resources: [{{ printf "%s/status" $clusterIssuers | quote }}]
     verbs: ["patch"]
@@ -70,11 +74,16 @@ rules:
     resources: ["secrets"]
     verbs: ["patch"]
   {{- end }}
-  {{- if .Values.rbac.serviceAccountTokens }}
-  - apiGroups: [""]
-    resources: ["serviceaccounts/token"]
-    verbs: ["create"]
   {{- end }}
+  {{- if .Values.metrics.secure }}
+  # HTTPS /metrics: who presents the bearer token (TokenReview) and whether they may get the
+  # non-resource URL /metrics (SubjectAccessReview). Without them every scrape gets 503.
+  - apiGroups: ["authentication.k8s.io"]
+    resources: ["tokenreviews"]
+    verbs: ["create"]
+  - apiGroups: ["authorization.k8s.io"]
+    resources: ["subjectaccessreviews"]
+    verbs: ["create"]
   {{- end }}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -109,11 +118,6 @@ rules:
     resources: ["secrets"]
     verbs: ["patch"]
   {{- end }}
-  {{- if .Values.rbac.serviceAccountTokens }}
-  - apiGroups: [""]
-    resources: ["serviceaccounts/token"]
-    verbs: ["create"]
-  {{- end }}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -143,7 +147,7 @@ metadata:
 rules:
   - apiGroups: ["coordination.k8s.io"]
     resources: ["leases"]
-    verbs: ["get", "create", "update", "patch"]
+    verbs: ["get", "create", "patch"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -195,5 +199,77 @@ subjects:
   - kind: ServiceAccount
     name: {{ required "approver.serviceAccount.name: name cert-manager's controller service account" .Values.approver.serviceAccount.name }}
     namespace: {{ required "approver.serviceAccount.namespace: cert-manager's namespace" .Values.approver.serviceAccount.namespace }}
+{{- end }}
+{{- with .Values.vault }}
+{{- /* serviceaccounts/token create only for the listed ServiceAccounts: one Role per namespace. */}}
+{{- $byNamespace := dict }}
+{{- range .serviceAccountTokens }}
+{{- $ns := required "vault.serviceAccountTokens[].namespace is required" .namespace }}
+{{- $name := required "vault.serviceAccountTokens[].name is required" .name }}
+{{- if and (not $.Values.namespacedIssuers.enabled) (ne $ns (include "certbridge.clusterResourceNamespace" $)) }}
+{{- fail (printf "vault.serviceAccountTokens: %s/%s is outside clusterResourceNamespace %s, and namespacedIssuers is off, so no issuer can use it: remove it" $ns $name (include "certbridge.clusterResourceNamespace" $)) }}
+{{- end }}
+{{- $_ := set $byNamespace $ns (append (get $byNamespace $ns | default list) $name | uniq) }}
+{{- end }}
+{{- range $ns, $names := $byNamespace }}
+---
+# Vault Kubernetes auth (serviceAccountRef): tokens for these ServiceAccounts only.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ printf "%s-serviceaccount-tokens" $fullname }}
+  namespace: {{ $ns }}
+  labels:
+    {{- include "certbridge.labels" $ | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: ["serviceaccounts/token"]
+    resourceNames: {{ toJson (sortAlpha $names) }}
+    verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ printf "%s-serviceaccount-tokens" $fullname }}
+  namespace: {{ $ns }}
+  labels:
+    {{- include "certbridge.labels" $ | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ printf "%s-serviceaccount-tokens" $fullname }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ $.Release.Namespace }}
+{{- end }}
+{{- end }}
+{{- if .Values.metrics.secure }}
+---
+# Who may scrape HTTPS /metrics: bind this to Prometheus' ServiceAccount (metrics.readers does).
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ printf "%s-metrics-reader" $fullname }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+rules:
+  - nonResourceURLs: ["/metrics"]
+    verbs: ["get"]
+{{- with .Values.metrics.readers }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ printf "%s-metrics-reader" $fullname }}
+  labels:
+    {{- include "certbridge.labels" $ | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ printf "%s-metrics-reader" $fullname }}
+subjects:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 {{- end }}

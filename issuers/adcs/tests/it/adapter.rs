@@ -72,11 +72,98 @@ async fn epa_required_refuses_kerberos_without_binding() {
     assert!(e.to_string().contains("credentials refused"), "{e}");
 }
 
-/// With channel binding, MIT refuses sspi's AP-REQ (see README, Kerberos).
+/// Kerberos with channel binding (tls-server-end-point in the authenticator checksum, the
+/// KERB_AP_OPTIONS_CBT option) against the real MIT KDC and an MIT acceptor with EPA required,
+/// which refuses an AP-REQ without a matching binding (the test above).
 #[tokio::test]
-#[ignore = "MIT krb5 1.20 rejects sspi 0.23's AP-REQ carrying channel bindings with KRB_AP_ERR_MSG_TYPE (README, Kerberos)"]
 async fn kerberos_epa_required() {
     issue_with(SimOpts { mode: Mode::Kerberos, epa: "required", ..Default::default() }).await;
+}
+
+/// A Secret with a keytab (no password, no username: the keytab's one principal), EPA required,
+/// and 12 issuances by 4 concurrent workers over several connections: the KDC's own log shows
+/// one AS and one TGS exchange for the issuer; every connection got its own AP-REQ from that
+/// ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kerberos_keytab_one_as_exchange_per_issuer() {
+    let sim = Sim::start(SimOpts { mode: Mode::Kerberos, epa: "required", ..Default::default() });
+    let kdc = sim.kdc.as_ref().unwrap();
+    let keytab = std::fs::read(&kdc.env["KRB5_CLIENT_KEYTAB"]).unwrap();
+    let secret = certbridge::testing::secret(NS, "creds", None, &[("keytab", keytab.as_slice())]);
+    let (_, cms) = objects(&sim, NS, PASSWORD);
+    let res = Resources::from_objects(NS, vec![secret], cms);
+    let mut s = spec(&sim);
+    s.auth.kerberos.as_mut().unwrap().channel_binding = Some(ChannelBindingMode::Required);
+    let issuer = issuer(s);
+    let signer = std::sync::Arc::new(AdcsSigner::new());
+    signer.check(&issuer, &res).await.expect("check passes");
+    let mut workers = vec![];
+    for w in 0..4 {
+        let (signer, issuer, res) = (signer.clone(), issuer.clone(), res.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0..3 {
+                let req = request(&format!("k{w}-{i}.example.com"), &[]);
+                signer.sign(&req, &issuer, &mut SignContext::offline(res.clone())).await.expect("issued");
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let principal = &kdc.env["KRB5_CLIENT_PRINCIPAL"];
+    assert_eq!(kdc.issued("AS_REQ", principal), 1, "AS exchanges at the KDC");
+    assert_eq!(kdc.issued("TGS_REQ", principal), 1, "TGS exchanges at the KDC");
+    let t = signer.totals();
+    assert!(t.connections >= 2, "the workers used several connections: {t:?}");
+    assert_eq!(sim.counters()["handshakes"].as_u64().unwrap(), t.handshakes, "one AP-REQ accepted per connection");
+    assert_eq!(t.handshakes, t.connections, "{t:?}");
+}
+
+/// A keytab whose key the KDC does not hold: preauthentication failure, named as such, issuer
+/// not ready, and no key material in the message.
+#[tokio::test]
+async fn kerberos_wrong_keytab_is_preauth_failed() {
+    let sim = Sim::start(SimOpts { mode: Mode::Kerberos, ..Default::default() });
+    let kdc = sim.kdc.as_ref().unwrap();
+    let mut keytab = std::fs::read(&kdc.env["KRB5_CLIENT_KEYTAB"]).unwrap();
+    // The first entry's key is the last 32 bytes before its 32-bit kvno: flip one of its bits.
+    let first_len = u32::from_be_bytes(keytab[2..6].try_into().unwrap()) as usize;
+    keytab[6 + first_len - 4 - 1] ^= 1;
+    let secret = certbridge::testing::secret(NS, "creds", None, &[("keytab", keytab.as_slice())]);
+    let (_, cms) = objects(&sim, NS, PASSWORD);
+    let e = AdcsSigner::new()
+        .check(&issuer(spec(&sim)), &Resources::from_objects(NS, vec![secret], cms))
+        .await
+        .unwrap_err();
+    assert_eq!(reaction(&e), "issuer-not-ready", "{e}");
+    let text = e.to_string();
+    assert!(text.contains("KDC_ERR_PREAUTH_FAILED") && text.contains("keytab"), "{text}");
+    assert_eq!(kdc.issued("AS_REQ", &kdc.env["KRB5_CLIENT_PRINCIPAL"]), 0);
+}
+
+/// certsrv's clock an hour off from the authenticator's: MIT's acceptor answers with a KRB-ERROR
+/// (KRB_AP_ERR_SKEW) in the 401, reported as clock skew naming NTP, not as a bare 401.
+#[tokio::test]
+async fn kerberos_clock_skew_is_reported_plainly() {
+    use certbridge_adcs::client::{AdcsClient, AdcsError, Auth, ChannelBinding};
+    use certbridge_adcs::kerberos::{Credential, KerberosClient};
+    let sim = Sim::start(SimOpts { mode: Mode::Kerberos, ..Default::default() });
+    let env = &sim.kdc.as_ref().unwrap().env;
+    let krb = KerberosClient::new(
+        format!("{}@{}", env["KRB5_USER"], env["KRB5_REALM"]),
+        Credential::Password(env["KRB5_PASSWORD"].clone().into()),
+        vec![env["KRB5_KDC"].clone()],
+        "HTTP/localhost".into(),
+        std::time::Duration::from_secs(10),
+    );
+    krb.skew_clock_for_tests(-3600);
+    let auth = Auth::Kerberos { client: krb, channel_binding: ChannelBinding::Auto };
+    let client =
+        AdcsClient::new(&sim.url(), Some(&sim.root_pem), None, auth, std::time::Duration::from_secs(10)).unwrap();
+    match client.probe().await {
+        Err(AdcsError::Config(m)) => assert!(m.contains("KRB_AP_ERR_SKEW") && m.contains("NTP"), "{m}"),
+        other => panic!("expected a clock-skew error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -230,6 +317,14 @@ async fn bad_csr_is_failed() {
         .unwrap_err();
     assert_eq!(reaction(&e), "permanent", "{e}");
     assert!(e.to_string().contains("Error Parsing Request"), "{e}");
+}
+
+/// The Ready message names the issuing CA read from the chain (not the root).
+#[tokio::test]
+async fn check_names_the_issuing_ca() {
+    let sim = Sim::start(SimOpts::default());
+    let ready = AdcsSigner::new().check(&issuer(spec(&sim)), &resources(&sim)).await.unwrap();
+    assert_eq!(ready.text(), Some("signing with AD CS CA CN=Sim Issuing CA, O=certbridge sim"));
 }
 
 #[tokio::test]

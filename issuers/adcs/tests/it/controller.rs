@@ -1,5 +1,5 @@
 //! The real controllers (`certbridge::runtime`) on the embedded API server, signing at the certsrv
-//! simulator: NTLM with EPA required and Kerberos against a real MIT KDC (namespaced issuers) and a
+//! simulator: NTLM and Kerberos (real MIT KDC) with EPA required and channel binding (namespaced issuers) and a
 //! client certificate (cluster issuer); pending → approved across a controller restart, submitted once; pending → denied and
 //! template errors Failed; refused credentials holding the issuer not ready; the binary's offline
 //! `check -f` / `sign -f`.
@@ -97,11 +97,11 @@ fn assert_issued(sim: &Sim, cr: &CertificateRequest) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ntlm_epa_required_client_certificate_and_kerberos_issue_through_the_controller() {
+async fn ntlm_and_kerberos_epa_required_and_client_certificate_issue_through_the_controller() {
     for (opts, scope) in [
         (SimOpts { epa: "required", ..Default::default() }, IssuerScope::Namespaced),
         (SimOpts { mode: Mode::Cert, ..Default::default() }, IssuerScope::Cluster),
-        (SimOpts { mode: Mode::Kerberos, ..Default::default() }, IssuerScope::Namespaced),
+        (SimOpts { mode: Mode::Kerberos, epa: "required", ..Default::default() }, IssuerScope::Namespaced),
     ] {
         let c = Cluster::new(opts.clone(), scope, PASSWORD).await;
         let handle = c.start().await;
@@ -110,8 +110,7 @@ async fn ntlm_epa_required_client_certificate_and_kerberos_issue_through_the_con
             n.channel_binding = Some(ChannelBindingMode::Required);
         }
         if let Some(k) = s.auth.kerberos.as_mut() {
-            // MIT's acceptor refuses sspi's AP-REQ with bindings (README, Kerberos).
-            k.channel_binding = Some(ChannelBindingMode::Off);
+            k.channel_binding = Some(ChannelBindingMode::Required);
         }
         c.issuer_ready(&s).await;
         let csr = c.request("web").await;

@@ -65,6 +65,19 @@ impl Kdc {
     }
 }
 
+impl Kdc {
+    /// How many tickets the KDC issued (`kind`: `AS_REQ` or `TGS_REQ`) to `client` (`user@REALM`),
+    /// read from its log: the KDC's own count of AS/TGS exchanges.
+    pub fn issued(&self, kind: &str, client: &str) -> usize {
+        let log = std::fs::read_to_string(&self.env["KRB5_KDC_LOG"]).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!("{kind} (")) && l.contains(": ISSUE: ") && l.contains(&format!(", {client} for "))
+            })
+            .count()
+    }
+}
+
 impl Drop for Kdc {
     fn drop(&mut self) {
         let _ = Command::new(repo_root().join("scripts/krb5/stop.sh")).arg(&self.dir).status();

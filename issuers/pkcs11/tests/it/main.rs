@@ -7,4 +7,5 @@ mod faults;
 mod fixture;
 mod matrix;
 mod removal;
+mod secrets_never_leak;
 mod security;

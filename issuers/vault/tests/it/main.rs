@@ -7,7 +7,9 @@ mod cli;
 mod controller;
 mod failures;
 mod kubernetes;
+mod matrix;
 mod secrets;
+mod secrets_never_leak;
 mod security;
 mod tokens;
 

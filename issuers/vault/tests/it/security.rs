@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use certbridge::{SignError, Signer};
+use certbridge_testkit::endless::{EndlessServer, rss_kib};
 use certbridge_vault::VaultSigner;
 use certbridge_vault::flags::ControllerPolicy;
 use certbridge_vault::spec::{KubernetesAuth, ServiceAccountRef, VaultAuth, VaultSpec};
@@ -94,58 +95,10 @@ async fn token_audiences_are_not_the_tenants_to_choose() {
     let _ = NS;
 }
 
-/// Resident set size of this process, in KiB (Linux).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap()))
-        .unwrap()
-}
-
-/// A server that answers every request with a 1 GiB chunked body (or until the client leaves).
-async fn endless_server() -> (String, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let sent_mib = Arc::new(AtomicUsize::new(0));
-    let sent = sent_mib.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let sent = sent.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let header = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
-                if stream.write_all(header.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = [b' '; 64 * 1024];
-                let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk[..], b"\r\n"].concat();
-                for i in 0..16 * 1024 {
-                    if stream.write_all(&frame).await.is_err() {
-                        return;
-                    }
-                    if i % 16 == 15 {
-                        sent.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                let _ = stream.write_all(b"0\r\n\r\n").await;
-            });
-        }
-    });
-    (format!("http://{addr}"), sent_mib)
-}
-
 #[tokio::test]
 async fn an_endless_answer_fails_cleanly_with_flat_memory() {
-    let (server, sent_mib) = endless_server().await;
+    let endless = EndlessServer::http().await.unwrap();
+    let server = endless.url();
     let auth = VaultAuth { token_secret_ref: Some(key_ref("vault-token", "token")), ..Default::default() };
     let spec = VaultSpec { server, path: "pki/sign/web".into(), auth, ..Default::default() };
     let res = resources(vec![secret("vault-token", &[("token", "hvs.some-token")])]);
@@ -154,5 +107,5 @@ async fn an_endless_answer_fails_cleanly_with_flat_memory() {
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
     assert!(e.to_string().contains("larger than 4194304 bytes"), "{e}");
     assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB reading a 1 GiB answer");
-    assert!(sent_mib.load(Ordering::SeqCst) < 1024, "the client stopped reading long before 1 GiB");
+    assert!(endless.sent_mib() < 1024, "the client stopped reading long before 1 GiB");
 }

@@ -5,7 +5,7 @@
 //!   status line (`Certificate \VED\…\x being processed, Status: Post CSR, Stage: 500.`).
 //! * TPP: `vedauth/authorize/{oauth,token,verify}` with expiring access tokens and refresh tokens
 //!   that rotate on use (the old one dies) and expire; `vedsdk/certificates/{checkpolicy,request,
-//!   retrieve,reset}` with zones, request answers 200/201/202, pending → issued after a delay or
+//!   retrieve,reset,revoke}` with zones, request answers 200/201/202, pending → issued after a delay or
 //!   an approval, the "click Retry" error state cleared by reset, and TPP's error texts verbatim.
 //! * Cloud: `tppl-api-key` and service-account tokens (`v1/oauth2/v2.0/<tenant>/token`),
 //!   `v1/useraccounts`, application lookup, certificate requests, status, contents (409 pending).
@@ -29,6 +29,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use certbridge::testing::SimPki;
+
+mod revoke;
 
 /// A Cloud application: (name, id, [(issuing template alias, template id)]).
 pub type App = (String, String, Vec<(String, String)>);
@@ -156,6 +158,7 @@ struct SimState {
     violations: Vec<String>,
     bodies: Vec<(String, Value)>,
     next_id: u64,
+    revoked: revoke::Revoked,
 }
 
 struct Shared {
@@ -361,6 +364,7 @@ impl VenafiSim {
                 violations: vec![],
                 bodies: vec![],
                 next_id: 1,
+                revoked: Default::default(),
             }),
             opts,
             logins: AtomicU64::new(0),
@@ -593,6 +597,7 @@ fn operation(method: &str, path: &str) -> &'static str {
         ("POST", "/vedsdk/certificates/request") => "request",
         ("POST", "/vedsdk/certificates/retrieve") => "retrieve",
         ("POST", "/vedsdk/certificates/reset") => "reset",
+        ("POST", "/vedsdk/certificates/revoke") => "revoke",
         ("GET", "/v1/useraccounts") => "useraccounts",
         ("POST", p) if p.starts_with("/v1/oauth2/v2.0/") && p.ends_with("/token") => "cloud-token",
         ("GET", p) if p.starts_with("/outagedetection/v1/applications/name/") => "application",
@@ -621,6 +626,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
         "request" => Some(TPP_REQUEST),
         "retrieve" => Some(TPP_RETRIEVE),
         "reset" => Some(TPP_RESET),
+        "revoke" => Some(revoke::FIELDS),
         "cloud-request" => Some(CLOUD_REQUEST),
         _ => None,
     };
@@ -891,6 +897,10 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
                 Some(_) => tpp_error(400, "Reset is not completed. No reset is required for the certificate."),
             }
         }
+        "revoke" => match tpp_authed() {
+            Some(r) => r,
+            None => revoke::answer(st, &body),
+        },
         "useraccounts" => match cloud_authed() {
             Some(r) => r,
             None => json_resp(

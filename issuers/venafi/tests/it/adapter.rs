@@ -419,6 +419,44 @@ async fn cloud_pending_approval_rejection_and_zone_errors() {
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
+/// The Ready message names the zone and the CA its policy names; a 401 that survives a token
+/// refresh is reason `AuthFailed` (cert-manager v1.21's issuer reason).
+#[tokio::test]
+async fn check_names_the_zone_ca_and_refused_tokens_are_auth_failed() {
+    let sim = sim().await;
+    let res = resources(&sim, Auth::RefreshToken);
+    let iss = issuer(spec(&sim, Auth::RefreshToken));
+    let signer = VenafiSigner::new();
+    let ready = signer.check(&iss, &res).await.unwrap();
+    assert_eq!(
+        ready.text(),
+        Some(r#"TPP zone "Certificates\Kubernetes" issues from CA \VED\Policy\Certificate Authorities\Sim Issuing CA"#)
+    );
+    let unauthorized = || {
+        Fault::Status(
+            401,
+            "Unauthorized".into(),
+            json!({"error": "invalid_token", "error_description": "Token revoked"}),
+        )
+    };
+    sim.push_fault("verify", unauthorized());
+    sim.push_fault("verify", unauthorized());
+    let refreshes = sim.refreshes();
+    let e = signer.check(&iss, &res).await.unwrap_err();
+    assert_eq!(sim.refreshes(), refreshes + 1, "one refresh between the two 401s");
+    assert_eq!(reaction(&e), "issuer_not_ready");
+    assert_eq!(e.reason(), Some("AuthFailed"), "{e}");
+    signer.check(&iss, &res).await.expect("ready again once TPP accepts the token");
+
+    // Another spec is another generation of the issuer (the API server bumps it; the client cache
+    // is keyed by it, and these in-memory Secrets carry no resourceVersion).
+    let mut cloud_issuer = issuer(spec(&sim, Auth::ApiKey));
+    cloud_issuer.generation = 2;
+    let cloud = signer.check(&cloud_issuer, &resources(&sim, Auth::ApiKey)).await.unwrap();
+    let text = cloud.text().unwrap_or_default();
+    assert!(text.starts_with(r#"TLS Protect Cloud zone "Kubernetes\Default" is usable"#), "{text}");
+}
+
 #[tokio::test]
 async fn checks_name_the_zone_and_the_credentials() {
     let sim = sim().await;
@@ -428,6 +466,7 @@ async fn checks_name_the_zone_and_the_credentials() {
     let e = VenafiSigner::new().check(&issuer(s), &res).await.unwrap_err();
     assert_eq!(reaction(&e), "issuer_not_ready");
     assert!(e.to_string().contains("ZoneNotFound") && e.to_string().contains("Certificates\\\\Nope"), "{e}");
+    assert_eq!(e.reason(), Some("ZoneNotFound"));
     let bad = certbridge::Resources::from_objects(
         NS,
         vec![
@@ -443,6 +482,7 @@ async fn checks_name_the_zone_and_the_credentials() {
         "{e}"
     );
     assert!(!e.to_string().contains("wrong"), "no password in messages: {e}");
+    assert_eq!(e.reason(), Some("AuthFailed"), "the issuer's Ready=False reason");
     let e = VenafiSigner::new()
         .check(
             &issuer(spec(&sim, Auth::AccessToken)),

@@ -105,8 +105,24 @@ impl Signer for Shared {
     ) -> Result<Issued, SignError> {
         self.0.sign(request, issuer, ctx).await
     }
-    async fn check(&self, issuer: &Issuer<VenafiIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         self.0.check(issuer, resources).await
+    }
+    fn revokes(&self, issuer: &Issuer<VenafiIssuerSpec>) -> bool {
+        self.0.revokes(issuer)
+    }
+    async fn revoke(
+        &self,
+        certificate_pem: &str,
+        request: &certbridge::RequestObject,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<(), SignError> {
+        self.0.revoke(certificate_pem, request, issuer, resources).await
     }
 }
 

@@ -1,10 +1,8 @@
 //! kubectl 1.32 against the embedded API server, spawned as a real process with the
 //! kubeconfig the server writes.
 
-mod common;
-
+use crate::common::*;
 use certbridge_testkit::KubeSim;
-use common::*;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;

@@ -1,7 +1,7 @@
-//! The request pass shared by the CertificateRequest and the Kubernetes CSR controllers:
-//! gate → validate → issuer readiness → sign → verify → write status, event, metrics.
+//! One reconcile pass of a request, whichever its API: gate → validate → issuer readiness → sign →
+//! verify → write status, event, metrics. The decisions are `decision::request`'s; what the API
+//! contributes (status body, object reference) comes through [`RequestApi`].
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,18 +9,20 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
-use serde::de::DeserializeOwned;
 
 use crate::context::SignContext;
-use crate::controllers::decision::{self, Gate, IssuerState, Outcome, Verdict};
+use crate::controllers::decision::READY;
+use crate::controllers::decision::request::{self as decision, Gate, IssuerState, Outcome, Verdict};
+use crate::controllers::request::api::RequestApi;
 use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
-use crate::controllers::view::{Flavor, IssuerTarget, RequestView};
+use crate::controllers::ssa;
+use crate::controllers::state::AnnotationState;
+use crate::controllers::view::{IssuerTarget, RequestView};
+use crate::controllers::watch::Cache;
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::RequestLabels;
 use crate::resources::Resources;
 use crate::signer::Signer;
-use crate::state::AnnotationState;
 
 /// How long a pass waits for the issuer caches' first list before it backs off.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,14 +32,14 @@ pub(crate) struct RequestCtx<S: Signer> {
     pub shared: Arc<Shared<S>>,
     /// The namespaced issuer cache; `None` when this controller never serves that kind (Kubernetes
     /// CSRs cannot name it, and `--disable-namespaced-issuers` turns it off), so no watch runs for it.
-    pub namespaced_issuers: Option<Store<DynamicObject>>,
-    pub cluster_issuers: Store<DynamicObject>,
+    pub namespaced_issuers: Option<Cache<DynamicObject>>,
+    pub cluster_issuers: Cache<DynamicObject>,
     pub backoff: Backoff,
 }
 
 impl<S: Signer> RequestCtx<S> {
     /// The cache of the `scope` kind, if this controller watches it.
-    fn issuers(&self, scope: IssuerScope) -> Option<&Store<DynamicObject>> {
+    pub(crate) fn issuers(&self, scope: IssuerScope) -> Option<&Cache<DynamicObject>> {
         match scope {
             IssuerScope::Namespaced => self.namespaced_issuers.as_ref(),
             IssuerScope::Cluster => Some(&self.cluster_issuers),
@@ -45,53 +47,35 @@ impl<S: Signer> RequestCtx<S> {
     }
 }
 
-fn controller_name(flavor: Flavor) -> &'static str {
-    match flavor {
-        Flavor::CertificateRequest => "certificaterequests",
-        Flavor::Csr => "certificatesigningrequests",
-    }
-}
-
 /// The backoff key of a request.
 pub(crate) fn backoff_key(view: &RequestView) -> String {
-    format!("{}/{}", view.flavor.kind(), view.display_name())
+    format!("{}/{}", view.kind_name(), view.display_name())
 }
 
 /// One reconcile pass for a request that names one of our issuers. `api` serves the request
 /// object (used to save the signer's state).
-pub(crate) async fn reconcile<S, K>(
+pub(crate) async fn reconcile<S: Signer, R: RequestApi>(
     ctx: &RequestCtx<S>,
     view: RequestView,
     target: IssuerTarget,
-    api: Api<K>,
-) -> Result<Action, Error>
-where
-    S: Signer,
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
+    api: Api<R>,
+) -> Result<Action, Error> {
     let shared = &ctx.shared;
-    let field_manager = shared.settings.field_manager(controller_name(view.flavor));
+    let field_manager = shared.settings.field_manager(R::CONTROLLER);
     let key = backoff_key(&view);
-    let Some(outcome) = decide(ctx, &view, &target, api, &field_manager).await? else {
+    let Some(outcome) = decide(ctx, &view, &target, api.clone(), &field_manager).await? else {
         ctx.backoff.reset(&key);
         return Ok(Action::await_change());
     };
-    let now = Timestamp::now();
-    match view.flavor {
-        Flavor::CertificateRequest => {
-            crate::ssa::apply_certificate_request(&shared.client, &field_manager, &view, &outcome, now).await?
-        }
-        Flavor::Csr if outcome.writes() => {
-            crate::ssa::apply_csr(&shared.client, &field_manager, &view, &outcome, now).await?
-        }
-        Flavor::Csr => {}
+    if let Some(body) = R::status_body(&view, &outcome, Timestamp::now()) {
+        ssa::apply_status(&api, &view.name, &field_manager, body).await?;
     }
     if let Some(ev) = &outcome.event {
         // A request is issued, failed or denied once: its event never repeats (see `publish_once`).
         if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
-            shared.publish_once(ev, &object_reference(&view)).await;
+            shared.publish_once(ev, &object_reference::<R>(&view)).await;
         } else {
-            shared.publish(ev, &object_reference(&view)).await;
+            shared.publish(ev, &object_reference::<R>(&view)).await;
         }
     }
     let kind = shared.kinds.get(target.scope);
@@ -103,7 +87,7 @@ where
             .metrics
             .requests
             .get_or_create(&RequestLabels {
-                kind: view.flavor.kind().to_owned(),
+                kind: view.kind_name().to_owned(),
                 issuer_kind: kind.names.kind.clone(),
                 issuer: match &target.namespace {
                     Some(ns) => format!("{ns}/{}", target.name),
@@ -121,17 +105,13 @@ where
     result
 }
 
-async fn decide<S, K>(
+async fn decide<S: Signer, R: RequestApi>(
     ctx: &RequestCtx<S>,
     view: &RequestView,
     target: &IssuerTarget,
-    api: Api<K>,
+    api: Api<R>,
     field_manager: &str,
-) -> Result<Option<Outcome>, Error>
-where
-    S: Signer,
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
+) -> Result<Option<Outcome>, Error> {
     let shared = &ctx.shared;
     match decision::gate(view, &shared.settings.owner) {
         Gate::Ignore(why) => {
@@ -148,15 +128,15 @@ where
     };
 
     let kind = shared.kinds.get(target.scope);
-    let Some(store) = ctx.issuers(target.scope) else {
+    let Some(cache) = ctx.issuers(target.scope) else {
         // Not reached: a request naming a kind this controller does not watch is ignored earlier.
         tracing::debug!(kind = %kind.names.kind, "this controller does not serve the issuer kind");
         return Ok(None);
     };
-    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, crate::controllers::watch::wait_until_ready(store)).await.is_err() {
+    if tokio::time::timeout(CACHE_SYNC_TIMEOUT, cache.ready.wait()).await.is_err() {
         return Err(Error::Retry(format!("the {} cache has not synced yet", kind.names.kind)));
     }
-    let issuer_obj = store.get(&kind.object_ref(target));
+    let issuer_obj = cache.store.get(&kind.object_ref(target));
     let state = match &issuer_obj {
         None => IssuerState::Missing(kind.not_found(&target.name)),
         Some(obj) => decision::issuer_state(issuer_ready(obj).as_ref(), obj.metadata.generation.unwrap_or(0)),
@@ -189,14 +169,11 @@ where
     Ok(Some(decision::after_sign(view, result, Timestamp::now(), shared.settings.max_retry_duration)))
 }
 
-fn object_reference(view: &RequestView) -> ObjectReference {
-    let api_version = match view.flavor {
-        Flavor::CertificateRequest => "cert-manager.io/v1",
-        Flavor::Csr => "certificates.k8s.io/v1",
-    };
+/// The reference events are published on: the API's own `apiVersion` and `kind`.
+fn object_reference<R: RequestApi>(view: &RequestView) -> ObjectReference {
     ObjectReference {
-        api_version: Some(api_version.into()),
-        kind: Some(view.flavor.kind().into()),
+        api_version: Some(R::api_version(&()).into_owned()),
+        kind: Some(R::kind(&()).into_owned()),
         name: Some(view.name.clone()),
         namespace: view.namespace.clone(),
         uid: (!view.uid.is_empty()).then(|| view.uid.clone()),
@@ -218,7 +195,7 @@ pub(crate) fn fingerprint(view: &RequestView) -> u64 {
     }
     for c in &view.conditions {
         c.type_.hash(&mut h);
-        if c.type_ != decision::READY {
+        if c.type_ != READY {
             c.status.hash(&mut h);
         }
     }

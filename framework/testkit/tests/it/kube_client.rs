@@ -2,13 +2,10 @@
 //! server-side apply on status, and the real cert-manager schemas; `tls` covers TLS mode
 //! (kube-rs and kubectl).
 
-mod common;
-mod tls;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use certbridge_testkit::{KubeSim, SimOptions};
-use common::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};

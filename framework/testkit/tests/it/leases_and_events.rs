@@ -1,9 +1,7 @@
 //! Leader election with kube-lease-manager and event publishing with kube-rs' Recorder.
 
-mod common;
-
+use crate::common::*;
 use certbridge_testkit::KubeSim;
-use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event as K8sEvent;

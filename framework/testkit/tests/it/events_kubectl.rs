@@ -2,10 +2,8 @@
 //! kube-rs' Recorder (events.k8s.io) is what `kubectl describe` and `kubectl get events` show
 //! (core v1), and the other way round.
 
-mod common;
-
+use crate::common::*;
 use certbridge_testkit::KubeSim;
-use common::*;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};

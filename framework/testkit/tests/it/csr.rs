@@ -1,9 +1,7 @@
 //! CertificateSigningRequest approval and status subresources through kube-rs.
 
-mod common;
-
+use crate::common::*;
 use certbridge_testkit::KubeSim;
-use common::*;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};

@@ -1,10 +1,8 @@
 //! TokenRequest → JWT → TokenReview round trip, and the OIDC/JWKS documents.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
 use certbridge_testkit::KubeSim;
-use common::*;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;

@@ -1,98 +1,73 @@
 //! The request controller, written once for both request APIs (issuer-lib's generic
 //! `RequestController`): the request watch, the issuer caches whose readiness changes wake the
-//! requests waiting on them, the reconcile entry and the error policy. What differs between a
-//! cert-manager `CertificateRequest` and a Kubernetes `CertificateSigningRequest` is only how each
-//! names its issuer and when it is finished: that is [`RequestApi`], implemented in
-//! `certificate_request.rs` and `csr.rs`. The pass itself is [`requests::reconcile`].
+//! requests waiting on them, the reconcile entry and the error policy. What differs between the
+//! APIs comes through [`RequestApi`]; the pass itself is [`pass::reconcile`].
 
-use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::DynamicObject;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::{PredicateConfig, WatchStreamExt};
 use kube::runtime::watcher;
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::controllers::decision::{self, Gate};
-use crate::controllers::prune::{self, Prune};
-use crate::controllers::requests::{self, RequestCtx};
+use crate::controllers::decision::request::{Gate, gate};
+use crate::controllers::prune;
+use crate::controllers::request::api::RequestApi;
+use crate::controllers::request::pass::{self, RequestCtx};
+use crate::controllers::request::revoke;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
-use crate::controllers::view::{IssuerTarget, RequestView};
 use crate::controllers::watch;
 use crate::controllers::watch::CacheReady;
 use crate::issuer::IssuerScope;
 use crate::signer::Signer;
 
-/// A request API the controller serves.
-pub(crate) trait RequestApi:
-    kube::Resource<DynamicType = ()> + Prune + Clone + DeserializeOwned + Debug + Send + Sync + 'static
-{
-    /// The controller's name in spans and metrics.
-    const CONTROLLER: &'static str;
-    /// Whether a request of this API can name the namespaced issuer kind (Kubernetes CSRs cannot,
-    /// so their controller does not watch that kind at all).
-    const NAMES_NAMESPACED_ISSUERS: bool;
-
-    /// The API to watch; `namespace` (`--namespace`) limits a namespaced resource to one namespace.
-    fn watch_api(client: &kube::Client, namespace: Option<&str>) -> Api<Self>;
-    /// The API serving this object (where the signer's state annotations are saved).
-    fn object_api(&self, client: &kube::Client) -> Api<Self>;
-    /// The normalized view the decisions read.
-    fn view(&self) -> RequestView;
-    /// The issuer of ours this request names: `Ok(None)` when it names someone else's, `Err(why)`
-    /// when it looks like ours but can never be served.
-    fn target(&self, kinds: &Kinds) -> Result<Option<IssuerTarget>, String>;
-    /// Issued or failed for good: an issuer becoming ready no longer concerns it.
-    fn finished(&self) -> bool;
-}
-
-/// Runs the controller for `R` until `shutdown` resolves; `caches` receives the stores readiness
-/// waits on.
+/// Runs the controller for `R` until `shutdown` resolves; `caches` receives the readiness of
+/// every cache it fills (what the runtime waits for before reporting ready).
 pub(crate) async fn run<S: Signer, R: RequestApi>(
     shared: Arc<Shared<S>>,
     namespace: Option<String>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    caches: &mut Vec<Box<dyn CacheReady>>,
+    caches: &mut Vec<CacheReady>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let client = shared.client.clone();
     let kinds = shared.kinds.clone();
     let (reader, writer) = reflector::store::<R>();
     // Pruned before the store: a cluster keeps thousands of finished requests (see `prune`).
     let pruned = watcher(R::watch_api(&client, namespace.as_deref()), any_semantic()).modify(R::prune);
-    let stream = reflector::reflector(writer, pruned)
+    let (reflected, ready) = watch::mark_ready(reflector::reflector(writer, pruned));
+    let stream = reflected
         .default_backoff()
         .touched_objects()
-        .predicate_filter(|r: &R| Some(requests::fingerprint(&r.view())), PredicateConfig::default());
-    caches.push(Box::new(reader.clone()));
+        .predicate_filter(|r: &R| Some(revoke::fingerprint(r)), PredicateConfig::default());
+    caches.push(ready);
 
-    let (cl_store, cl_trigger) =
-        watch::issuer_cache(&client, &kinds.cluster, None, requests::issuer_readiness_fingerprint, |_| ());
-    caches.push(Box::new(cl_store.clone()));
+    let (cl_cache, cl_trigger) =
+        watch::issuer_cache(&client, &kinds.cluster, None, pass::issuer_readiness_fingerprint, |_| ());
+    caches.push(cl_cache.ready.clone());
     let watch_namespaced = R::NAMES_NAMESPACED_ISSUERS && shared.settings.serves(IssuerScope::Namespaced);
-    let (ns_store, ns_trigger) = watch_namespaced
+    let (ns_cache, ns_trigger) = watch_namespaced
         .then(|| {
             watch::issuer_cache(
                 &client,
                 &kinds.namespaced,
                 namespace.as_deref(),
-                requests::issuer_readiness_fingerprint,
+                pass::issuer_readiness_fingerprint,
                 |_| (),
             )
         })
         .unzip();
-    if let Some(store) = &ns_store {
-        caches.push(Box::new(store.clone()));
+    if let Some(cache) = &ns_cache {
+        caches.push(cache.ready.clone());
     }
 
     let ctx = Arc::new(RequestCtx {
         shared,
-        namespaced_issuers: ns_store,
-        cluster_issuers: cl_store,
+        namespaced_issuers: ns_cache,
+        cluster_issuers: cl_cache,
         backoff: Default::default(),
     });
     let mut controller = Controller::for_stream(stream, reader.clone())
@@ -165,14 +140,17 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
             tracing::debug!("names the namespaced issuer kind, which is disabled; ignoring");
             return Ok(Action::await_change());
         }
+        if let Some(action) = revoke::before_pass(&ctx, request.as_ref(), &target).await? {
+            return Ok(action);
+        }
         let api = request.object_api(&ctx.shared.client);
         let mut view = request.view();
-        if prune::needs_full(&view) && decision::gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
+        if prune::needs_full(&view) && gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
             // The cached copy lost its CSR (cached before approval): read the request afresh.
             let Some(full) = api.get_opt(&view.name).await? else { return Ok(Action::await_change()) };
             view = full.view();
         }
-        requests::reconcile(&ctx, view, target, api).await
+        pass::reconcile(&ctx, view, target, api).await
     }
     .instrument(span)
     .await
@@ -181,7 +159,7 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
 fn error_policy<S: Signer, R: RequestApi>(request: Arc<R>, error: &Error, ctx: Arc<RequestCtx<S>>) -> Action {
     ctx.shared.metrics.reconcile_error(R::CONTROLLER);
     let view = request.view();
-    let delay = ctx.backoff.next(&requests::backoff_key(&view));
+    let delay = ctx.backoff.next(&pass::backoff_key(&view));
     tracing::info!(
         controller = R::CONTROLLER,
         name = %view.display_name(),

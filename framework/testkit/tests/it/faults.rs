@@ -1,11 +1,9 @@
 //! Fault injection, request counters and dropped watches.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use certbridge_testkit::{FaultRule, KubeSim, Verb};
-use common::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams, WatchEvent, WatchParams};
