@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::runtime::{self, Options};
 use crate::signer::Signer;
+use crate::telemetry::LogFormat;
 
 mod offline;
 mod serve;
@@ -111,9 +112,8 @@ struct RunArgs {
     /// Concurrent reconciles per controller.
     #[arg(long, default_value_t = 4)]
     concurrency: u16,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: crate::telemetry::TelemetryArgs,
     /// Do not serve cert-manager CertificateRequests.
     #[arg(long)]
     disable_certificate_requests: bool,
@@ -144,12 +144,6 @@ impl RunArgs {
             csr_limits: self.csr_limits,
         }
     }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Runs the adapter's controller binary: parses the command line and dispatches. `make` builds
@@ -224,7 +218,21 @@ where
             offline::sign(&signer, &file, &cluster_resource_namespace, args).await
         }
         Command::Run { run: args, adapter } => {
-            init_logging(args.log_format, "info");
+            let telemetry = &args.telemetry;
+            let service = format!("{}-controller", <S::Spec as IssuerSpec>::GROUP);
+            // Held until the controller stops: dropping it flushes the last spans.
+            let _traces = match crate::telemetry::init(
+                telemetry.log_format,
+                "info",
+                telemetry.otlp_endpoint.as_deref(),
+                &service,
+            ) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let signer = match build(adapter, usize::from(args.concurrency)) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -241,13 +249,8 @@ where
 }
 
 fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    // No exporter without an endpoint, so nothing to flush.
+    let _ = crate::telemetry::init(format, default, None, "");
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -268,6 +271,10 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     let ready = Arc::new(AtomicBool::new(false));
     let alive = Arc::new(AtomicBool::new(true));
     let metrics: Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::default();
+    // A follower serves `certbridge_leader 0` until it leads and the controllers' metrics exist.
+    let controllers: Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::default();
+    let rendered = controllers.clone();
+    let _ = metrics.set(Box::new(move || rendered.get().map_or_else(crate::metrics::follower_text, |r| r())));
     if let Some(addr) = args.health_addr {
         serve::health(addr, ready.clone(), alive.clone()).await?;
     }
@@ -298,7 +305,7 @@ async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<(
     };
 
     let handle = runtime::start(signer, client, args.options()).await?;
-    let _ = metrics.set(Box::new(handle.metrics_renderer()));
+    let _ = controllers.set(Box::new(handle.metrics_renderer()));
     let mut synced = handle.ready();
     let ready_task = tokio::spawn(async move {
         if synced.wait_for(|r| *r).await.is_ok() {

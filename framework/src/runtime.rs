@@ -142,6 +142,7 @@ impl ControllerHandle {
 
     /// Stops every controller, letting in-flight reconciles finish.
     pub async fn shutdown(self) {
+        self.metrics.leader.set(0);
         self.token.cancel();
         self.readiness.abort();
         for task in self.tasks {
@@ -162,6 +163,9 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
     let reporter = Reporter { controller: format!("{group}-controller"), instance };
     let recorder = Recorder::new(client.clone(), reporter.clone());
     let metrics = Arc::new(Metrics::default());
+    // Running the controllers is what leading means (the `run` command starts them only once it
+    // holds the lease).
+    metrics.leader.set(1);
     let shared = Arc::new(Shared {
         signer: Arc::new(signer),
         client: client.clone(),

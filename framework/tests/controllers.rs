@@ -18,3 +18,12 @@ mod issuers;
 mod revoke;
 #[path = "controllers/runtime.rs"]
 mod runtime;
+// Observability (issue 15).
+#[path = "controllers/logs.rs"]
+mod logs;
+#[path = "controllers/metrics.rs"]
+mod metrics;
+#[path = "controllers/subscriber.rs"]
+mod subscriber;
+#[path = "controllers/traces.rs"]
+mod traces;

@@ -254,12 +254,23 @@ impl<S: Signer> Shared<S> {
 
     /// Publishes an event; a failure is logged, never fatal.
     pub(crate) async fn publish(&self, ev: &EventOut, reference: &k8s_openapi::api::core::v1::ObjectReference) {
+        self.publish_related(ev, reference, None).await
+    }
+
+    /// [`Shared::publish`] with the event's `related` object (a request's issuer): the note stays
+    /// issuer-lib's exact message, and the issuer is on the event as an object reference instead.
+    pub(crate) async fn publish_related(
+        &self,
+        ev: &EventOut,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
         let event = Event {
             type_: if ev.warning { EventType::Warning } else { EventType::Normal },
             reason: ev.reason.to_owned(),
             note: Some(truncate(&ev.note, 1000)),
             action: ev.action.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, reason = ev.reason, "cannot publish event");
@@ -271,7 +282,12 @@ impl<S: Signer> Shared<S> {
     /// every event for 6 minutes to count repeats and scans the whole cache on each publish, so at
     /// 100 requests/s it held ~36,000 events and its scan was the controller's hottest function
     /// (issue 16). Repeating events (retries, waits) still go through [`Shared::publish`].
-    pub(crate) async fn publish_once(&self, ev: &EventOut, reference: &k8s_openapi::api::core::v1::ObjectReference) {
+    pub(crate) async fn publish_once(
+        &self,
+        ev: &EventOut,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
         use k8s_openapi::api::events::v1::Event as K8sEvent;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
         let now = Timestamp::now();
@@ -281,6 +297,7 @@ impl<S: Signer> Shared<S> {
             reason: Some(ev.reason.to_owned()),
             event_time: Some(MicroTime(now)),
             regarding: Some(reference.clone()),
+            related,
             note: Some(truncate(&ev.note, 1000)),
             metadata: ObjectMeta {
                 namespace: Some(namespace.clone()),

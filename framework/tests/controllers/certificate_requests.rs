@@ -47,7 +47,9 @@ async fn issued_by_both_kinds_keeps_approval_and_emits_events() {
         "certbridge_requests_total{kind=\"CertificateRequest\",issuer_kind=\"TestIssuer\",issuer=\"team/ns-ca\",result=\"issued\"} 1",
         "certbridge_requests_total{kind=\"CertificateRequest\",issuer_kind=\"TestClusterIssuer\",issuer=\"cl-ca\",result=\"issued\"} 1",
         "certbridge_issuer_ready{kind=\"TestClusterIssuer\",namespace=\"\",name=\"cl-ca\"} 1",
-        "certbridge_sign_duration_seconds_count 2",
+        "certbridge_sign_duration_seconds_count{issuer_kind=\"TestIssuer\",issuer=\"team/ns-ca\",result=\"issued\"} 1",
+        "certbridge_sign_duration_seconds_count{issuer_kind=\"TestClusterIssuer\",issuer=\"cl-ca\",result=\"issued\"} 1",
+        "certbridge_leader 1",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }

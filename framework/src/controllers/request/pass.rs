@@ -9,11 +9,13 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
+use tracing::Instrument;
 
 use crate::context::SignContext;
 use crate::controllers::decision::READY;
 use crate::controllers::decision::request::{self as decision, Gate, IssuerState, Outcome, Verdict};
 use crate::controllers::request::api::RequestApi;
+use crate::controllers::request::span;
 use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
 use crate::controllers::ssa;
 use crate::controllers::state::AnnotationState;
@@ -72,10 +74,11 @@ pub(crate) async fn reconcile<S: Signer, R: RequestApi>(
     }
     if let Some(ev) = &outcome.event {
         // A request is issued, failed or denied once: its event never repeats (see `publish_once`).
+        let issuer = Some(span::issuer_reference(&shared.kinds, &target));
         if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
-            shared.publish_once(ev, &object_reference::<R>(&view)).await;
+            shared.publish_once(ev, &object_reference::<R>(&view), issuer).await;
         } else {
-            shared.publish(ev, &object_reference::<R>(&view)).await;
+            shared.publish_related(ev, &object_reference::<R>(&view), issuer).await;
         }
     }
     let kind = shared.kinds.get(target.scope);
@@ -158,8 +161,12 @@ async fn decide<S: Signer, R: RequestApi>(
     let resources = Resources::new(shared.source.clone(), shared.resource_namespace(target));
     let mut sign_ctx = SignContext::new(resources, saved, Some(Arc::new(store)));
     let started = Instant::now();
-    let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).await;
-    shared.metrics.sign_duration.observe(started.elapsed().as_secs_f64());
+    let sign_span = span::sign();
+    let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).instrument(sign_span.clone()).await;
+    span::record_sign(&sign_span, &result);
+    let issuer_label = crate::metrics::issuer_label(target.namespace.as_deref(), &target.name);
+    let sign_result = crate::metrics::sign_result(&result);
+    shared.metrics.sign_observed(&kind.names.kind, issuer_label, sign_result, started.elapsed().as_secs_f64());
     // Saved whatever the outcome: an asynchronous CA's request ID must survive a restart.
     let saved = sign_ctx.save_state().await;
     let result = decision::after_save(result, saved).and_then(|issued| decision::verify_issued(&request, issued));
