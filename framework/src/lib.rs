@@ -37,6 +37,7 @@ pub mod runtime;
 pub mod selector;
 pub mod signer;
 pub mod state_auth;
+pub mod telemetry;
 // Also built for the crate's own unit tests, which use its test CA; it needs no dev-dependency.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

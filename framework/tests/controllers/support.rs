@@ -138,6 +138,8 @@ impl Signer for TestSigner {
         ctx: &mut SignContext,
     ) -> Result<Issued, SignError> {
         self.script.sign_calls.fetch_add(1, Ordering::SeqCst);
+        // What an adapter logs: tests/controllers/logs.rs checks it inherits the request's fields.
+        tracing::info!(profile = ?_issuer.spec.profile, "test signer: signing");
         self.script.seen_state.lock().unwrap().push(ctx.state_map().clone());
         let step = self
             .script

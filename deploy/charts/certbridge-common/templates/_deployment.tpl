@@ -85,9 +85,13 @@ spec:
             {{- end }}
             - --health-addr=0.0.0.0:{{ int .Values.health.port }}
             - --max-retry-duration={{ .Values.controller.maxRetryDuration }}
+            - --max-pending={{ .Values.controller.maxPending }}
             - --issuer-recheck-interval={{ .Values.controller.issuerRecheckInterval }}
             - --concurrency={{ int .Values.controller.concurrency }}
             - --log-format={{ .Values.controller.logFormat }}
+            {{- with .Values.tracing.otlpEndpoint }}
+            - --otlp-endpoint={{ . }}
+            {{- end }}
             - --csr-max-pem-bytes={{ int .Values.csr.maxPemBytes }}
             - --csr-max-sans={{ int .Values.csr.maxSans }}
             - --csr-max-name-bytes={{ int .Values.csr.maxNameBytes }}

@@ -19,7 +19,8 @@ metadata:
     {{- include "certbridge.labels" . | nindent 4 }}
 rules:
   # Requests addressed to this issuer: watch them; patch stores per-request state as annotations
-  # state.{{ $group }}/<key> so an asynchronous CA's request survives a restart.
+  # state.{{ $group }}/<key> so an asynchronous CA's request survives a restart, and adds/removes the
+  # revoke-on-delete finalizer {{ $group }}/revoke-on-delete (a request annotated for it).
   - apiGroups: ["cert-manager.io"]
     resources: ["certificaterequests"]
     verbs: ["get", "list", "watch", "patch"]
@@ -27,7 +28,8 @@ rules:
     resources: ["certificaterequests/status"]
     verbs: ["patch"]
   {{- if .Values.kubernetesCSRs.enabled }}
-  # Kubernetes CSRs for the cluster kind; patch: the same per-request state annotations.
+  # Kubernetes CSRs for the cluster kind; patch: the same per-request state annotations and
+  # revoke-on-delete finalizer.
   - apiGroups: ["certificates.k8s.io"]
     resources: ["certificatesigningrequests"]
     verbs: ["get", "list", "watch", "patch"]
@@ -130,6 +132,42 @@ roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: Role
   name: {{ printf "%s-cluster-resources" $fullname }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ .Release.Namespace }}
+---
+# The key that authenticates per-request state (state.<group>/* annotations): an HMAC key in the
+# Secret <group>-state-key in the controller's own namespace (POD_NAMESPACE), created on the first
+# start and only read afterwards. Kubernetes RBAC cannot limit create by name, so create covers
+# Secrets in this namespace; get is limited to the key. State whose MAC does not verify is ignored.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ printf "%s-state-key" $fullname }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    resourceNames: [{{ printf "%s-state-key" $group | quote }}]
+    verbs: ["get"]
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ printf "%s-state-key" $fullname }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ printf "%s-state-key" $fullname }}
 subjects:
   - kind: ServiceAccount
     name: {{ $sa }}

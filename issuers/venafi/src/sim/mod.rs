@@ -152,6 +152,8 @@ struct SimState {
     requests_per_csr: HashMap<String, u64>,
     retrieves_per_csr: HashMap<String, u64>,
     issued_per_csr: HashMap<String, u64>,
+    /// Every leaf issued (DER), in order: the CA's database for the chaos harness.
+    issued_leaves: Vec<Vec<u8>>,
     ops: HashMap<String, u64>,
     violations: Vec<String>,
     bodies: Vec<(String, Value)>,
@@ -357,6 +359,7 @@ impl VenafiSim {
                 requests_per_csr: HashMap::new(),
                 retrieves_per_csr: HashMap::new(),
                 issued_per_csr: HashMap::new(),
+                issued_leaves: vec![],
                 ops: HashMap::new(),
                 violations: vec![],
                 bodies: vec![],
@@ -461,6 +464,11 @@ impl VenafiSim {
         self.state().issued_per_csr.values().sum()
     }
 
+    /// The DER of every leaf certificate issued so far (TPP and Cloud), in issue order.
+    pub fn issued_certificates(&self) -> Vec<Vec<u8>> {
+        self.state().issued_leaves.clone()
+    }
+
     /// Bodies that broke the field sets.
     pub fn violations(&self) -> Vec<String> {
         self.state().violations.clone()
@@ -509,13 +517,17 @@ impl VenafiSim {
         }
     }
 
-    /// Approves every pending certificate (TPP objects and Cloud requests).
+    /// Approves every pending certificate (TPP objects and Cloud requests) and issues it at once,
+    /// as the CA would, whether or not anyone asks for it again (an orphaned request is issued too).
     pub fn approve_all(&self) {
         let mut st = self.state();
         let st = &mut *st;
+        let now = Instant::now();
         for o in st.objects.values_mut().chain(st.cloud_requests.values_mut()) {
             if let ObjState::Pending { approved, .. } = &mut o.state {
                 *approved = true;
+                let _ =
+                    advance(&self.shared, o, Issuance::Approval, now, &mut st.issued_per_csr, &mut st.issued_leaves);
             }
         }
     }
@@ -548,7 +560,12 @@ async fn handle(s: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<R
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    // A client killed while sending (the chaos harness) leaves a truncated body: that is a dead
+    // connection, not a malformed request, so it is dropped rather than recorded as a violation.
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(format!("request body not received: {e}"))),
+    };
     let inc = Incoming { method, path, query, bearer, api_key, content_type, body };
     let latency = s.state.lock().map(|st| st.latency).unwrap_or_default();
     if !latency.is_zero() {
@@ -846,7 +863,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
             let csr = obj.csr.clone();
             *st.retrieves_per_csr.entry(csr.clone()).or_default() += 1;
             let obj = st.objects.get_mut(&dn).expect("present");
-            if let Err(r) = advance(s, obj, issuance, now, &mut st.issued_per_csr) {
+            if let Err(r) = advance(s, obj, issuance, now, &mut st.issued_per_csr, &mut st.issued_leaves) {
                 return *r;
             }
             match &obj.state {
@@ -981,7 +998,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
             let Some(obj) = st.cloud_requests.get_mut(&id) else {
                 return cloud_error(404, 10404, &format!("Certificate request {id} not found"));
             };
-            let _ = advance(s, obj, issuance, now, &mut st.issued_per_csr);
+            let _ = advance(s, obj, issuance, now, &mut st.issued_per_csr, &mut st.issued_leaves);
             let (status, ids, err) = match &obj.state {
                 ObjState::Issued(_) => ("ISSUED", vec![format!("{id}-leaf"), format!("{id}-ca")], Value::Null),
                 ObjState::Pending { approved: false, .. } if issuance == Issuance::Approval => {
@@ -1027,6 +1044,7 @@ fn advance(
     issuance: Issuance,
     now: Instant,
     issued: &mut HashMap<String, u64>,
+    leaves: &mut Vec<Vec<u8>>,
 ) -> Result<(), Box<Resp>> {
     let ObjState::Pending { since, approved } = obj.state else { return Ok(()) };
     let due = match issuance {
@@ -1045,6 +1063,7 @@ fn advance(
     }
     obj.state = ObjState::Issued(bundle);
     *issued.entry(obj.csr.clone()).or_default() += 1;
+    leaves.push(der);
     Ok(())
 }
 

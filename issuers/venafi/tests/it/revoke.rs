@@ -67,7 +67,7 @@ async fn deleted_annotated_requests_are_revoked_at_tpp_once() {
     for s in secrets(&venafi, Auth::Password, NS) {
         Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &s).await.unwrap();
     }
-    let signer = VenafiSigner::new().with_kube_client(client.clone());
+    let signer = VenafiSigner::new();
     let handle = certbridge::runtime::start(signer, client.clone(), Default::default()).await.unwrap();
     create_issuer(&client, IssuerScope::Namespaced, NS, "venafi", &spec(&venafi, Auth::Password)).await.unwrap();
     wait_issuer_ready::<VenafiIssuerSpec>(&client, IssuerScope::Namespaced, NS, "venafi", TIMEOUT).await.unwrap();
