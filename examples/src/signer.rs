@@ -5,42 +5,25 @@ use certbridge::{
     Issued, Issuer, IssuerCache, Ready, Resources, SignContext, SignError, SignRequest, Signer, async_trait,
 };
 use rcgen::{KeyPair, PublicKeyData};
-use x509_parser::pem::parse_x509_pem;
-use x509_parser::time::ASN1Time;
+use x509_parser::{pem::parse_x509_pem, time::ASN1Time};
 
 use crate::spec::LocalCaSpec;
 
-/// The LocalCA signer. `check` reads and parses the CA from its Secret every time; `sign` uses the
-/// CA the last passing check parsed for this issuer generation and reads the Secret itself only
-/// when there is none (a fresh process, a new generation). The framework re-checks an issuer as
-/// soon as a Secret it read changes (a metadata watch), so a rotated CA is used from that check
-/// on — the same kind of window cert-manager's CA issuer has with its informer cache — and a
-/// broken Secret makes the issuer not ready, which stops signing. Reading and parsing the CA on
-/// every sign was one of the three API calls per request and a tenth of the controller's CPU (issue
-/// 16).
+/// The LocalCA signer. `check` loads the CA from its Secret; `sign` uses what the last passing
+/// check loaded (the framework re-checks an issuer as soon as a Secret it read changes).
 #[derive(Default)]
-pub struct LocalCaSigner {
-    cas: IssuerCache<Ca>,
-}
-
-impl std::fmt::Debug for LocalCaSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCaSigner").field("cached_issuers", &self.cas.len()).finish()
-    }
-}
+pub struct LocalCaSigner(IssuerCache<Ca>);
 
 /// A CA loaded from its Secret.
 struct Ca {
-    /// `tls.crt` as stored: the CA certificate first, then any chain above it.
-    pem: String,
+    pem: String, // `tls.crt` as stored: the CA certificate first, then any chain above it.
     issuer: rcgen::Issuer<'static, KeyPair>,
     not_after: ASN1Time,
     subject: String,
 }
 
 impl Ca {
-    /// Reads and cross-checks the Secret. Every problem is "issuer not ready" rather than
-    /// permanent, so fixing the Secret (which triggers a re-check) brings the issuer back.
+    /// Reads and cross-checks the Secret; any problem is "issuer not ready": fixing it re-checks.
     async fn load(spec: &LocalCaSpec, resources: &Resources) -> Result<Ca, SignError> {
         let name = &spec.secret_name;
         let bad =
@@ -75,12 +58,9 @@ impl Signer for LocalCaSigner {
         issuer: &Issuer<LocalCaSpec>,
         ctx: &mut SignContext,
     ) -> Result<Issued, SignError> {
-        let ca = match self.cas.latest(issuer) {
+        let ca = match self.0.latest(issuer) {
             Some(ca) => ca,
-            None => {
-                let ca = Ca::load(&issuer.spec, ctx.resources()).await?;
-                self.cas.insert(issuer, ctx.resources(), ca)
-            }
+            None => self.0.insert(issuer, ctx.resources(), Ca::load(&issuer.spec, ctx.resources()).await?),
         };
         let mut params = certificate_params(request, None)?;
         // Like cert-manager's CA issuer: a leaf never outlives its CA.
@@ -92,16 +72,7 @@ impl Signer for LocalCaSigner {
     }
 
     async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<Ready, SignError> {
-        match Ca::load(&issuer.spec, resources).await {
-            Ok(ca) => {
-                let ready = Ready::message(format!("signing with CA {}", ca.subject));
-                self.cas.insert(issuer, resources, ca);
-                Ok(ready)
-            }
-            Err(e) => {
-                self.cas.remove(issuer);
-                Err(e)
-            }
-        }
+        let ca = Ca::load(&issuer.spec, resources).await.inspect_err(|_| self.0.remove(issuer))?;
+        Ok(Ready::message(format!("signing with CA {}", self.0.insert(issuer, resources, ca).subject)))
     }
 }

@@ -8,10 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalCaSpec {
-    /// Name of a `kubernetes.io/tls` Secret holding the CA certificate (`tls.crt`, optionally followed
-    /// by its chain) and its private key (`tls.key`, unencrypted PEM: PKCS#8, PKCS#1 or SEC1). A
-    /// LocalCAIssuer reads it in its own namespace, a LocalCAClusterIssuer in the controller's cluster
-    /// resource namespace.
+    /// A `kubernetes.io/tls` Secret: the CA certificate (`tls.crt`, then its chain) and key (`tls.key`,
+    /// PKCS#8, PKCS#1 or SEC1), in the issuer's namespace (cluster issuer: cluster resource namespace).
     pub secret_name: String,
 }
 
