@@ -14,7 +14,7 @@ use certbridge::{Issued, Issuer, IssuerScope, Resources, SignContext, SignError,
 use certbridge_pkcs11::Pkcs11Signer;
 use certbridge_pkcs11::grants::TokenPolicy;
 use certbridge_pkcs11::module::{AllowedModules, DEFAULT_MODULE};
-use certbridge_pkcs11::spec::{ChainKind, ChainRef, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
+use certbridge_pkcs11::spec::{KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 pub const NS: &str = "team-a";
@@ -126,12 +126,21 @@ pub fn spec(token: &str, kind: &str) -> Pkcs11IssuerSpec {
         token: TokenRef { label: Some(token.into()), serial: None },
         key: KeyRef { label: Some(format!("ca-{kind}")), id: None },
         pin_secret_ref: SecretKeyRef { name: "hsm-pin".into(), key: "pin".into() },
-        ca_chain_ref: ChainRef { kind: ChainKind::Secret, name: "ca-chain".into(), key: "ca.crt".into() },
+        ca_chain: Some(chain_in_secret("ca-chain")),
+        ca_chain_ref: None,
         policy: Policy::default(),
         signature: None,
         crl_distribution_points: vec![],
         ocsp_servers: vec![],
         issuing_certificate_urls: vec![],
+    }
+}
+
+/// `spec.caChain` naming key `ca.crt` of the Secret `name`.
+pub fn chain_in_secret(name: &str) -> certbridge::CaBundle {
+    certbridge::CaBundle {
+        secret_ref: Some(certbridge::SecretKeySelector { name: name.into(), key: "ca.crt".into() }),
+        ..Default::default()
     }
 }
 
