@@ -45,9 +45,17 @@ pub struct Hsm {
     pub dir: PathBuf,
 }
 
+/// When this test process first used the HSM (Unix seconds): every certificate a test checks was
+/// issued after it, so a leaf's notBefore must not be earlier.
+pub fn started() -> i64 {
+    static STARTED: OnceLock<i64> = OnceLock::new();
+    *STARTED.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
 /// The token directory, created on first use by `softhsm/setup-token.sh`.
 pub fn hsm() -> &'static Hsm {
     static HSM: OnceLock<Hsm> = OnceLock::new();
+    started();
     HSM.get_or_init(|| {
         let dir = tempfile::Builder::new()
             .prefix("pkcs11-it-")
