@@ -76,9 +76,10 @@ UNEXERCISED: dict[str, str] = {
         "the same fresh read for a Kubernetes CSR cached before approval (framework/src/controllers/request/controller.rs)",
     "patch cert-manager.io/certificaterequests (cluster-wide)":
         "per-request state annotations state.<group>/… (framework/src/controllers/state.rs), written by asynchronous adapters "
-        "(EJBCA, AD CS, Venafi); the example signs at once",
+        "(EJBCA, AD CS, Venafi; the example signs at once), and the <group>/revoke-on-delete finalizer "
+        "(controllers/request/revoke.rs) on a request annotated for it (the audit's requests are not)",
     "patch certificates.k8s.io/certificatesigningrequests (cluster-wide)":
-        "the same per-request state annotations on Kubernetes CSRs (controllers/state.rs)",
+        "the same per-request state annotations and revoke-on-delete finalizer on Kubernetes CSRs",
     "patch events.k8s.io/events (cluster-wide)":
         "kube's Recorder patches the Event it created when the same event repeats (series count)",
     "get core/configmaps (cluster-wide)":

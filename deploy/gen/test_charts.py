@@ -312,6 +312,12 @@ class Values(unittest.TestCase):
         self.assertEqual(c["image"], "ghcr.io/certbridge/certbridge-example-ca@sha256:abc")
         self.assertEqual(one(docs, "Deployment")["spec"]["template"]["spec"]["nodeSelector"], {"kubernetes.io/os": "linux"})
 
+    def test_tracing_otlp_endpoint_value(self):
+        args = container(render("example-ca", {}))["args"]
+        self.assertFalse([a for a in args if a.startswith("--otlp-endpoint")], "tracing is off by default")
+        args = container(render("example-ca", {"tracing": {"otlpEndpoint": "http://otel-collector.monitoring:4318"}}))["args"]
+        self.assertIn("--otlp-endpoint=http://otel-collector.monitoring:4318", args)
+
     def test_pkcs11_module_allow_list_and_mounts(self):
         docs = render(
             "pkcs11",

@@ -9,7 +9,9 @@ by scripts/tools/install-prometheus.sh):
   with TokenReview and SubjectAccessReview against kube-sim) and evaluates the chart's rules (with
   short `for:` values);
   breaking the issuer's CA Secret must take CertbridgeIssuerNotReady through pending to firing in
-  Prometheus's HTTP API, and every PromQL expression of the dashboard must return series there.
+  Prometheus's HTTP API; an approved request for the broken issuer must show up in the
+  unfinished-request and request-age gauges, and every PromQL expression of the dashboard must
+  return series there.
 
 Run by deploy/check.sh (binaries kube-sim and certbridge-example-ca from $CERTBRIDGE_TARGET_DIR/debug).
 """
@@ -141,9 +143,12 @@ class Rules(unittest.TestCase):
 
     def test_dashboard_queries_only_exported_metrics(self):
         _, dashboard = render_monitoring(RELEASE)
+        # framework/src/metrics.rs, and Prometheus's own `up`.
         exported = {"certbridge_requests_total", "certbridge_sign_duration_seconds_bucket",
                     "certbridge_sign_duration_seconds_count", "certbridge_issuer_ready",
-                    "certbridge_reconcile_errors_total", "up"}  # fmt: skip
+                    "certbridge_reconcile_errors_total", "certbridge_reconciles_in_flight",
+                    "certbridge_requests_unfinished", "certbridge_request_oldest_unfinished_age_seconds",
+                    "certbridge_leader", "up"}  # fmt: skip
         for title, expr in dashboard_queries(dashboard):
             names = set(re.findall(r"\b(certbridge_\w+|up)\b(?=\{|\[|\)|$)", expr))
             self.assertTrue(names, f"{title}: {expr}")
@@ -204,6 +209,15 @@ class LivePrometheus(unittest.TestCase):
                 self.assertEqual(alert["labels"]["name"], "ca")
                 self.assertEqual(alert["labels"]["job"], JOB)
 
+                # An approved request for the broken issuer stays unfinished: the request-age and
+                # unfinished-request gauges get series (the panels' `or vector(0)` would hide their absence).
+                self.request(k, work, "stuck")
+                unfinished = f'certbridge_requests_unfinished{{job="{JOB}",issuer="ca",approved="true"}} == 1'
+                audit.wait_for("Prometheus to see the unfinished request", lambda: query(prom, unfinished))
+                self.assertTrue(query(prom, f'certbridge_request_oldest_unfinished_age_seconds{{job="{JOB}",issuer="ca",approved="true"}}'))
+                self.assertTrue(query(prom, f'certbridge_leader{{job="{JOB}"}} == 1'), "runs without leader election: leads")
+                self.assertTrue(query(prom, f'certbridge_reconciles_in_flight{{job="{JOB}"}}'))
+
                 # Every dashboard query returns series from this controller.
                 for title, expr in dashboard_queries(dashboard):
                     expr = expr.replace("$job", JOB).replace("$__rate_interval", "1m")
@@ -246,20 +260,24 @@ class LivePrometheus(unittest.TestCase):
         return k, {"PATH": os.environ.get("PATH", ""), "KUBECONFIG": kubeconfig}
 
     def issue(self, k: audit.Cluster, work: str, log: str) -> None:
+        self.request(k, work, "web")
+        audit.wait_for("CertificateRequest web Ready", lambda: audit.ready(k.get("certificaterequest", "web", "-n", "team-a")), logs=log)
+
+    def request(self, k: audit.Cluster, work: str, name: str) -> None:
+        """An approved CertificateRequest `name` in team-a for LocalCAClusterIssuer ca."""
         audit.openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                      "-keyout", "web.key", "-out", "web.csr", "-subj", "/CN=web.example.com",
-                      "-addext", "subjectAltName=DNS:web.example.com", cwd=work)  # fmt: skip
-        with open(os.path.join(work, "web.csr"), "rb") as f:
+                      "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}.example.com",
+                      "-addext", f"subjectAltName=DNS:{name}.example.com", cwd=work)  # fmt: skip
+        with open(os.path.join(work, f"{name}.csr"), "rb") as f:
             csr = base64.b64encode(f.read()).decode()
         k.apply({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-                 "metadata": {"name": "web", "namespace": "team-a"},
+                 "metadata": {"name": name, "namespace": "team-a"},
                  "spec": {"request": csr, "duration": "24h", "usages": ["digital signature", "server auth"],
                           "issuerRef": {"group": audit.GROUP, "kind": "LocalCAClusterIssuer", "name": "ca"}}})  # fmt: skip
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        k.kubectl("patch", "certificaterequest", "web", "-n", "team-a", "--subresource=status", "--type=merge",
+        k.kubectl("patch", "certificaterequest", name, "-n", "team-a", "--subresource=status", "--type=merge",
                   "-p", json.dumps({"status": {"conditions": [{"type": "Approved", "status": "True", "reason": "test",
                                                                "message": "approved", "lastTransitionTime": now}]}}))  # fmt: skip
-        audit.wait_for("CertificateRequest web Ready", lambda: audit.ready(k.get("certificaterequest", "web", "-n", "team-a")), logs=log)
 
     def start_prometheus(self, work: str, metrics_port: int, spec: dict, procs: list, token_file: str) -> str:
         write_rules(spec, work)

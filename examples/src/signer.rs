@@ -1,7 +1,7 @@
 //! Signing with a CA whose certificate and key come from a Secret.
 
 use certbridge::pki::{certificate_params, key_pair_from_pem, subject_public_key};
-use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+use certbridge::{Issued, Issuer, Ready, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 use rcgen::{KeyPair, PublicKeyData};
 use x509_parser::pem::parse_x509_pem;
 use x509_parser::time::ASN1Time;
@@ -19,6 +19,7 @@ struct Ca {
     pem: String,
     issuer: rcgen::Issuer<'static, KeyPair>,
     not_after: ASN1Time,
+    subject: String,
 }
 
 impl Ca {
@@ -41,10 +42,10 @@ impl Ca {
         if cert.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(bad("key \"tls.key\" does not match the certificate in \"tls.crt\""));
         }
-        let not_after = cert.validity().not_after;
+        let (not_after, subject) = (cert.validity().not_after, cert.subject().to_string());
         let issuer = rcgen::Issuer::from_ca_cert_der(&block.contents.clone().into(), key)
             .map_err(|e| bad(&format!("key \"tls.crt\" cannot be used as an issuer: {e}")))?;
-        Ok(Ca { pem: pem.to_string(), issuer, not_after })
+        Ok(Ca { pem: pem.to_string(), issuer, not_after, subject })
     }
 }
 
@@ -68,7 +69,7 @@ impl Signer for LocalCaSigner {
         Issued::from_pem_bundle(&format!("{}\n{}", leaf.pem(), ca.pem)).map_err(SignError::permanent)
     }
 
-    async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<(), SignError> {
-        Ca::load(&issuer.spec, resources).await.map(drop)
+    async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<Ready, SignError> {
+        Ca::load(&issuer.spec, resources).await.map(|ca| Ready::message(format!("signing with CA {}", ca.subject)))
     }
 }

@@ -5,6 +5,13 @@
 //! the request object as annotations `state.<group>/<key>` and hands it back on the next call.
 //! It is saved after every `sign` call whatever the outcome; call [`SignContext::save_state`] to
 //! save *before* a call to the CA that must never be repeated (e.g. an idempotency key).
+//!
+//! The framework guarantees two things about the state `sign` is handed: it is never older than
+//! the state this process last saved for the request (a lagging watch makes the controller read
+//! the request afresh), and it is state the controller wrote itself (it carries an HMAC with the
+//! controller's key; annotations a requester wrote or edited are handed over as no state at all,
+//! with a `StateRejected` Warning event). Adapters can therefore trust an `approval-id` or an
+//! "enroll started" marker they find here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -37,6 +37,7 @@ pub mod runtime;
 pub mod selector;
 pub mod signer;
 pub mod state_auth;
+pub mod telemetry;
 // Also built for the crate's own unit tests, which use its test CA; it needs no dev-dependency.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -51,7 +52,7 @@ pub use redact::redact;
 pub use request::{ExtKeyUsage, KeyUsage, RequestKind, RequestObject, Requester, SignRequest};
 pub use resources::Resources;
 pub use selector::{CaBundle, ConfigMapKeySelector, SecretKeySelector, SecretRef};
-pub use signer::Signer;
+pub use signer::{Ready, Signer};
 
 /// Re-exported so adapters derive [`IssuerSpec`] types without naming the crate versions.
 pub use async_trait::async_trait;

@@ -4,6 +4,12 @@
 //! A namespaced issuer reads only in its own namespace; a cluster issuer only in the controller's
 //! cluster resource namespace. Adapters never pick a namespace, so they cannot break the rule.
 //! Missing objects and keys are [`Reaction::IssuerNotReady`](crate::Reaction::IssuerNotReady) naming the object and key.
+//!
+//! One write exists, [`Resources::update_secret_key`]: an adapter may put a value back into one key
+//! of a Secret it has read (Venafi's rotated refresh token). Same namespace rule, only a Secret
+//! already read through the same `Resources`, never over a change it has not seen, and logged
+//! (object and key, never the value). It needs `patch` on `secrets` in the controller's RBAC,
+//! which the charts grant only with `rbac.secretUpdates: true`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -35,6 +41,24 @@ pub trait ResourceSource: Send + Sync {
         audiences: &[String],
         expiration_seconds: i64,
     ) -> Result<Zeroizing<String>, SignError>;
+
+    /// Sets `key` of a Secret to `value` with a JSON merge patch of that one key (nothing else
+    /// of the Secret changes); with `resource_version`, only if the Secret still has it (a
+    /// precondition: a Secret changed since it was read is not overwritten). Returns the
+    /// Secret's new `resourceVersion`. Sources that cannot write (manifest files) refuse.
+    async fn patch_secret_key(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: &[u8],
+        resource_version: Option<&str>,
+    ) -> Result<Option<String>, SignError> {
+        let _ = (key, value, resource_version);
+        Err(SignError::issuer_not_ready(format!(
+            "cannot write Secret \"{namespace}/{name}\" without a cluster (offline check or sign): the value stays in memory"
+        )))
+    }
 }
 
 /// The kind of a referenced object.
@@ -229,6 +253,42 @@ impl Resources {
             .map_err(|e| SignError::issuer_not_ready(format!("{place} {e}: put the PEM CA certificates in it")))
     }
 
+    /// Writes `value` into the key `selector` names, in a Secret this `Resources` has read
+    /// already (an adapter writes back only to what the issuer references, e.g. a refresh token
+    /// the CA rotated). A JSON merge patch of that one key, in the issuer's namespace, made only
+    /// if the Secret still has the `resourceVersion` that was read: a Secret changed meanwhile
+    /// (someone fixed the credentials) is never overwritten. The write is logged with the Secret
+    /// and the key, never the value, and the Secret's new `resourceVersion` is recorded as read
+    /// (see [`Resources::observed`]; an [`IssuerCache`](crate::IssuerCache) entry built from the
+    /// old content can follow with [`IssuerCache::rekey`](crate::IssuerCache::rekey)).
+    ///
+    /// Errors: a Secret not read through this `Resources` → permanent (a bug in the adapter, not
+    /// something to retry); changed since it was read (409) → transient;
+    /// RBAC refuses → issuer not ready, saying to grant `patch` on `secrets` (the charts'
+    /// `rbac.secretUpdates: true`); gone → issuer not ready; anything else → transient.
+    pub async fn update_secret_key(&self, selector: &SecretKeySelector, value: &[u8]) -> Result<(), SignError> {
+        let reference = (RefKind::Secret, self.namespace.clone(), selector.name.clone());
+        let read = self.read.lock().expect("lock poisoned").get(&reference).cloned();
+        let Some(version) = read else {
+            return Err(SignError::permanent(format!(
+                "Secret \"{}/{}\" was not read by this issuer: an issuer writes only to a Secret it references and has read",
+                self.namespace, selector.name
+            )));
+        };
+        let version = version.filter(|v| !v.is_empty());
+        let new_version = self
+            .source
+            .patch_secret_key(&self.namespace, &selector.name, &selector.key, value, version.as_deref())
+            .await?;
+        tracing::info!(
+            secret = %format!("{}/{}", self.namespace, selector.name),
+            key = %selector.key,
+            "wrote one key of a Secret the issuer references"
+        );
+        self.note(RefKind::Secret, &selector.name, new_version);
+        Ok(())
+    }
+
     /// A short-lived token for the service account `name` in the issuer's namespace, with the
     /// given audiences (TokenRequest API).
     pub async fn service_account_token(
@@ -339,5 +399,60 @@ mod tests {
         assert_eq!(res.string(&missing).await.unwrap_err().reaction, crate::Reaction::IssuerNotReady);
         let e = res.ca_bundle(&CaBundle { pem: Some(ca.key_pem().into()), ..Default::default() }).await.unwrap_err();
         assert!(e.message.contains("not a CERTIFICATE"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn update_secret_key_writes_one_key_of_a_read_secret_in_the_issuers_namespace() {
+        use k8s_openapi::api::core::v1::Secret as S;
+        use kube::api::{Api, PostParams};
+        let sim = certbridge_testkit::KubeSim::start().await.unwrap();
+        let client = sim.client();
+        for ns in ["default", "cert-manager"] {
+            let s = crate::testing::secret(ns, "creds", None, &[("refresh-token", b"old"), ("client-id", b"cm")]);
+            Api::<S>::namespaced(client.clone(), ns).create(&PostParams::default(), &s).await.unwrap();
+        }
+        let res = Resources::from_client(client.clone(), "default");
+        let key = SecretKeySelector { name: "creds".into(), key: "refresh-token".into() };
+        // Only a Secret this issuer has read.
+        let e = res.update_secret_key(&key, b"new").await.unwrap_err();
+        assert_eq!(e.reaction, crate::Reaction::Permanent);
+        assert!(e.message.contains("was not read by this issuer"), "{e}");
+        assert_eq!(&*res.string(&key).await.unwrap(), "old");
+        let before = res.observed()[&(RefKind::Secret, "default".into(), "creds".into())].clone().unwrap();
+        res.update_secret_key(&key, b"new").await.unwrap();
+        // One key changed, the others kept, in the issuer's namespace only.
+        let get = |ns: &str| {
+            let api = Api::<S>::namespaced(client.clone(), ns);
+            async move { api.get("creds").await.unwrap() }
+        };
+        let written = get("default").await;
+        let data = written.data.clone().unwrap();
+        assert_eq!((data["refresh-token"].0.as_slice(), data["client-id"].0.as_slice()), (&b"new"[..], &b"cm"[..]));
+        assert_eq!(get("cert-manager").await.data.unwrap()["refresh-token"].0, b"old");
+        // The new resourceVersion is recorded as read (the issuer is not re-checked for its own write).
+        let after = res.observed()[&(RefKind::Secret, "default".into(), "creds".into())].clone().unwrap();
+        assert_ne!(after, before);
+        assert_eq!(Some(after), written.metadata.resource_version);
+        // Someone changes the Secret: a Resources that read the old version does not write over it.
+        let stale = Resources::from_client(client.clone(), "default");
+        stale.string(&key).await.unwrap();
+        let mut fixed = get("default").await;
+        fixed.data.as_mut().unwrap().insert("refresh-token".into(), k8s_openapi::ByteString(b"fixed".to_vec()));
+        Api::<S>::namespaced(client.clone(), "default").replace("creds", &PostParams::default(), &fixed).await.unwrap();
+        let e = stale.update_secret_key(&key, b"stale").await.unwrap_err();
+        assert_eq!(e.reaction, crate::Reaction::Transient);
+        assert!(e.message.contains("changed since it was read") && !e.message.contains("stale\""), "{e}");
+        assert_eq!(get("default").await.data.unwrap()["refresh-token"].0, b"fixed");
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_offline_source_refuses_writes() {
+        let res = Resources::from_objects("team", vec![secret("team", "creds", "refresh-token", "old")], vec![]);
+        let key = SecretKeySelector { name: "creds".into(), key: "refresh-token".into() };
+        res.string(&key).await.unwrap();
+        let e = res.update_secret_key(&key, b"new").await.unwrap_err();
+        assert_eq!(e.reaction, crate::Reaction::IssuerNotReady);
+        assert!(e.message.contains("without a cluster"), "{e}");
     }
 }

@@ -12,7 +12,20 @@ mod cluster_only;
 mod csr_contents;
 #[path = "controllers/csrs.rs"]
 mod csrs;
+#[path = "controllers/exactly_once.rs"]
+mod exactly_once;
 #[path = "controllers/issuers.rs"]
 mod issuers;
+#[path = "controllers/revoke.rs"]
+mod revoke;
 #[path = "controllers/runtime.rs"]
 mod runtime;
+// Observability (issue 15).
+#[path = "controllers/logs.rs"]
+mod logs;
+#[path = "controllers/metrics.rs"]
+mod metrics;
+#[path = "controllers/subscriber.rs"]
+mod subscriber;
+#[path = "controllers/traces.rs"]
+mod traces;

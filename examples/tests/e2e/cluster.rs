@@ -44,7 +44,7 @@ impl Signer for Counting {
         LocalCaSigner.sign(r, i, c).await
     }
 
-    async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<certbridge::Ready, SignError> {
         LocalCaSigner.check(issuer, resources).await
     }
 }

@@ -20,7 +20,7 @@ fn issuer(secret_name: &str) -> Issuer<LocalCaSpec> {
     }
 }
 
-async fn check(secret: k8s_openapi::api::core::v1::Secret) -> Result<(), SignError> {
+async fn check(secret: k8s_openapi::api::core::v1::Secret) -> Result<certbridge::Ready, SignError> {
     LocalCaSigner.check(&issuer("ca-key-pair"), &Resources::from_objects("team-a", vec![secret], vec![])).await
 }
 

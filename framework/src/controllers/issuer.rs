@@ -26,7 +26,7 @@ use crate::error::SignError;
 use crate::issuer::{IssuerScope, IssuerSpec};
 use crate::metrics::IssuerLabels;
 use crate::resources::{RefKind, Resources};
-use crate::signer::Signer;
+use crate::signer::{Ready, Signer};
 
 /// Context of one issuer controller.
 struct IssuerCtx<S: Signer> {
@@ -112,12 +112,8 @@ fn readers<S: Signer>(
 }
 
 async fn reconcile<S: Signer>(obj: Arc<DynamicObject>, ctx: Arc<IssuerCtx<S>>) -> Result<Action, Error> {
-    let span = tracing::info_span!(
-        "reconcile",
-        controller = %ctx.shared.kinds.get(ctx.scope).names.kind,
-        name = obj.metadata.name.as_deref().unwrap_or_default(),
-        namespace = obj.metadata.namespace.as_deref().unwrap_or_default(),
-    );
+    let span = issuer_span(&obj, &ctx);
+    let _in_flight = ctx.shared.metrics.in_flight(&ctx.shared.kinds.get(ctx.scope).names.kind);
     async move {
         let result = reconcile_issuer(&obj, &ctx).await;
         if result.is_ok() {
@@ -127,6 +123,19 @@ async fn reconcile<S: Signer>(obj: Arc<DynamicObject>, ctx: Arc<IssuerCtx<S>>) -
     }
     .instrument(span)
     .await
+}
+
+/// The span of one issuer reconcile; field names as the request span's (README "Logs").
+fn issuer_span<S: Signer>(obj: &DynamicObject, ctx: &IssuerCtx<S>) -> tracing::Span {
+    let kind = ctx.shared.kinds.get(ctx.scope).names.kind.as_str();
+    tracing::info_span!(
+        "reconcile",
+        controller = kind,
+        issuer.kind = kind,
+        issuer.namespace = obj.metadata.namespace.as_deref(),
+        issuer.name = obj.metadata.name.as_deref().unwrap_or_default(),
+        issuer.uid = obj.metadata.uid.as_deref().unwrap_or_default(),
+    )
 }
 
 async fn reconcile_issuer<S: Signer>(obj: &DynamicObject, ctx: &IssuerCtx<S>) -> Result<Action, Error> {
@@ -159,12 +168,13 @@ async fn reconcile_issuer<S: Signer>(obj: &DynamicObject, ctx: &IssuerCtx<S>) ->
 }
 
 /// Runs the adapter's check on the typed issuer, recording what it read.
-async fn check<S: Signer>(obj: &DynamicObject, target: &IssuerTarget, ctx: &IssuerCtx<S>) -> Result<(), SignError> {
+async fn check<S: Signer>(obj: &DynamicObject, target: &IssuerTarget, ctx: &IssuerCtx<S>) -> Result<Ready, SignError> {
     let shared = &ctx.shared;
     let issuer = typed_issuer::<S::Spec>(obj, ctx.scope).map_err(SignError::permanent)?;
     issuer.spec.validate().map_err(|e| SignError::permanent(format!("invalid issuer spec: {e}")))?;
     let resources = Resources::new(shared.source.clone(), shared.resource_namespace(target));
-    let result = shared.signer.check(&issuer, &resources).await;
+    // A child span per call into the adapter, so a slow CA or HSM shows in a trace.
+    let result = shared.signer.check(&issuer, &resources).instrument(tracing::info_span!("check")).await;
     shared.references.set(target, resources.observed());
     result
 }
@@ -229,6 +239,7 @@ fn error_policy<S: Signer>(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Issu
     ctx.shared.metrics.reconcile_error(kind);
     let target = issuer_target(&obj, ctx.scope);
     let delay = ctx.backoff.next(&key(&target));
-    tracing::info!(issuer = %target.name, error = %error, retry_in = ?delay, "issuer reconcile failed");
+    let _span = issuer_span(&obj, &ctx).entered();
+    tracing::info!(error = %error, retry_in = ?delay, "issuer reconcile failed");
     Action::requeue(delay)
 }

@@ -3,7 +3,8 @@
 //! (cert-manager keeps old ones unless `revisionHistoryLimit` is set) and each one used to cost
 //! about 11 KiB in full: managedFields, the CSR PEM, the issued chain and the CA.
 //!
-//! * Requests (both APIs): managedFields, labels, owner references and finalizers go;
+//! * Requests (both APIs): managedFields, labels, owner references and finalizers (but the
+//!   framework's own revoke-on-delete finalizer) go;
 //!   `status.certificate` becomes a one-byte marker (only *whether* there is one matters) and
 //!   `status.ca` goes. The CSR (`spec.request`) is kept only while the request is approved and not
 //!   finished — the requests about to be signed, whose approval event brought it anyway — so the
@@ -37,8 +38,16 @@ fn prune_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.labels = None;
     meta.owner_references = None;
-    meta.finalizers = None;
+    // Except the request controller's own (see `request::revoke`), which it reads from the cache.
+    meta.finalizers = meta
+        .finalizers
+        .take()
+        .map(|f| f.into_iter().filter(|f| f.ends_with(REVOKE_FINALIZER_SUFFIX)).collect::<Vec<_>>())
+        .filter(|f| !f.is_empty());
 }
+
+/// The end of the revoke-on-delete finalizer's name, `<group>/revoke-on-delete`.
+const REVOKE_FINALIZER_SUFFIX: &str = "/revoke-on-delete";
 
 fn marker(certificate: &mut Option<ByteString>) {
     if certificate.as_ref().is_some_and(|c| !c.0.is_empty()) {
@@ -156,11 +165,21 @@ mod tests {
     #[test]
     fn pending_request_keeps_what_the_gate_and_the_fingerprint_read() {
         let mut c = cr(&[("Approved", "True", "cert-manager.io"), ("Ready", "False", "Pending")], false);
+        c.metadata.finalizers = Some(vec!["other.io/keep".into(), "demo.certbridge.io/revoke-on-delete".into()]);
         let before = c.view();
         c.prune();
         c.prune();
         let after = c.view();
         assert!(c.metadata.managed_fields.is_none() && c.metadata.labels.is_none());
+        assert_eq!(
+            c.metadata.finalizers,
+            Some(vec!["demo.certbridge.io/revoke-on-delete".into()]),
+            "the request controller reads its own finalizer from the cache"
+        );
+        let mut other = cr(&[], false);
+        other.metadata.finalizers = Some(vec!["other.io/keep".into()]);
+        other.prune();
+        assert_eq!(other.metadata.finalizers, None);
         assert!(!needs_full(&after), "approved and unfinished: about to be signed, the CSR stays");
         assert_eq!(after.csr_pem, before.csr_pem);
         let mut unapproved = cr(&[], false);

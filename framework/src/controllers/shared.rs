@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     /// Serve the namespaced issuer kind (`--disable-namespaced-issuers` turns it off).
     pub namespaced_issuers: bool,
     pub csr_limits: crate::pki::CsrLimits,
+    /// How long a request may stay Pending at the CA before it fails (`--max-pending`).
+    pub max_pending: Duration,
 }
 
 impl Settings {
@@ -130,6 +132,12 @@ impl IssuerErrors {
         if let Ok(mut e) = self.errors.lock() {
             e.insert(target.clone(), message.to_owned());
         }
+        self.recheck(kind, target);
+    }
+
+    /// Queues `target` for reconciliation without reporting an error: a Ready issuer is checked
+    /// again at once (see `outage`).
+    pub(crate) fn recheck(&self, kind: &Kind, target: &IssuerTarget) {
         if let Ok(t) = self.triggers.lock()
             && let Some(tx) = t.get(&target.scope)
         {
@@ -241,6 +249,12 @@ pub(crate) struct Shared<S: Signer> {
     pub metrics: Arc<Metrics>,
     pub issuer_errors: IssuerErrors,
     pub references: References,
+    /// Authenticates the per-request state (`state_auth`; key from the controller's Secret).
+    pub state_key: Arc<crate::state_auth::StateKey>,
+    /// The last state this process saved per request (`state_cache`).
+    pub saved_states: Arc<crate::controllers::state_cache::SavedStates>,
+    /// Transient sign errors per issuer, to re-check an issuer during a CA outage (`outage`).
+    pub outages: crate::controllers::outage::Outages,
 }
 
 impl<S: Signer> Shared<S> {
@@ -254,12 +268,23 @@ impl<S: Signer> Shared<S> {
 
     /// Publishes an event; a failure is logged, never fatal.
     pub(crate) async fn publish(&self, ev: &EventOut, reference: &k8s_openapi::api::core::v1::ObjectReference) {
+        self.publish_related(ev, reference, None).await
+    }
+
+    /// [`Shared::publish`] with the event's `related` object (a request's issuer): the note stays
+    /// issuer-lib's exact message, and the issuer is on the event as an object reference instead.
+    pub(crate) async fn publish_related(
+        &self,
+        ev: &EventOut,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
         let event = Event {
             type_: if ev.warning { EventType::Warning } else { EventType::Normal },
             reason: ev.reason.to_owned(),
             note: Some(truncate(&ev.note, 1000)),
             action: ev.action.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, reason = ev.reason, "cannot publish event");
@@ -271,7 +296,12 @@ impl<S: Signer> Shared<S> {
     /// every event for 6 minutes to count repeats and scans the whole cache on each publish, so at
     /// 100 requests/s it held ~36,000 events and its scan was the controller's hottest function
     /// (issue 16). Repeating events (retries, waits) still go through [`Shared::publish`].
-    pub(crate) async fn publish_once(&self, ev: &EventOut, reference: &k8s_openapi::api::core::v1::ObjectReference) {
+    pub(crate) async fn publish_once(
+        &self,
+        ev: &EventOut,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
         use k8s_openapi::api::events::v1::Event as K8sEvent;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
         let now = Timestamp::now();
@@ -281,6 +311,7 @@ impl<S: Signer> Shared<S> {
             reason: Some(ev.reason.to_owned()),
             event_time: Some(MicroTime(now)),
             regarding: Some(reference.clone()),
+            related,
             note: Some(truncate(&ev.note, 1000)),
             metadata: ObjectMeta {
                 namespace: Some(namespace.clone()),
@@ -323,6 +354,19 @@ pub(crate) enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Retry(String),
+    /// Retry with backoff, but no sooner than the duration (the CA's `Retry-After`).
+    #[error("{0}")]
+    RetryNoSooner(String, Duration),
+}
+
+impl Error {
+    /// The earliest retry this error allows, if it sets one.
+    pub(crate) fn no_sooner_than(&self) -> Option<Duration> {
+        match self {
+            Error::RetryNoSooner(_, d) => Some(*d),
+            _ => None,
+        }
+    }
 }
 
 /// The reconcile result for a decision's `next`.
@@ -332,6 +376,7 @@ pub(crate) fn action(next: &Next) -> Result<kube::runtime::controller::Action, E
         Next::Done => Ok(Action::await_change()),
         Next::After(d) => Ok(Action::requeue(*d)),
         Next::Backoff(msg) => Err(Error::Retry(msg.clone())),
+        Next::BackoffNoSooner(msg, d) => Err(Error::RetryNoSooner(msg.clone(), *d)),
     }
 }
 

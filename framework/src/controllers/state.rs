@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kube::api::{Api, Patch, PatchParams};
@@ -13,8 +13,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::context::StateStore;
-use crate::controllers::view::state_prefix;
+use crate::controllers::state_cache::SavedStates;
+use crate::controllers::view::{RequestView, state_prefix};
 use crate::error::SignError;
+use crate::state_auth::{StateKey, mac_annotation};
 
 /// Saves a request's state map into its annotations.
 pub(crate) struct AnnotationState<K> {
@@ -24,25 +26,43 @@ pub(crate) struct AnnotationState<K> {
     field_manager: String,
     /// Keys present on the object, so removed keys are deleted (set to null in the patch).
     written: Mutex<Vec<String>>,
+    /// The request's identity the MAC is bound to: (kind, namespace, name, uid).
+    owner: (&'static str, String, String, String),
+    mac_annotation: String,
+    key: Arc<StateKey>,
+    saved: Arc<SavedStates>,
 }
 
 impl<K> AnnotationState<K> {
-    /// A store for object `name` served by `api`, with the adapter's `group`, starting from the
-    /// state map currently on the object.
+    /// A store for request `view` served by `api`, with the adapter's `group`: every save is
+    /// signed with `key` and recorded in `saved`. The state keys on the object now (verified or
+    /// not) are deleted by a save that leaves them out.
     pub(crate) fn new(
         api: Api<K>,
-        name: &str,
+        view: &RequestView,
         group: &str,
         field_manager: &str,
-        current: &BTreeMap<String, String>,
+        key: Arc<StateKey>,
+        saved: Arc<SavedStates>,
     ) -> Self {
         AnnotationState {
             api,
-            name: name.to_owned(),
+            name: view.name.clone(),
             prefix: state_prefix(group),
             field_manager: field_manager.to_owned(),
-            written: Mutex::new(current.keys().cloned().collect()),
+            written: Mutex::new(view.state(group).keys().cloned().collect()),
+            owner: (view.kind_name(), view.namespace.clone().unwrap_or_default(), view.name.clone(), view.uid.clone()),
+            mac_annotation: mac_annotation(group),
+            key,
+            saved,
         }
+    }
+
+    /// The MAC of `state` for this request (`None`: no state, the MAC annotation is removed).
+    fn mac(&self, state: &BTreeMap<String, String>) -> Option<String> {
+        let (kind, namespace, name, uid) = &self.owner;
+        let owner = crate::state_auth::StateOwner { kind, namespace, name, uid };
+        (!state.is_empty()).then(|| self.key.sign(&owner, state))
     }
 }
 
@@ -75,12 +95,15 @@ where
             }
         }
         let previous = self.written.lock().map(|w| w.clone()).unwrap_or_default();
-        let patch = state_patch(&self.prefix, &previous, state);
+        let mut patch = state_patch(&self.prefix, &previous, state);
+        patch["metadata"]["annotations"][&self.mac_annotation] = self.mac(state).map_or(Value::Null, Value::String);
         let params = PatchParams { field_manager: Some(self.field_manager.clone()), ..Default::default() };
-        self.api
+        let saved = self
+            .api
             .patch(&self.name, &params, &Patch::Merge(&patch))
             .await
             .map_err(|e| SignError::transient(format!("cannot save the request state on {}: {e}", self.name)))?;
+        self.saved.record(&self.owner.3, saved.meta().resource_version.clone(), state);
         if let Ok(mut w) = self.written.lock() {
             *w = state.keys().cloned().collect();
         }

@@ -1,11 +1,12 @@
-//! [`ResourceSource`] over the API server: Secrets, ConfigMaps and TokenRequests. The namespace
-//! rules are enforced by [`Resources`](super::Resources), which decides the namespace; this only
-//! performs the reads. Errors name the object, never its content.
+//! [`ResourceSource`] over the API server: Secrets, ConfigMaps and TokenRequests, and the one
+//! write (a merge patch of one Secret key). The namespace rules are enforced by
+//! [`Resources`](super::Resources), which decides the namespace; this only performs the calls.
+//! Errors name the object, never its content.
 
 use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use zeroize::Zeroizing;
 
 use super::ResourceSource;
@@ -77,5 +78,37 @@ impl ResourceSource for ApiSource {
             )));
         }
         Ok(Zeroizing::new(token))
+    }
+
+    async fn patch_secret_key(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: &[u8],
+        resource_version: Option<&str>,
+    ) -> Result<Option<String>, SignError> {
+        use base64::Engine as _;
+        let mut patch = serde_json::json!({
+            "data": { key: base64::engine::general_purpose::STANDARD.encode(value) }
+        });
+        if let Some(rv) = resource_version {
+            // A resourceVersion in a merge patch is a precondition: 409 if the Secret changed.
+            patch["metadata"] = serde_json::json!({ "resourceVersion": rv });
+        }
+        let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(s) => Ok(s.metadata.resource_version),
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(SignError::issuer_not_ready(format!(
+                "the controller may not patch Secret \"{namespace}/{name}\" (forbidden): grant it patch on secrets (charts: rbac.secretUpdates: true)"
+            ))),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(SignError::issuer_not_ready(format!(
+                "Secret \"{namespace}/{name}\" not found: create it or fix the reference"
+            ))),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(SignError::transient(format!(
+                "Secret \"{namespace}/{name}\" changed since it was read: key \"{key}\" not written over the change"
+            ))),
+            Err(e) => Err(SignError::transient(format!("cannot patch Secret \"{namespace}/{name}\": {e}"))),
+        }
     }
 }

@@ -85,6 +85,9 @@ pub struct ChaosOptions {
     pub deadline: Duration,
     /// Append the controller's stdout and stderr here (`None`: discarded).
     pub log: Option<PathBuf>,
+    /// Give each CSR its DNS name as subject CN (false: rcgen's default subject, the same for
+    /// every request). A CA that names its objects after the CN, as Venafi TPP does, needs it.
+    pub subject_cn: bool,
 }
 
 impl ChaosOptions {
@@ -105,6 +108,7 @@ impl ChaosOptions {
             advance_every: Duration::from_millis(200),
             deadline: Duration::from_secs(100),
             log: None,
+            subject_cn: false,
         }
     }
 }
@@ -363,7 +367,11 @@ fn make_requests(opts: &ChaosOptions, rng: &mut StdRng) -> anyhow::Result<Vec<Ma
             let name = format!("chaos-{tag:08x}-{i:04}");
             let dns = format!("{name}.chaos.example");
             let key = rcgen::KeyPair::generate().context("request key")?;
-            let params = rcgen::CertificateParams::new(vec![dns.clone()]).context("CSR params")?;
+            let mut params = rcgen::CertificateParams::new(vec![dns.clone()]).context("CSR params")?;
+            if opts.subject_cn {
+                params.distinguished_name = rcgen::DistinguishedName::new();
+                params.distinguished_name.push(rcgen::DnType::CommonName, dns.clone());
+            }
             let csr_pem = params.serialize_request(&key).context("CSR")?.pem().context("CSR PEM")?;
             Ok(Made { name, spki: rcgen::PublicKeyData::subject_public_key_info(&key), dns, csr_pem })
         })

@@ -259,10 +259,13 @@ impl Shared {
         };
         // A connection fault must reach clients that hold pooled keep-alive connections, as a
         // real network fault would: they reconnect and meet it.
+        // `refusing` first, then the connections: the accept loop takes a connection's token
+        // before it reads `refusing`, so a connection accepted during this change either holds
+        // a token cancelled here or sees `refusing` and is dropped.
+        self.refusing.send_replace(refuse);
         if refuse || per_connection {
             self.drop_connections();
         }
-        self.refusing.send_replace(refuse);
     }
 }
 
@@ -414,8 +417,14 @@ async fn accept_loop(first: TcpListener, addr: SocketAddr, shared: Arc<Shared>, 
             }
             r = l.accept() => {
                 if let Ok((tcp, _)) = r {
-                    shared.lock().connections += 1;
                     let cancel = shared.conn_token();
+                    if *shared.refusing.borrow() {
+                        // Accepted in the instant a Refuse rule arrived: closed like the rest, and
+                        // the listener goes too (the loop binds again when the rule goes).
+                        drop(tcp);
+                        continue;
+                    }
+                    shared.lock().connections += 1;
                     let s = shared.clone();
                     tokio::spawn(async move {
                         tokio::select! {

@@ -60,6 +60,34 @@ async fn secret_change_triggers_a_recheck_and_secrets_never_leak() {
     env.stop().await;
 }
 
+/// `check`'s Ready message and its error's reason reach the issuer's Ready condition; without a
+/// message the default stays.
+#[tokio::test]
+async fn check_message_and_reason_reach_the_ready_condition() {
+    let env = Env::start().await;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    secrets.create(&PostParams::default(), &secret(NS, "creds", None, &[("token", b"expired-s3cr3t")])).await.unwrap();
+    let spec = TestSpec { secret_name: Some("creds".into()), profile: None };
+    certbridge::testing::create_issuer(&env.client, IssuerScope::Namespaced, NS, "ca", &spec).await.unwrap();
+    let message = wait_issuer(&env, "ca", "False", "AuthFailed").await;
+    assert_eq!(message, "Not ready yet: the CA refused the token");
+    let patch = serde_json::json!({"stringData": {"token": "good-s3cr3t"}});
+    secrets.patch("creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let message = wait_issuer(&env, "ca", "True", "Checked").await;
+    assert_eq!(message, "the CA accepted the token in Secret \"creds\"");
+    let events = env.events(NS).await;
+    assert!(
+        events.iter().any(|(r, note)| r == "Checked" && note == &message),
+        "the Checked event carries the message: {events:?}"
+    );
+    certbridge::testing::create_issuer(&env.client, IssuerScope::Namespaced, NS, "plain", &TestSpec::default())
+        .await
+        .unwrap();
+    let message = wait_issuer(&env, "plain", "True", "Checked").await;
+    assert_eq!(message, "Succeeded checking the issuer");
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn invalid_spec_fails_until_the_spec_changes() {
     let env = Env::start().await;

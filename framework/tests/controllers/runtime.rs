@@ -39,7 +39,7 @@ impl certbridge::Signer for PanickingSigner {
         &self,
         _: &certbridge::Issuer<TestSpec>,
         _: &certbridge::Resources,
-    ) -> Result<(), certbridge::SignError> {
+    ) -> Result<certbridge::Ready, certbridge::SignError> {
         panic!("the test signer panics in check");
     }
 }

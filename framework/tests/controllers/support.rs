@@ -8,7 +8,7 @@ use std::time::Duration;
 use certbridge::runtime::{ControllerHandle, Options};
 use certbridge::testing::TestCa;
 use certbridge::{
-    Issued, Issuer, IssuerScope, IssuerSpec, KeyKind, Resources, SignContext, SignError, SignRequest, Signer,
+    Issued, Issuer, IssuerScope, IssuerSpec, KeyKind, Ready, Resources, SignContext, SignError, SignRequest, Signer,
 };
 use certbridge_testkit::KubeSim;
 use kube::api::Api;
@@ -21,7 +21,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestSpec {
-    /// A Secret with key `token`; the check passes only when it is `good-s3cr3t`.
+    /// A Secret with key `token`; the check passes only when it is `good-s3cr3t` (with a message
+    /// naming the Secret), and `expired-s3cr3t` fails with reason `AuthFailed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     /// Rejected by `validate` when it contains a space.
@@ -87,6 +88,11 @@ pub struct Script {
     pub check_calls: AtomicUsize,
     /// The state map each sign call saw.
     pub seen_state: Mutex<Vec<BTreeMap<String, String>>>,
+    /// What the next `revoke` calls answer before they succeed.
+    pub revoke_failures: Mutex<VecDeque<SignError>>,
+    pub revoke_calls: AtomicUsize,
+    /// The certificates revoked, in order.
+    pub revoked: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -115,6 +121,10 @@ impl TestSigner {
     pub fn check_calls(&self) -> usize {
         self.script.check_calls.load(Ordering::SeqCst)
     }
+
+    pub fn revoke_calls(&self) -> usize {
+        self.script.revoke_calls.load(Ordering::SeqCst)
+    }
 }
 
 #[certbridge::async_trait]
@@ -128,6 +138,8 @@ impl Signer for TestSigner {
         ctx: &mut SignContext,
     ) -> Result<Issued, SignError> {
         self.script.sign_calls.fetch_add(1, Ordering::SeqCst);
+        // What an adapter logs: tests/controllers/logs.rs checks it inherits the request's fields.
+        tracing::info!(profile = ?_issuer.spec.profile, "test signer: signing");
         self.script.seen_state.lock().unwrap().push(ctx.state_map().clone());
         let step = self
             .script
@@ -161,15 +173,34 @@ impl Signer for TestSigner {
         }
     }
 
-    async fn check(&self, issuer: &Issuer<TestSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(&self, issuer: &Issuer<TestSpec>, resources: &Resources) -> Result<Ready, SignError> {
         self.script.check_calls.fetch_add(1, Ordering::SeqCst);
-        if let Some(name) = &issuer.spec.secret_name {
-            let token = resources.secret_string(name, "token").await?;
-            if token.as_str() != "good-s3cr3t" {
-                // Only a change of the Secret (or the spec) should make us look again.
-                return Err(SignError::pending("the CA rejected the credentials", Duration::from_secs(3600)));
-            }
+        let Some(name) = &issuer.spec.secret_name else { return Ok(Ready::default()) };
+        let token = resources.secret_string(name, "token").await?;
+        match token.as_str() {
+            "good-s3cr3t" => Ok(Ready::message(format!("the CA accepted the token in Secret {name:?}"))),
+            "expired-s3cr3t" => Err(SignError::issuer_not_ready("the CA refused the token").with_reason("AuthFailed")),
+            // Only a change of the Secret (or the spec) should make us look again.
+            _ => Err(SignError::pending("the CA rejected the credentials", Duration::from_secs(3600))),
         }
+    }
+
+    fn revokes(&self, _issuer: &Issuer<TestSpec>) -> bool {
+        true
+    }
+
+    async fn revoke(
+        &self,
+        certificate_pem: &str,
+        _request: &certbridge::RequestObject,
+        _issuer: &Issuer<TestSpec>,
+        _resources: &Resources,
+    ) -> Result<(), SignError> {
+        self.script.revoke_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.script.revoke_failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.script.revoked.lock().unwrap().push(certificate_pem.to_owned());
         Ok(())
     }
 }

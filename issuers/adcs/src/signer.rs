@@ -22,12 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
-use certbridge::{Issued, Issuer, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+use certbridge::{Issued, Issuer, IssuerCache, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
 
 use crate::client::{AdcsClient, AdcsError, Auth, ChannelBinding, Fetched};
 use crate::pages::{CaError, StatusPage, SubmitPage, hresult};
@@ -48,13 +47,13 @@ pub mod state {
 /// The request condition shown while a certificate manager has not decided.
 pub const APPROVAL_CONDITION: &str = "AdcsApproval";
 
-type CachedClient = (Vec<u8>, Arc<AdcsClient>);
-
 /// The AD CS signer. Clients (with their authenticated connections) and CA chains are kept per
-/// issuer; a client is rebuilt when the spec or a referenced Secret/ConfigMap changes.
+/// issuer; a client (in the framework's [`IssuerCache`]) is rebuilt when the spec or a referenced
+/// Secret/ConfigMap changes, built once however many calls ask at the same time, and dropped
+/// when the issuer is deleted.
 #[derive(Default)]
 pub struct AdcsSigner {
-    clients: Mutex<HashMap<String, CachedClient>>,
+    clients: IssuerCache<AdcsClient>,
     chains: Mutex<HashMap<String, Arc<Vec<Vec<u8>>>>>,
 }
 
@@ -157,9 +156,8 @@ impl AdcsSigner {
 
     /// Connection counters summed over the cached clients.
     pub fn totals(&self) -> Totals {
-        let clients = self.clients.lock().expect("lock poisoned");
         let mut t = Totals::default();
-        for (_, c) in clients.values() {
+        for c in self.clients.values() {
             let s = c.stats();
             t.connections += s.connections.load(std::sync::atomic::Ordering::Relaxed);
             t.handshakes += s.handshakes.load(std::sync::atomic::Ordering::Relaxed);
@@ -175,9 +173,6 @@ impl AdcsSigner {
         resources: &Resources,
     ) -> Result<Arc<AdcsClient>, SignError> {
         let spec = &issuer.spec;
-        let mut fp = Sha256::new();
-        // Which issuer object, and which version of its spec, this client was built for.
-        fp.update(issuer.version_key().as_bytes());
         let auth_spec = &spec.auth;
         let mut identity: Option<(Zeroizing<String>, Zeroizing<String>)> = None;
         let auth = if let Some(n) = &auth_spec.ntlm {
@@ -195,9 +190,6 @@ impl AdcsSigner {
             let username = take("username")?;
             let password = take("password")?;
             let domain = take("domain").ok().filter(|d| !d.is_empty());
-            fp.update(username.as_bytes());
-            fp.update(password.as_bytes());
-            fp.update(domain.as_deref().map(|d| d.as_str()).unwrap_or("").as_bytes());
             Auth::Ntlm {
                 username: username.to_string(),
                 domain: domain.map(|d| d.to_string()),
@@ -212,8 +204,8 @@ impl AdcsSigner {
             let timeout =
                 Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
             let data = resources.secret(&k.secret_name).await?;
-            let (client, material) = crate::kerberos::from_secret(k, &spec.url, resources.namespace(), data, timeout)?;
-            fp.update(&material);
+            // What the client is built from is covered by the Secret's resourceVersion (IssuerCache key).
+            let (client, _material) = crate::kerberos::from_secret(k, &spec.url, resources.namespace(), data, timeout)?;
             Auth::Kerberos {
                 client,
                 channel_binding: match k.channel_binding.unwrap_or(ChannelBindingMode::Auto) {
@@ -229,13 +221,10 @@ impl AdcsSigner {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.as_str(), pass.as_str()))
             ));
-            fp.update(header.as_bytes());
             Auth::Basic { header }
         } else if let Some(c) = &auth_spec.client_certificate {
             let crt = utf8(resources.secret_key(&c.secret_name, "tls.crt").await?, "client certificate tls.crt")?;
             let key = utf8(resources.secret_key(&c.secret_name, "tls.key").await?, "client certificate tls.key")?;
-            fp.update(crt.as_bytes());
-            fp.update(key.as_bytes());
             identity = Some((crt, key));
             Auth::ClientCertificate
         } else {
@@ -250,26 +239,20 @@ impl AdcsSigner {
                 Some(resources.ca_bundle(b).await?.iter().map(|der| certbridge::pki::to_pem(der)).collect::<String>())
             }
         };
-        fp.update(bundle.as_deref().unwrap_or("").as_bytes());
-        let fingerprint = fp.finalize().to_vec();
-        let key = issuer.object_key();
-        if let Some((f, c)) = self.clients.lock().expect("lock poisoned").get(&key)
-            && *f == fingerprint
-        {
-            return Ok(c.clone());
-        }
+        // Every Secret/ConfigMap was read through `resources` above, so the cache key covers them.
         let timeout = Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
-        let client = AdcsClient::new(
-            &spec.url,
-            bundle.as_deref(),
-            identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
-            auth,
-            timeout,
-        )
-        .map_err(|e| SignError::issuer_not_ready(e.to_string()))?;
-        let client = Arc::new(client);
-        self.clients.lock().expect("lock poisoned").insert(key, (fingerprint, client.clone()));
-        Ok(client)
+        self.clients
+            .get_or_try_insert_with(issuer, resources, || async {
+                AdcsClient::new(
+                    &spec.url,
+                    bundle.as_deref(),
+                    identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+                    auth,
+                    timeout,
+                )
+                .map_err(|e| SignError::issuer_not_ready(e.to_string()))
+            })
+            .await
     }
 
     fn poll_interval(spec: &AdcsIssuerSpec) -> Duration {
@@ -462,7 +445,11 @@ impl Signer for AdcsSigner {
         }
     }
 
-    async fn check(&self, issuer: &Issuer<AdcsIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<AdcsIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         let client = self.client(issuer, resources).await?;
         let not_ready = |e: SignError| match e.reaction {
             certbridge::Reaction::Transient => e.with_reaction(certbridge::Reaction::IssuerNotReady),
@@ -470,8 +457,12 @@ impl Signer for AdcsSigner {
         };
         client.probe().await.map_err(|e| not_ready(wire(e, &format!("authenticating to {}", issuer.spec.url))))?;
         let chain = self.refresh_chain(&client, &issuer.object_key(), None).await.map_err(not_ready)?;
-        info!(ca = %ca_subject(&chain), auth = client.auth_name(), "AD CS issuer checked");
-        Ok(())
+        let ca = ca_subject(&chain);
+        info!(ca = %ca, auth = client.auth_name(), "AD CS issuer checked");
+        Ok(certbridge::Ready::message(match ca.is_empty() {
+            false => format!("signing with AD CS CA {ca}"),
+            true => format!("signing with AD CS at {} (its CA certificate has no readable subject)", issuer.spec.url),
+        }))
     }
 }
 

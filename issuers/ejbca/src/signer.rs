@@ -12,6 +12,18 @@
 //! window between "EJBCA issued" and "the controller recorded it": a crash, a timeout, a reset
 //! connection or a garbled 201 body all end in a lookup, not a second certificate.
 //!
+//! A lookup that finds nothing does not by itself allow a new enrollment: EJBCA may still be
+//! working on an enroll whose answer the client gave up on (a CA slower than the client
+//! timeout). Before each enroll the state records `enroll-unknown-until` = now + the enroll
+//! call's budget ([`EjbcaClient::enroll_budget`]) + [`ENROLL_MARGIN`]; until then a retry that
+//! finds nothing answers Pending, requeued at that instant. An answer that ends the call at EJBCA
+//! (its own error body, a 429, a 202) or a request that never left (connect or TLS handshake
+//! failed, no token) clears it at once. A certificate for another key does not: that answer says
+//! nothing reliable about what EJBCA did for this request.
+//!
+//! What counts as "found" is decided in [`crate::lookup`]: the CSR's key, subject and SANs, and a
+//! notBefore after the marker; never an earlier certificate for a reused key.
+//!
 //! On `202` (approval required) the state records `phase=approval-pending` (and the approval id
 //! when EJBCA's message names one) before returning a pending [`SignError`]; a restarted controller
 //! then polls: search → finalize (if the id is known) → still pending. It never enrolls again.
@@ -35,7 +47,10 @@ use certbridge::{
 };
 
 use crate::auth::Credentials;
-use crate::client::{CertificateResponse, EjbcaClient, EjbcaError, EnrollOutcome, EnrollRequest, base_url};
+use crate::client::{
+    CertificateResponse, EjbcaClient, EjbcaError, EnrollOutcome, EnrollRequest, SearchQuery, base_url,
+};
+use crate::lookup::{NOT_BEFORE_ALLOWANCE, mismatch};
 use crate::spec::{DEFAULT_TIMEOUT_SECONDS, EjbcaIssuerSpec, GROUP};
 
 /// Annotation keys (under `ejbca.certbridge.io/`) that override the spec per request.
@@ -64,6 +79,7 @@ mod state {
     pub const PHASE: &str = "phase";
     pub const APPROVAL_ID: &str = "approval-id";
     pub const ENROLL_ATTEMPTS: &str = "enroll-attempts";
+    pub const UNKNOWN_UNTIL: &str = "enroll-unknown-until";
     pub const PHASE_ENROLLING: &str = "enrolling";
     pub const PHASE_APPROVAL: &str = "approval-pending";
 }
@@ -71,9 +87,10 @@ mod state {
 /// The request condition shown while EJBCA waits for an administrator's approval.
 pub const APPROVAL_CONDITION: &str = "EjbcaApproval";
 
-/// How far back of the marker a certificate may be dated and still be ours (clock skew between
-/// the controller and EJBCA).
-const CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
+/// Added to the enroll call's budget before a retry may enroll again: EJBCA may finish an
+/// enrollment shortly after the client gave up on it (the request was already received), and
+/// controller replicas' clocks differ a little.
+pub const ENROLL_MARGIN: Duration = Duration::from_secs(10);
 
 /// The EJBCA signer. Clients (and their OAuth token caches) are kept per issuer and rebuilt when
 /// the issuer's spec, credentials or CA bundle change.
@@ -206,7 +223,7 @@ impl EjbcaSigner {
             return Ok(Some(issued));
         }
         if ctx.state(state::PHASE) != Some(state::PHASE_APPROVAL) {
-            return Ok(None);
+            return self.unless_outcome_unknown(client, ctx).map(|()| None);
         }
         let Some(id) = ctx.state(state::APPROVAL_ID).and_then(|s| s.parse::<i32>().ok()) else {
             return Err(self.waiting_for_approval(format!(
@@ -216,12 +233,38 @@ impl EjbcaSigner {
         };
         let password = new_password();
         match client.finalize(id, &password).await {
-            Ok(EnrollOutcome::Issued(resp)) => Ok(Some(self.assemble(client, e, &resp).await?)),
+            Ok(EnrollOutcome::Issued(resp)) => Ok(Some(self.assemble_for(client, request, e, &resp).await?)),
             Ok(EnrollOutcome::Pending { message, .. }) => {
                 Err(self.waiting_for_approval(format!("EJBCA approval request {id}: {message}")))
             }
             Err(err) => Err(err.to_sign_error(&format!("finalize approval request {id}"))),
         }
+    }
+
+    /// `Ok` when a new enrollment may be sent: the previous enroll call of this request is over
+    /// for certain. Otherwise Pending until `enroll-unknown-until`, the instant after which no
+    /// request of that call can still be on its way or in EJBCA's hands. Without the key the last
+    /// call ended at EJBCA (the key was cleared), or the state was written before the key existed
+    /// (no window then, as before).
+    fn unless_outcome_unknown(&self, client: &EjbcaClient, ctx: &SignContext) -> Result<(), SignError> {
+        let Some(v) = ctx.state(state::UNKNOWN_UNTIL) else { return Ok(()) };
+        let until = v.parse::<jiff::Timestamp>().map_err(|_| {
+            SignError::permanent(format!("request state {}={v:?} is not a timestamp", state::UNKNOWN_UNTIL))
+        })?;
+        let now = jiff::Timestamp::now();
+        if now >= until {
+            return Ok(());
+        }
+        let wait = Duration::try_from(until - now).unwrap_or(ENROLL_MARGIN);
+        info!(%until, "the last enrollment's outcome is unknown; waiting before enrolling again");
+        Err(SignError::pending(
+            format!(
+                "EJBCA has not answered the last enrollment of this request and no certificate for it was found yet; not enrolling again before {until} (the enroll call's {}s budget plus {}s), when EJBCA can no longer be working on it",
+                client.enroll_budget().as_secs(),
+                ENROLL_MARGIN.as_secs()
+            ),
+            wait,
+        ))
     }
 
     /// Pending, with the `EjbcaApproval=False/WaitingForApproval` condition. Every pass that is
@@ -235,7 +278,7 @@ impl EjbcaSigner {
         )
     }
 
-    /// The certificate EJBCA issued for this request after `started`, if any.
+    /// The certificate EJBCA issued for this request after `started`, if any ([`crate::lookup`]).
     async fn find_issued(
         &self,
         client: &EjbcaClient,
@@ -243,29 +286,59 @@ impl EjbcaSigner {
         e: &Enrollment,
         started: &str,
     ) -> Result<Option<Issued>, SignError> {
-        let since = jiff::Timestamp::from_second(
-            started
-                .parse::<jiff::Timestamp>()
-                .map_err(|_| {
-                    SignError::permanent(format!("request state {}={started:?} is not a timestamp", state::STARTED))
-                })?
-                .as_second()
-                - CLOCK_SKEW.as_secs() as i64,
-        )
-        .map_err(|e| SignError::permanent(format!("request state {}: {e}", state::STARTED)))?;
-        let found = client
-            .search_certificates(&e.username, &e.ca, &since.to_string(), 100)
-            .await
-            .map_err(|err| err.to_sign_error("certificate search"))?;
+        let since = parse_marker(started)? - NOT_BEFORE_ALLOWANCE;
+        let query = SearchQuery {
+            username: Some(&e.username),
+            ca: &e.ca,
+            certificate_profile: &e.certificate_profile,
+            end_entity_profile: &e.end_entity_profile,
+            issued_after: &since.to_string(),
+        };
+        let found = client.search_certificates(&query, 100).await.map_err(|err| search_error(&err, e))?;
+        let mut best: Option<(i64, CertificateResponse)> = None;
         for cert in found {
             let Ok((leaf, _)) = cert.decode() else { continue };
             let Ok((_, x)) = x509_parser::parse_x509_certificate(&leaf) else { continue };
-            if x.public_key().raw == request.csr.public_key_der.as_slice() {
-                let resp = CertificateResponse { certificate_chain: None, ..cert };
-                return Ok(Some(self.assemble(client, e, &resp).await?));
+            match mismatch(&x, &request.csr, since) {
+                None => {
+                    let not_before = x.validity().not_before.timestamp();
+                    if best.as_ref().is_none_or(|(t, _)| not_before > *t) {
+                        best = Some((not_before, cert.clone()));
+                    }
+                }
+                Some(why) => {
+                    debug!(serial = ?cert.serial_number, why, "a certificate EJBCA found is not this request's")
+                }
             }
         }
-        Ok(None)
+        match best {
+            Some((_, cert)) => {
+                let resp = CertificateResponse { certificate_chain: None, ..cert };
+                Ok(Some(self.assemble_for(client, request, e, &resp).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::assemble`], refusing a certificate for another key: that is a CA or proxy glitch
+    /// (the certificate EJBCA issued for this request may well exist), so it is Transient: the
+    /// retry looks the right one up or, if EJBCA has none, enrolls again.
+    async fn assemble_for(
+        &self,
+        client: &EjbcaClient,
+        request: &SignRequest,
+        e: &Enrollment,
+        resp: &CertificateResponse,
+    ) -> Result<Issued, SignError> {
+        let issued = self.assemble(client, e, resp).await?;
+        if issued.leaf_public_key_der().ok().as_deref() != Some(request.csr.public_key_der.as_slice()) {
+            warn!(username = %e.username, serial = ?resp.serial_number, "EJBCA returned a certificate for a different key");
+            return Err(SignError::transient(format!(
+                "EJBCA returned a certificate (serial {}) for a different key than the request's CSR; not using it, will look for the right one",
+                resp.serial_number.as_deref().unwrap_or("unknown")
+            )));
+        }
+        Ok(issued)
     }
 
     /// Orders leaf + chain (fetching the CA chain when the answer has none) with the framework's
@@ -299,6 +372,38 @@ impl EjbcaSigner {
         let blocks = pem::parse_many(&pem_text)
             .map_err(|err| SignError::transient(format!("EJBCA CA chain of {ca:?} is not PEM: {err}")))?;
         Ok(blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(pem::Pem::into_contents).collect())
+    }
+}
+
+/// Saves that the last enroll call is over (the framework saves after `sign` too; this makes it
+/// independent of that). A failed save only makes the retry wait for the window.
+async fn save_call_over(ctx: &mut SignContext) {
+    if let Err(err) = ctx.save_state().await {
+        debug!(error = %err, "could not record that the enroll call is over");
+    }
+}
+
+/// The enrollment marker as a time.
+fn parse_marker(started: &str) -> Result<jiff::Timestamp, SignError> {
+    started
+        .parse::<jiff::Timestamp>()
+        .map_err(|_| SignError::permanent(format!("request state {}={started:?} is not a timestamp", state::STARTED)))
+}
+
+/// A failed certificate search. A 403 (after the token refresh) is the role lacking search rights:
+/// not this request's fault, and fixed in EJBCA without touching the issuer, so the issuer is not
+/// ready (re-checked until the rights are there) rather than the request Failed. Without the
+/// search a lost answer cannot be recovered, so no new enrollment is risked either.
+fn search_error(err: &EjbcaError, e: &Enrollment) -> SignError {
+    match err.status() {
+        Some(403) => SignError::issuer_not_ready(format!(
+            "{}: the issuer's credentials may not search certificates; give their EJBCA role view access to CA {:?}, certificate profile {:?} and end-entity profile {:?} (EJBCA authorizes each one a search names): the certificate search is how a lost enrollment answer is recovered without enrolling twice",
+            err.to_sign_error("certificate search"),
+            e.ca,
+            e.certificate_profile,
+            e.end_entity_profile
+        )),
+        _ => err.to_sign_error("certificate search"),
     }
 }
 
@@ -402,6 +507,7 @@ impl Signer for EjbcaSigner {
         ctx.set_state(state::EE_PROFILE, e.end_entity_profile.clone());
         ctx.set_state(state::PHASE, state::PHASE_ENROLLING);
         ctx.set_state(state::ENROLL_ATTEMPTS, (attempts + 1).to_string());
+        ctx.set_state(state::UNKNOWN_UNTIL, (now + client.enroll_budget() + ENROLL_MARGIN).to_string());
         ctx.remove_state(state::APPROVAL_ID);
         ctx.save_state().await.map_err(|err| err.context("saving the enrollment marker before calling EJBCA"))?;
         let password = new_password();
@@ -418,8 +524,23 @@ impl Signer for EjbcaSigner {
         };
         info!(username = %e.username, ca = %e.ca, certificate_profile = %e.certificate_profile,
               end_entity_profile = %e.end_entity_profile, "enrolling PKCS#10 request at EJBCA");
-        match client.enroll(&body).await {
-            Ok(EnrollOutcome::Issued(resp)) => self.assemble(&client, &e, &resp).await,
+        let outcome = client.enroll(&body).await;
+        // An answer that ended the call at EJBCA: nothing more can come of it, so a retry may
+        // enroll again as soon as the lookup finds nothing. (A certificate is handed over, or
+        // refused below; either way the window is left as it is.)
+        let call_over = match &outcome {
+            Ok(EnrollOutcome::Issued(_)) => false,
+            Ok(EnrollOutcome::Pending { .. }) => true,
+            Err(err) => err.call_is_over(),
+        };
+        if call_over {
+            ctx.remove_state(state::UNKNOWN_UNTIL);
+        }
+        match outcome {
+            // A certificate for another key ends the call but says nothing reliable about what
+            // EJBCA did for this request (a proxy may be rewriting answers, searches included):
+            // the window stays, so a lookup that finds nothing does not enroll again at once.
+            Ok(EnrollOutcome::Issued(resp)) => self.assemble_for(&client, request, &e, &resp).await,
             Ok(EnrollOutcome::Pending { message, approval_id }) => {
                 ctx.set_state(state::PHASE, state::PHASE_APPROVAL);
                 if let Some(id) = approval_id {
@@ -430,8 +551,11 @@ impl Signer for EjbcaSigner {
                 Err(self.waiting_for_approval(format!("EJBCA: {message}")))
             }
             Err(err) => {
+                if call_over {
+                    save_call_over(ctx).await;
+                }
                 let sign_err = err.to_sign_error("enroll");
-                if matches!(err, EjbcaError::Transport(_) | EjbcaError::BadBody(_)) {
+                if !call_over {
                     warn!(username = %e.username, error = %sign_err, "enrollment outcome unknown; the next attempt looks for the certificate first");
                 }
                 Err(sign_err)
@@ -439,7 +563,11 @@ impl Signer for EjbcaSigner {
         }
     }
 
-    async fn check(&self, issuer: &Issuer<EjbcaIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<EjbcaIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         let client = self.client(issuer, resources).await?;
         let as_check = |err: EjbcaError, op: &str| match err.status() {
             // Fixing credentials does not change the spec: keep re-checking instead of Failed.
@@ -468,8 +596,34 @@ impl Signer for EjbcaSigner {
                 names(&cas)
             )));
         }
+        // Every other permission `sign` needs, as far as EJBCA lets one test it without side
+        // effects: the CA chain download (answers without a chain) and the certificate search
+        // (recovering a lost answer), with the spec's CA and profiles. Enrolling itself cannot
+        // be tried without enrolling; per-request overrides are checked when they are used.
+        let spec = &issuer.spec;
+        if let Some(dn) = cas.iter().find(|c| &c.name == ca).and_then(|c| c.subject_dn.as_deref()) {
+            client.ca_chain_pem(dn).await.map_err(|err| as_check(err, "CA chain download"))?;
+        }
+        let since = jiff::Timestamp::now().to_string();
+        let query = SearchQuery {
+            username: None,
+            ca,
+            certificate_profile: &spec.certificate_profile_name,
+            end_entity_profile: &spec.end_entity_profile_name,
+            issued_after: &since,
+        };
+        let e = Enrollment {
+            username: String::new(),
+            ca: ca.clone(),
+            certificate_profile: spec.certificate_profile_name.clone(),
+            end_entity_profile: spec.end_entity_profile_name.clone(),
+        };
+        client.search_certificates(&query, 1).await.map_err(|err| match err.status() {
+            Some(403) => search_error(&err, &e),
+            _ => as_check(err, "certificate search"),
+        })?;
         debug!(revision = ?status.revision, "EJBCA issuer checked");
-        Ok(())
+        Ok(certbridge::Ready::message(format!("signing with EJBCA CA {ca:?}")))
     }
 }
 

@@ -180,8 +180,17 @@ impl Signer for Pkcs11Signer {
         Ok(issued)
     }
 
-    async fn check(&self, issuer: &Issuer<Pkcs11IssuerSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(
+        &self,
+        issuer: &Issuer<Pkcs11IssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
         let ca = self.prepared(issuer, resources, true).await.map_err(|f| f.0.for_check())?;
-        ca.still_valid()
+        ca.still_valid()?;
+        Ok(certbridge::Ready::message(format!(
+            "signing with CA {} (key in PKCS#11 token {:?})",
+            ca.subject(),
+            ca.key().token().label()
+        )))
     }
 }

@@ -147,7 +147,7 @@ impl Signer for VaultSigner {
         Ok(issued)
     }
 
-    async fn check(&self, issuer: &Issuer<VaultSpec>, resources: &Resources) -> Result<(), SignError> {
+    async fn check(&self, issuer: &Issuer<VaultSpec>, resources: &Resources) -> Result<certbridge::Ready, SignError> {
         let session = self.session(issuer, resources, true).await?;
         let server = session.client.server().to_owned();
         match session.client.health().await {
@@ -171,7 +171,14 @@ impl Signer for VaultSigner {
                 return Err(SignError::issuer_not_ready(format!("Vault at {server} is unreachable: {e}")));
             }
         }
-        session.verify(issuer, resources).await
+        session.verify(issuer, resources).await?;
+        // The spec is validated before `check`, so the path parses; the fallback is only prose.
+        let target = match SignPath::parse(&issuer.spec.path) {
+            Ok(SignPath { mount, verb, role: Some(role) }) => format!("PKI mount {mount:?} ({verb}, role {role:?})"),
+            Ok(SignPath { mount, verb, role: None }) => format!("PKI mount {mount:?} ({verb})"),
+            Err(_) => format!("path {:?}", issuer.spec.path),
+        };
+        Ok(certbridge::Ready::message(format!("signing with {target} at {server}")))
     }
 }
 

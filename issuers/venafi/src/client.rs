@@ -105,9 +105,8 @@ pub enum TppCredentials {
 }
 
 impl TppCredentials {
-    /// Reads the Secret; returns the credentials and a fingerprint of the values read.
-    pub async fn load(res: &Resources, secret: &str) -> Result<(TppCredentials, Vec<u8>), SignError> {
-        use sha2::{Digest, Sha256};
+    /// Reads the Secret.
+    pub async fn load(res: &Resources, secret: &str) -> Result<TppCredentials, SignError> {
         let data = res.secret(secret).await?;
         let text = |k: &str| -> Result<Option<Zeroizing<String>>, SignError> {
             match data.get(k) {
@@ -121,14 +120,6 @@ impl TppCredentials {
             }
         };
         let client_id = text("client-id")?.map(|c| c.to_string()).unwrap_or_else(|| DEFAULT_CLIENT_ID.into());
-        let mut h = Sha256::new();
-        // Not the refresh token: a token this controller wrote back (persistRefreshedToken) must
-        // not rebuild the client; the signer compares it separately.
-        for k in ["access-token", "username", "password", "client-id"] {
-            h.update(k.as_bytes());
-            h.update(data.get(k).map(|v| v.as_slice()).unwrap_or(b"\0"));
-        }
-        let fp = h.finalize().to_vec();
         let creds = match (text("access-token")?, text("username")?, text("password")?, text("refresh-token")?) {
             (Some(t), _, _, _) if !t.is_empty() => TppCredentials::AccessToken(t),
             (_, Some(u), Some(p), _) if !u.is_empty() => {
@@ -148,7 +139,7 @@ impl TppCredentials {
                 )));
             }
         };
-        Ok((creds, fp))
+        Ok(creds)
     }
 
     /// `access-token`, `password` or `refresh-token`, for logs and messages.
@@ -186,6 +177,21 @@ struct Tokens {
     verified: bool,
     /// Refresh tokens TPP rotated so far.
     rotations: u64,
+    /// The last refresh tokens this lineage held (the Secret's first, then each rotation), to
+    /// tell a Secret that still holds one of ours from one someone replaced.
+    held: std::collections::VecDeque<Zeroizing<String>>,
+}
+
+/// How many past refresh tokens a lineage remembers.
+const HELD: usize = 16;
+
+impl Tokens {
+    fn hold(&mut self, token: &Zeroizing<String>) {
+        if self.held.len() == HELD {
+            self.held.pop_front();
+        }
+        self.held.push_back(token.clone());
+    }
 }
 
 /// Counters of token traffic (the benchmark's "logins per 1,000 certificates").
@@ -205,7 +211,9 @@ pub struct TppClient {
     http: reqwest::Client,
     creds: TppCredentials,
     secret: String,
-    tokens: tokio::sync::Mutex<Tokens>,
+    /// Shared with the issuer's next client when it logs in as the same identity (see
+    /// [`TppClient::continue_from`]).
+    tokens: std::sync::Arc<tokio::sync::Mutex<Tokens>>,
     /// Token traffic so far.
     pub counters: TokenCounters,
 }
@@ -302,13 +310,14 @@ impl TppClient {
         let mut tokens = Tokens::default();
         if let TppCredentials::RefreshToken { token, .. } = &creds {
             tokens.refresh = Some(token.clone());
+            tokens.hold(token);
         }
         Ok(TppClient {
             base,
             http,
             creds,
             secret,
-            tokens: tokio::sync::Mutex::new(tokens),
+            tokens: std::sync::Arc::new(tokio::sync::Mutex::new(tokens)),
             counters: TokenCounters::default(),
         })
     }
@@ -323,6 +332,35 @@ impl TppClient {
     pub async fn refresh_token(&self) -> (Option<Zeroizing<String>>, u64) {
         let st = self.tokens.lock().await;
         (st.refresh.clone(), st.rotations)
+    }
+
+    /// Continues `previous`'s tokens instead of starting anew, when this client (built for a new
+    /// generation of the issuer, or after a change to one of its Secrets) logs in as the same
+    /// identity at the same TPP: the same `access-token`, or `username`/`password`/`client-id`, or
+    /// a `refresh-token` that `previous`'s lineage already held — the Secret still has the token
+    /// the previous client started from or wrote back, which TPP may have rotated away since, so
+    /// starting from it would fail. A refresh token the lineage never held was put there by
+    /// someone: it is used, not overridden. Returns whether the tokens are shared now.
+    pub async fn continue_from(&mut self, previous: &TppClient) -> bool {
+        if self.base != previous.base {
+            return false;
+        }
+        let same = match (&self.creds, &previous.creds) {
+            (TppCredentials::AccessToken(a), TppCredentials::AccessToken(b)) => a == b,
+            (
+                TppCredentials::Password { username: u1, password: p1, client_id: c1 },
+                TppCredentials::Password { username: u2, password: p2, client_id: c2 },
+            ) => u1 == u2 && p1 == p2 && c1 == c2,
+            (
+                TppCredentials::RefreshToken { token, client_id: c1 },
+                TppCredentials::RefreshToken { client_id: c2, .. },
+            ) => c1 == c2 && previous.tokens.lock().await.held.iter().any(|h| h == token),
+            _ => false,
+        };
+        if same {
+            self.tokens = previous.tokens.clone();
+        }
+        same
     }
 
     fn url(&self, path: &str) -> String {
@@ -428,10 +466,12 @@ impl TppClient {
         st.access = Some(token.clone());
         st.renew_at = Some(now + lifetime - early);
         if let Some(r) = t.refresh_token.filter(|r| !r.is_empty()) {
+            let r = Zeroizing::new(r);
             if st.refresh.as_deref().map(String::as_str) != Some(r.as_str()) {
                 st.rotations += 1;
+                st.hold(&r);
             }
-            st.refresh = Some(Zeroizing::new(r));
+            st.refresh = Some(r);
             st.refresh_until = t.refresh_until.map(|u| {
                 now + Duration::from_secs((u - now_unix).max(0) as u64).saturating_sub(Duration::from_secs(30))
             });

@@ -14,14 +14,14 @@
 //! * Cloud: `cloud-request-id` is saved at once; each pass reads its status. A crash between the
 //!   POST and that save can leave one orphaned request at Cloud (no lookup by CSR exists).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use certbridge::{Issued, Issuer, KeyKind, Resources, SignContext, SignError, SignRequest, Signer, async_trait};
+use certbridge::{
+    Issued, Issuer, IssuerCache, KeyKind, Resources, SignContext, SignError, SignRequest, Signer, async_trait,
+};
 
 use crate::client::{
     self, CustomFieldBody, NameValue, RequestBody, Retrieved, San, TppClient, TppCredentials, Verdict, classify,
@@ -63,27 +63,33 @@ pub enum Backend {
     Cloud(CloudClient),
 }
 
-/// A client, the fingerprint of what it was built from, and the hash of the Secret's
-/// `refresh-token` it started with.
-struct Cached {
-    fingerprint: Vec<u8>,
-    backend: Arc<Backend>,
-    secret_refresh: Option<Vec<u8>>,
-    /// Rotations already written back to the Secret.
-    persisted: Arc<std::sync::atomic::AtomicU64>,
+/// What the signer keeps per issuer (in the framework's [`IssuerCache`]): the client, whose
+/// tokens — the TPP refresh token TPP rotates included — live inside it, and how many of those
+/// rotations were written back to the Secret (`tpp.persistRefreshedToken`). The async mutex
+/// makes concurrent signs write one rotation once.
+struct Entry {
+    backend: Backend,
+    persisted: tokio::sync::Mutex<u64>,
 }
 
-fn sha(s: &str) -> Vec<u8> {
-    Sha256::digest(s.as_bytes()).to_vec()
-}
-
-/// The Venafi signer. Clients (and their tokens) are kept per issuer and rebuilt when the
-/// issuer's spec generation, credentials or CA bundle change.
+/// The Venafi signer. Clients (and their tokens) are kept per issuer in an [`IssuerCache`]:
+/// rebuilt when the issuer's generation or a Secret it references changes, never twice at once,
+/// dropped when the issuer is deleted.
 #[derive(Default)]
 pub struct VenafiSigner {
-    clients: Mutex<HashMap<String, Cached>>,
-    kube: tokio::sync::Mutex<Option<kube::Client>>,
+    clients: IssuerCache<Entry>,
+    /// The state of each request this process left unfinished at Venafi (request UID → state
+    /// map), newer than any copy the controller may read. The controllers read a request from a
+    /// watch cache, which can lag behind the state annotations just written (after a watch
+    /// expiry or an API outage); a pass on such a stale copy saw no pickup ID and requested
+    /// again — duplicates the chaos harness found (2 requests issued 4 times each in one run).
+    /// A pass continues from what this process knows instead. Cleared when a request ends here.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, String>>>,
 }
+
+/// At most this many requests are remembered in [`VenafiSigner`]'s in-flight map (requests deleted
+/// while pending are never cleared one by one): past it the map starts over.
+const IN_FLIGHT_MAX: usize = 100_000;
 
 impl VenafiSigner {
     /// A signer with no clients yet.
@@ -91,88 +97,94 @@ impl VenafiSigner {
         VenafiSigner::default()
     }
 
-    /// Use `client` to write rotated refresh tokens back (`tpp.persistRefreshedToken`); without
-    /// it the signer builds one from the environment (in-cluster config) when first needed.
-    pub fn with_kube_client(self, client: kube::Client) -> Self {
-        VenafiSigner { kube: tokio::sync::Mutex::new(Some(client)), ..self }
+    /// How many issuers have a client now (tests: a deleted issuer's client is dropped).
+    pub fn cached_clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Replaces `ctx`'s state with what this process last knew of the request, when it knows it.
+    fn recall(&self, request: &SignRequest, ctx: &mut SignContext) {
+        if request.object.uid.is_empty() {
+            return;
+        }
+        let known = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(&request.object.uid).cloned();
+        let Some(known) = known.filter(|k| k != ctx.state_map()) else { return };
+        debug!("the request's state read by the controller is older than this process's: continuing from the newer");
+        let stale: Vec<String> = ctx.state_map().keys().filter(|k| !known.contains_key(*k)).cloned().collect();
+        for k in stale {
+            ctx.remove_state(&k);
+        }
+        for (k, v) in known {
+            ctx.set_state(k, v);
+        }
+    }
+
+    /// Remembers the request's state after a pass, or forgets it when the request ended here.
+    fn remember(&self, request: &SignRequest, ctx: &SignContext, result: &Result<Issued, SignError>) {
+        if request.object.uid.is_empty() {
+            return;
+        }
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let ended = match result {
+            Ok(_) => true,
+            Err(e) => e.reaction == certbridge::Reaction::Permanent,
+        };
+        let started =
+            [state::REQUEST_DN, state::PICKUP_ID, state::CLOUD_REQUEST_ID].iter().any(|k| ctx.state(k).is_some());
+        if ended || !started {
+            map.remove(&request.object.uid);
+            return;
+        }
+        if map.len() >= IN_FLIGHT_MAX {
+            map.clear();
+        }
+        map.insert(request.object.uid.clone(), ctx.state_map().clone());
     }
 
     /// `tpp.persistRefreshedToken`: writes the refresh token TPP rotated to `refresh-token` of the
-    /// credentials Secret, once per rotation. A failure is logged, not returned: the token stays
-    /// valid in memory; only a restart before the next successful write loses it.
-    async fn persist_refresh_token(&self, issuer: &Issuer<VenafiIssuerSpec>, res: &Resources, c: &TppClient) {
+    /// credentials Secret, once per rotation, through the framework ([`Resources::update_secret_key`]:
+    /// a merge patch of that key, not over a change made since the Secret was read). A failure
+    /// is logged, not returned: the token stays valid in memory; only a restart before the next
+    /// successful write loses it.
+    async fn persist_refresh_token(&self, issuer: &Issuer<VenafiIssuerSpec>, res: &Resources, entry: &Arc<Entry>) {
         let Some(t) = issuer.spec.tpp.as_ref().filter(|t| t.persist_refreshed_token == Some(true)) else { return };
+        let Backend::Tpp(c) = &entry.backend else { return };
+        let mut persisted = entry.persisted.lock().await;
         let (Some(token), rotations) = c.refresh_token().await else { return };
-        let slot = issuer.object_key();
-        let Some(persisted) = self.clients.lock().expect("lock poisoned").get(&slot).map(|c| c.persisted.clone())
-        else {
-            return;
-        };
-        if rotations == 0 || persisted.load(std::sync::atomic::Ordering::SeqCst) >= rotations {
+        if rotations == 0 || *persisted >= rotations {
             return;
         }
-        let client = {
-            let mut k = self.kube.lock().await;
-            if k.is_none() {
-                match kube::Client::try_default().await {
-                    Ok(c) => *k = Some(c),
-                    Err(e) => {
-                        warn!(error = %e, "tpp.persistRefreshedToken: no Kubernetes client; the rotated refresh token stays in memory");
-                        return;
-                    }
-                }
+        let key = certbridge::SecretKeySelector { name: t.credentials_ref.name.clone(), key: "refresh-token".into() };
+        match res.update_secret_key(&key, token.as_bytes()).await {
+            Ok(()) => {
+                *persisted = rotations;
+                // Our own write changed the Secret's resourceVersion: this client stays the
+                // issuer's client (it holds the token just written), not rebuilt by the next call.
+                self.clients.rekey(issuer, res, entry);
+                info!(secret = %key.name, "wrote the rotated TPP refresh token back to the credentials Secret");
             }
-            k.clone().expect("set above")
-        };
-        use base64::Engine;
-        let patch = serde_json::json!({
-            "data": { "refresh-token": base64::engine::general_purpose::STANDARD.encode(token.as_bytes()) }
-        });
-        let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, res.namespace());
-        let name = &t.credentials_ref.name;
-        match api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
-            Ok(_) => {
-                persisted.store(rotations, std::sync::atomic::Ordering::SeqCst);
-                info!(secret = %name, "wrote the rotated TPP refresh token back to the credentials Secret");
-            }
-            Err(e) => {
-                warn!(secret = %name, error = %e, "could not write the rotated refresh token to the credentials Secret (needs update rights on it)")
-            }
+            Err(e) => warn!(
+                secret = %key.name,
+                error = %e,
+                "could not write the rotated refresh token to the credentials Secret; it stays in memory"
+            ),
         }
     }
 
-    /// The client for `issuer`, reusing the cached one when nothing it was built from changed.
-    pub async fn client(&self, issuer: &Issuer<VenafiIssuerSpec>, res: &Resources) -> Result<Arc<Backend>, SignError> {
+    /// The client for `issuer`, reusing the cached one while nothing it was built from changed.
+    /// Every Secret is read (through `res`) before the cache is asked, so its key covers them.
+    async fn client(&self, issuer: &Issuer<VenafiIssuerSpec>, res: &Resources) -> Result<Arc<Entry>, SignError> {
         let spec = &issuer.spec;
-        let mut h = Sha256::new();
-        // Which issuer object, and which version of its spec, this client was built for.
-        h.update(issuer.version_key().as_bytes());
-        let mut secret_refresh = None;
-        let build: Box<dyn FnOnce() -> Result<Backend, SignError> + Send> =
+        let backend: Box<dyn FnOnce() -> Result<Backend, SignError> + Send> =
             match spec.product().map_err(SignError::permanent)? {
                 Product::Tpp(t) => {
                     let base = client::tpp_base_url(&t.url).map_err(SignError::permanent)?;
-                    let (creds, fp) = TppCredentials::load(res, &t.credentials_ref.name).await?;
-                    h.update(fp);
-                    if let TppCredentials::RefreshToken { token, .. } = &creds {
-                        secret_refresh = Some(sha(token));
-                    }
+                    let creds = TppCredentials::load(res, &t.credentials_ref.name).await?;
                     let bundle = match (&t.ca_bundle, &t.ca_bundle_secret_ref) {
                         (Some(b), _) => Some(client::decode_ca_bundle(b).map_err(SignError::permanent)?),
-                        (None, Some(r)) => {
-                            let key = r.key.as_deref().unwrap_or("ca.crt");
-                            let bytes = res.secret_key(&r.name, key).await?;
-                            Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
-                                SignError::issuer_not_ready(format!(
-                                    "Secret \"{}/{}\" key \"{key}\" (spec.tpp.caBundleSecretRef) is not PEM text",
-                                    res.namespace(),
-                                    r.name
-                                ))
-                            })?)
-                        }
+                        (None, Some(r)) => Some(pem_text(res, r, "spec.tpp.caBundleSecretRef").await?),
                         (None, None) => None,
                     };
-                    h.update(bundle.as_deref().unwrap_or("").as_bytes());
                     let (secret, timeout) = (t.credentials_ref.name.clone(), spec.timeout());
                     Box::new(move || TppClient::new(base, creds, secret, bundle.as_deref(), timeout).map(Backend::Tpp))
                 }
@@ -192,64 +204,34 @@ impl VenafiSigner {
                         }
                         (None, None) => return Err(SignError::permanent("spec.cloud sets no credentials")),
                     };
-                    match &creds {
-                        CloudCredentials::ApiKey(k) => h.update(k.as_bytes()),
-                        CloudCredentials::ServiceAccount { jwt, .. } => h.update(jwt.as_bytes()),
-                    }
                     let roots = match &c.ca_bundle_secret_ref {
-                        Some(r) => {
-                            let key = r.key.as_deref().unwrap_or("ca.crt");
-                            let bytes = res.secret_key(&r.name, key).await?;
-                            Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
-                                SignError::issuer_not_ready(format!(
-                                    "Secret \"{}/{}\" key \"{key}\" (spec.cloud.caBundleSecretRef) is not PEM text",
-                                    res.namespace(),
-                                    r.name
-                                ))
-                            })?)
-                        }
+                        Some(r) => Some(pem_text(res, r, "spec.cloud.caBundleSecretRef").await?),
                         None => None,
                     };
-                    h.update(roots.as_deref().unwrap_or("").as_bytes());
                     let timeout = spec.timeout();
                     Box::new(move || CloudClient::new(base, creds, roots.as_deref(), timeout).map(Backend::Cloud))
                 }
             };
-        let fingerprint = h.finalize().to_vec();
-        let slot = issuer.object_key();
-        let cached = self
-            .clients
-            .lock()
-            .expect("lock poisoned")
-            .get(&slot)
-            .map(|c| (c.fingerprint == fingerprint, c.secret_refresh == secret_refresh, c.backend.clone()));
-        if let Some((true, same_refresh, backend)) = cached {
-            if same_refresh {
-                return Ok(backend);
-            }
-            // The Secret's refresh token changed: keep the client only if it is the one this
-            // client holds (written back by persistRefreshedToken).
-            if let (Backend::Tpp(c), Some(want)) = (backend.as_ref(), &secret_refresh)
-                && c.refresh_token().await.0.is_some_and(|t| sha(&t) == *want)
-            {
-                return Ok(backend);
-            }
-        }
-        let backend = Arc::new(build()?);
-        let mut clients = self.clients.lock().expect("lock poisoned");
-        // A concurrent caller (the issuer check and a request's sign, say) may have built the same
-        // client meanwhile: keep theirs, so one issuer logs in once. Ours never logged in (login is lazy).
-        if let Some(c) = clients.get(&slot)
-            && c.fingerprint == fingerprint
-            && c.secret_refresh == secret_refresh
-        {
-            return Ok(c.backend.clone());
-        }
-        clients.insert(
-            slot,
-            Cached { fingerprint, backend: backend.clone(), secret_refresh, persisted: Default::default() },
-        );
-        Ok(backend)
+        // Building never logs in (login is lazy and single-flight inside the client); the cache
+        // makes the check and concurrent signs share one client, so one issuer logs in once. A
+        // client replacing an outdated one (new generation, a Secret changed) keeps its tokens
+        // when it logs in as the same identity: no new login, and no start from a refresh token
+        // TPP already rotated away.
+        let previous = self.clients.previous(issuer);
+        self.clients
+            .get_or_try_insert_with(issuer, res, || async move {
+                let mut backend = backend()?;
+                let mut persisted = 0;
+                if let (Backend::Tpp(new), Some(prev)) = (&mut backend, previous.as_deref())
+                    && let Backend::Tpp(old) = &prev.backend
+                    && new.continue_from(old).await
+                {
+                    persisted = *prev.persisted.lock().await;
+                    debug!("the rebuilt TPP client continues the previous client's tokens");
+                }
+                Ok(Entry { backend, persisted: tokio::sync::Mutex::new(persisted) })
+            })
+            .await
     }
 
     async fn sign_tpp(
@@ -339,7 +321,18 @@ impl VenafiSigner {
         let spec = &issuer.spec;
         match c.retrieve(dn).await {
             Ok(Retrieved::Issued(bundle)) => {
-                Issued::from_pem_bundle(&bundle).map_err(|m| SignError::permanent(format!("TPP returned {dn}: {m}")))
+                let issued = Issued::from_pem_bundle(&bundle)
+                    .map_err(|m| SignError::permanent(format!("TPP returned {dn}: {m}")))?;
+                // TPP names the object after the CN: a second request with the same name in the
+                // zone re-enrolls the same object, and this pickup then finds the other key's
+                // certificate. Say so, rather than the framework's generic key mismatch.
+                if issued.leaf_public_key_der().ok().as_deref() != Some(request.csr.public_key_der.as_slice()) {
+                    return Err(SignError::permanent(format!(
+                        "TPP object {dn} holds a certificate for another key than this request's CSR: another request for the same object name in zone {:?} replaced this one at TPP (TPP names the object after the common name); give certificates that share a zone distinct common names, then delete this CertificateRequest",
+                        spec.zone
+                    )));
+                }
+                Ok(issued)
             }
             Ok(Retrieved::Pending(status)) => {
                 Err(self.still_pending(spec, ctx, &format!("TPP is processing {dn}: {status}"))?)
@@ -446,6 +439,19 @@ impl VenafiSigner {
             s => Err(self.still_pending(spec, ctx, &format!("TLS Protect Cloud request {id} is {s}"))?),
         }
     }
+}
+
+/// PEM text from the Secret key `r` names (`ca.crt` by default) for the CA bundle field `field`.
+async fn pem_text(res: &Resources, r: &crate::spec::SecretKeySelector, field: &str) -> Result<String, SignError> {
+    let key = r.key.as_deref().unwrap_or("ca.crt");
+    let bytes = res.secret_key(&r.name, key).await?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        SignError::issuer_not_ready(format!(
+            "Secret \"{}/{}\" key \"{key}\" ({field}) is not PEM text",
+            res.namespace(),
+            r.name
+        ))
+    })
 }
 
 /// The TPP `certificates/request` body for `request` (vcert's `prepareRequest` for a user CSR).
@@ -571,41 +577,102 @@ impl Signer for VenafiSigner {
         issuer: &Issuer<VenafiIssuerSpec>,
         ctx: &mut SignContext,
     ) -> Result<Issued, SignError> {
-        let backend = self.client(issuer, ctx.resources()).await?;
-        match backend.as_ref() {
+        self.recall(request, ctx);
+        let result = self.sign_with_client(request, issuer, ctx).await;
+        self.remember(request, ctx, &result);
+        result
+    }
+
+    async fn check(
+        &self,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
+        let entry = self.client(issuer, resources).await?;
+        let spec = &issuer.spec;
+        // cert-manager's issuer reasons (AuthFailed since v1.21), on the Ready=False condition.
+        let reason = |verdict: Verdict, e: SignError| match verdict {
+            Verdict::AuthFailed => e.with_reason("AuthFailed"),
+            Verdict::ZoneNotFound => e.with_reason("ZoneNotFound"),
+            _ => e,
+        };
+        let tpp = |op: &str, e: VenafiError| reason(classify(&e), for_check(tpp_error(e, spec, op)));
+        let cloud = |op: &str, e: VenafiError| {
+            let verdict = match &e {
+                VenafiError::Auth(_) | VenafiError::Http { status: 401 | 403, .. } => Verdict::AuthFailed,
+                VenafiError::Http { message, .. } if message.starts_with("ZoneNotFound") => Verdict::ZoneNotFound,
+                _ => Verdict::Transient,
+            };
+            reason(verdict, for_check(cloud_error(e, spec, op)))
+        };
+        match &entry.backend {
             Backend::Tpp(c) => {
+                let verified = c.verify().await;
+                self.persist_refresh_token(issuer, resources, &entry).await;
+                verified.map_err(|e| tpp("verify", e))?;
+                let policy = c.check_policy(&spec.zone).await.map_err(|e| tpp("checkpolicy", e))?;
+                let ca = policy.pointer("/Policy/CertificateAuthority/Value").and_then(|v| v.as_str());
+                info!(zone = %spec.zone, ca, auth = c.mode(), "TPP issuer checked");
+                Ok(certbridge::Ready::message(match ca {
+                    Some(ca) => format!("TPP zone \"{}\" issues from CA {ca}", spec.zone),
+                    None => format!("TPP zone \"{}\" is usable (its policy names no CA)", spec.zone),
+                }))
+            }
+            Backend::Cloud(c) => {
+                c.verify().await.map_err(|e| cloud("verify", e))?;
+                let (app, cit) = c.resolve_zone(&spec.zone).await.map_err(|e| cloud("zone lookup", e))?;
+                info!(zone = %spec.zone, app, cit, "TLS Protect Cloud issuer checked");
+                Ok(certbridge::Ready::message(format!(
+                    "TLS Protect Cloud zone \"{}\" is usable (application id {app}, issuing template id {cit})",
+                    spec.zone
+                )))
+            }
+        }
+    }
+
+    /// TPP only (see [`crate::revoke`]).
+    fn revokes(&self, issuer: &Issuer<VenafiIssuerSpec>) -> bool {
+        crate::revoke::supported(&issuer.spec)
+    }
+
+    async fn revoke(
+        &self,
+        certificate_pem: &str,
+        request: &certbridge::RequestObject,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<(), SignError> {
+        match &self.client(issuer, resources).await?.backend {
+            Backend::Tpp(c) => crate::revoke::tpp(c, certificate_pem, request, &issuer.spec).await,
+            Backend::Cloud(_) => Err(SignError::permanent("TLS Protect Cloud revocation is not supported")),
+        }
+    }
+}
+
+impl VenafiSigner {
+    async fn sign_with_client(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
+        let entry = self.client(issuer, ctx.resources()).await?;
+        match &entry.backend {
+            Backend::Tpp(c) => {
+                if issuer.spec.tpp.as_ref().is_some_and(|t| t.persist_refreshed_token == Some(true)) {
+                    // Rotate now if due and write the new token back before this request's own
+                    // calls: a crash loses a rotated token only between TPP's answer and the
+                    // write, not anywhere in the sign. (An error here is the sign's to report.)
+                    let _ = c.token().await;
+                    self.persist_refresh_token(issuer, ctx.resources(), &entry).await;
+                }
                 let result = self.sign_tpp(c, request, issuer, ctx).await;
-                self.persist_refresh_token(issuer, ctx.resources(), c).await;
+                // A 401 inside the sign may have rotated the token again.
+                self.persist_refresh_token(issuer, ctx.resources(), &entry).await;
                 result
             }
             Backend::Cloud(c) => self.sign_cloud(c, request, issuer, ctx).await,
         }
-    }
-
-    async fn check(&self, issuer: &Issuer<VenafiIssuerSpec>, resources: &Resources) -> Result<(), SignError> {
-        let backend = self.client(issuer, resources).await?;
-        let spec = &issuer.spec;
-        match backend.as_ref() {
-            Backend::Tpp(c) => {
-                let verified = c.verify().await;
-                self.persist_refresh_token(issuer, resources, c).await;
-                verified.map_err(|e| for_check(tpp_error(e, spec, "verify")))?;
-                let policy =
-                    c.check_policy(&spec.zone).await.map_err(|e| for_check(tpp_error(e, spec, "checkpolicy")))?;
-                let ca = policy
-                    .pointer("/Policy/CertificateAuthority/Value")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("(not set in the policy)");
-                info!(zone = %spec.zone, ca, auth = c.mode(), "TPP issuer checked: the zone issues from CA {ca}");
-            }
-            Backend::Cloud(c) => {
-                c.verify().await.map_err(|e| for_check(cloud_error(e, spec, "verify")))?;
-                let (app, cit) =
-                    c.resolve_zone(&spec.zone).await.map_err(|e| for_check(cloud_error(e, spec, "zone lookup")))?;
-                info!(zone = %spec.zone, app, cit, "TLS Protect Cloud issuer checked");
-            }
-        }
-        Ok(())
     }
 }
 

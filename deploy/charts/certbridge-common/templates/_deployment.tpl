@@ -88,6 +88,9 @@ spec:
             - --issuer-recheck-interval={{ .Values.controller.issuerRecheckInterval }}
             - --concurrency={{ int .Values.controller.concurrency }}
             - --log-format={{ .Values.controller.logFormat }}
+            {{- with .Values.tracing.otlpEndpoint }}
+            - --otlp-endpoint={{ . }}
+            {{- end }}
             - --csr-max-pem-bytes={{ int .Values.csr.maxPemBytes }}
             - --csr-max-sans={{ int .Values.csr.maxSans }}
             - --csr-max-name-bytes={{ int .Values.csr.maxNameBytes }}

@@ -3,8 +3,9 @@ Monitoring, both off by default: a PrometheusRule with the alerts of deploy/READ
 runbooks", and the Grafana dashboard as a ConfigMap the Grafana sidecar picks up by its label.
 
 Every expression uses only the metrics framework/src/metrics.rs exports (certbridge_requests_total,
-certbridge_sign_duration_seconds, certbridge_issuer_ready, certbridge_reconcile_errors_total) and
-Prometheus's own `up`, selected by the scrape job (a ServiceMonitor names it after the Service).
+certbridge_sign_duration_seconds, certbridge_issuer_ready, certbridge_reconcile_errors_total,
+certbridge_request_oldest_unfinished_age_seconds, certbridge_leader) and Prometheus's own `up`,
+selected by the scrape job (a ServiceMonitor names it after the Service).
 */}}
 
 {{- define "certbridge.prometheusJob" -}}
@@ -52,29 +53,28 @@ spec:
             description: 'Requests this issuer finished were marked Failed. The Ready condition message of a failed CertificateRequest gives the CA''s answer.'
             runbook_url: {{ printf "%s#certbridgerequestfailureratio" $r.runbookBaseUrl }}
         - alert: CertbridgeRequestsPendingTooLong
-          # No metric carries a request's age: an issuer that has answered "pending" throughout the
-          # window without finishing a single request has had requests pending at least that long.
+          # Approved requests only: one waiting for its approver is not the issuer's to finish. Both
+          # request APIs (label `kind`) count against the issuer.
           expr: |-
-            (sum by ({{ $by }}) (increase(certbridge_requests_total{ {{- $job -}} ,result="pending"}[{{ $r.pending.expected }}])) > 0)
-              unless on ({{ $by }})
-            (sum by ({{ $by }}) (increase(certbridge_requests_total{ {{- $job -}} ,result=~"issued|failed"}[{{ $r.pending.expected }}])) > 0)
+            max by ({{ $by }}) (certbridge_request_oldest_unfinished_age_seconds{ {{- $job -}} ,approved="true"})
+              > {{ $r.pending.expectedSeconds }}
           for: {{ $r.pending.for }}
           labels:
             severity: {{ $r.pending.severity }}
           annotations:
-            summary: {{ printf "'{{ $labels.issuer_kind }} {{ $labels.issuer }}: requests pending for more than %s'" $r.pending.expected }}
-            description: {{ printf "'The CA has answered \"pending\" for %s and finished no request: requests wait at the CA (approval, queue) longer than expected.'" $r.pending.expected }}
+            summary: {{ printf "'{{ $labels.issuer_kind }} {{ $labels.issuer }}: an approved request unfinished for more than %vs'" $r.pending.expectedSeconds }}
+            description: {{ `'The oldest approved request naming this issuer is {{ $value | humanizeDuration }} old and neither issued nor failed: it waits for the issuer to be Ready, at the CA (approval, queue), or in retries.'` }}
             runbook_url: {{ printf "%s#certbridgerequestspendingtoolong" $r.runbookBaseUrl }}
         - alert: CertbridgeSignLatencyHigh
           expr: |-
-            histogram_quantile(0.99, sum by (job, le) (rate(certbridge_sign_duration_seconds_bucket{ {{- $job -}} }[{{ $r.signLatency.window }}])))
+            histogram_quantile(0.99, sum by ({{ $by }}, le) (rate(certbridge_sign_duration_seconds_bucket{ {{- $job -}} }[{{ $r.signLatency.window }}])))
               > {{ $r.signLatency.p99Seconds }}
           for: {{ $r.signLatency.for }}
           labels:
             severity: {{ $r.signLatency.severity }}
           annotations:
-            summary: {{ printf "'p99 sign latency above %vs'" $r.signLatency.p99Seconds }}
-            description: 'The slowest 1 % of sign calls over {{ $r.signLatency.window }} took longer than {{ $r.signLatency.p99Seconds }}s: the CA or HSM answers slowly.'
+            summary: {{ printf "'{{ $labels.issuer_kind }} {{ $labels.issuer }}: p99 sign latency above %vs'" $r.signLatency.p99Seconds }}
+            description: 'The slowest 1 % of this issuer''s sign calls over {{ $r.signLatency.window }} took longer than {{ $r.signLatency.p99Seconds }}s: the CA or HSM answers slowly.'
             runbook_url: {{ printf "%s#certbridgesignlatencyhigh" $r.runbookBaseUrl }}
         - alert: CertbridgeCAErrors
           expr: |-
@@ -99,14 +99,11 @@ spec:
             description: 'Prometheus has no up target for this controller: requests to its issuers are not served.'
             runbook_url: {{ printf "%s#certbridgecontrollerabsent" $r.runbookBaseUrl }}
         - alert: CertbridgeLeaderElectionLost
-          # No metric says "leader": only the leader reconciles, so only it exports certbridge_issuer_ready.
-          # Per pod: 1 while it exports issuer readiness, 0 while it serves /metrics without; each 1 → 0
-          # is a lost lease (the controller exits and restarts as a follower).
+          # certbridge_leader is 1 on the replica that holds the Lease and 0 on one waiting for it (every
+          # replica exports it from its start): each 1 → 0 of a pod's series is a lost lease (the
+          # controller exits and comes back as a follower).
           expr: |-
-            sum by (job) (resets((
-              max by (job, instance) (certbridge_issuer_ready{ {{- $job -}} } >= bool 0)
-                or max by (job, instance) (certbridge_sign_duration_seconds_count{ {{- $job -}} } * 0)
-            )[{{ $r.leaderElection.window }}:{{ $r.leaderElection.resolution }}]))
+            sum by (job) (resets(certbridge_leader{ {{- $job -}} }[{{ $r.leaderElection.window }}]))
               >= {{ $r.leaderElection.losses }}
           labels:
             severity: {{ $r.leaderElection.severity }}

@@ -19,7 +19,8 @@ metadata:
     {{- include "certbridge.labels" . | nindent 4 }}
 rules:
   # Requests addressed to this issuer: watch them; patch stores per-request state as annotations
-  # state.{{ $group }}/<key> so an asynchronous CA's request survives a restart.
+  # state.{{ $group }}/<key> so an asynchronous CA's request survives a restart, and adds/removes the
+  # revoke-on-delete finalizer {{ $group }}/revoke-on-delete (a request annotated for it).
   - apiGroups: ["cert-manager.io"]
     resources: ["certificaterequests"]
     verbs: ["get", "list", "watch", "patch"]
@@ -27,7 +28,8 @@ rules:
     resources: ["certificaterequests/status"]
     verbs: ["patch"]
   {{- if .Values.kubernetesCSRs.enabled }}
-  # Kubernetes CSRs for the cluster kind; patch: the same per-request state annotations.
+  # Kubernetes CSRs for the cluster kind; patch: the same per-request state annotations and
+  # revoke-on-delete finalizer.
   - apiGroups: ["certificates.k8s.io"]
     resources: ["certificatesigningrequests"]
     verbs: ["get", "list", "watch", "patch"]

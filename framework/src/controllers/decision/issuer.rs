@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::controllers::decision::{DEFAULT_PENDING_REQUEUE, EventOut, IssuerCond, Next, READY, SetCond, event};
 use crate::error::{Reaction, SignError};
+use crate::signer::Ready;
 
 /// What an issuer reconcile pass writes and does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,25 +77,26 @@ pub(crate) fn issuer_gate(
     if let Some(err) = reported_error
         && ready.status == "True"
     {
-        return IssuerStep::Write(not_ready(err, Next::Backoff(err.to_owned())));
+        return IssuerStep::Write(not_ready(err, None, Next::Backoff(err.to_owned())));
     }
     IssuerStep::Check
 }
 
-fn not_ready(err: &str, next: Next) -> IssuerOutcome {
+/// Not ready with `reason` (the signer's, else issuer-lib's `Pending`).
+fn not_ready(err: &str, reason: Option<&str>, next: Next) -> IssuerOutcome {
     let message = format!("Not ready yet: {err}");
     IssuerOutcome {
         event: event(true, "RetryableError", "SyncFailed", &message),
-        ready: SetCond::new(READY, "False", "Pending", message),
+        ready: SetCond::new(READY, "False", reason.unwrap_or("Pending"), message),
         next,
     }
 }
 
 /// What a check result means; `recheck` is the periodic re-check interval of a Ready issuer.
-pub(crate) fn issuer_checked(result: Result<(), SignError>, recheck: Duration) -> IssuerOutcome {
+pub(crate) fn issuer_checked(result: Result<Ready, SignError>, recheck: Duration) -> IssuerOutcome {
     match result {
-        Ok(()) => {
-            let message = "Succeeded checking the issuer";
+        Ok(ready) => {
+            let message = ready.text().unwrap_or("Succeeded checking the issuer");
             IssuerOutcome {
                 ready: SetCond::new(READY, "True", "Checked", message),
                 event: event(false, "Checked", "Synced", message),
@@ -112,9 +114,9 @@ pub(crate) fn issuer_checked(result: Result<(), SignError>, recheck: Duration) -
             }
             Reaction::Pending { requeue_after } => {
                 let after = if requeue_after.is_zero() { DEFAULT_PENDING_REQUEUE } else { requeue_after };
-                not_ready(&e.to_string(), Next::After(after))
+                not_ready(&e.to_string(), e.reason(), Next::After(after))
             }
-            _ => not_ready(&e.to_string(), Next::Backoff(e.to_string())),
+            _ => not_ready(&e.to_string(), e.reason(), Next::Backoff(e.to_string())),
         },
     }
 }

@@ -42,10 +42,28 @@ fn issuer_initialize_then_check() {
         issuer_gate(Some(&icond("Unknown", "Initializing", 1)), 1, References::Unchanged, None, OWNER),
         IssuerStep::Check
     );
-    let ok = issuer_checked(Ok(()), Duration::from_secs(300));
+    let ok = issuer_checked(Ok(Ready::default()), Duration::from_secs(300));
     assert_eq!(ok.ready, SetCond::new(READY, "True", "Checked", "Succeeded checking the issuer"));
     assert_eq!(ok.event, event(false, "Checked", "Synced", "Succeeded checking the issuer"));
     assert_eq!(ok.next, Next::After(Duration::from_secs(300)), "periodic re-check");
+    let ok = issuer_checked(Ok(Ready::message("issuing CA CN=Corp Issuing CA 1")), Duration::from_secs(300));
+    assert_eq!(ok.ready, SetCond::new(READY, "True", "Checked", "issuing CA CN=Corp Issuing CA 1"));
+    assert_eq!(ok.event, event(false, "Checked", "Synced", "issuing CA CN=Corp Issuing CA 1"));
+    let blank = issuer_checked(Ok(Ready::message("  ")), Duration::from_secs(300));
+    assert_eq!(blank.ready.message, "Succeeded checking the issuer", "a blank message is the default");
+}
+
+#[test]
+fn issuer_check_error_reason_replaces_pending_but_never_failed() {
+    let e = SignError::issuer_not_ready("TPP answered 401 to a fresh token").with_reason("AuthFailed");
+    let out = issuer_checked(Err(e.clone()), Duration::ZERO);
+    assert_eq!(
+        out.ready,
+        SetCond::new(READY, "False", "AuthFailed", "Not ready yet: TPP answered 401 to a fresh token")
+    );
+    assert!(matches!(out.next, Next::Backoff(_)));
+    let out = issuer_checked(Err(e.with_reaction(Reaction::Permanent)), Duration::ZERO);
+    assert_eq!(out.ready.reason, "Failed", "the Failed hold depends on this reason");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::controllers::view::Cond;
 
 pub(crate) mod issuer;
+pub(crate) mod pending_limit;
 pub(crate) mod request;
 
 pub(crate) const READY: &str = "Ready";
@@ -63,6 +64,8 @@ pub(crate) enum Next {
     After(Duration),
     /// Retry with exponential backoff; counts as a reconcile error.
     Backoff(String),
+    /// As `Backoff`, but no sooner than this (a CA's `Retry-After`, capped: see `retry_after`).
+    BackoffNoSooner(String, Duration),
 }
 
 /// The issuer's Ready condition as a request controller sees it.

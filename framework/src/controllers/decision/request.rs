@@ -213,11 +213,14 @@ fn ready_if_cr(view: &RequestView, status: &str, reason: &str, message: &str) ->
     }
 }
 
-/// Checks what the signer returned before it is written: the leaf must carry the CSR's key.
+/// Checks what the signer returned before it is written: the leaf must carry the CSR's key. A
+/// leaf for another key is transient: it is the CA's (or a proxy's) fault, not the request's,
+/// and a retry (a search, for adapters that have one) can find the right certificate; the max
+/// retry duration still bounds it.
 pub(crate) fn verify_issued(req: &SignRequest, issued: Issued) -> Result<Issued, SignError> {
     let leaf_key = issued.leaf_public_key_der().map_err(SignError::permanent)?;
     if leaf_key != req.csr.public_key_der {
-        return Err(SignError::permanent(
+        return Err(SignError::transient(
             "the issued certificate's public key does not match the CSR's public key: the CA signed a different key",
         ));
     }
@@ -313,7 +316,7 @@ pub(crate) fn after_sign(
             Outcome {
                 set: ready_if_cr(view, "False", "Pending", &message),
                 event: event(true, "RetryableError", "SyncFailed", &message),
-                next: if custom_transitioned { Next::Done } else { Next::Backoff(err.to_string()) },
+                next: if custom_transitioned { Next::Done } else { retry(&err) },
                 verdict: Some(Verdict::Retry),
                 ..Default::default()
             }
@@ -322,6 +325,19 @@ pub(crate) fn after_sign(
     set.append(&mut out.set);
     out.set = set;
     out
+}
+
+/// The longest `Retry-After` a CA can impose on one retry: a CA asking for an hour must not park a
+/// request beyond what an operator would wait for.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// How a transient error is retried: with backoff, and no sooner than the CA asked
+/// ([`SignError::retry_after`], capped at [`MAX_RETRY_AFTER`]).
+fn retry(err: &SignError) -> Next {
+    match err.retry_after {
+        Some(d) => Next::BackoffNoSooner(err.to_string(), d.min(MAX_RETRY_AFTER)),
+        None => Next::Backoff(err.to_string()),
+    }
 }
 
 fn permanent(view: &RequestView, err: &str) -> Outcome {

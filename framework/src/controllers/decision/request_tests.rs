@@ -373,3 +373,49 @@ fn invalid_requests_fail_naming_the_problem() {
     assert_eq!(out.set[0].message, "Failed permanently to sign CertificateRequest: the CSR signature does not verify");
     assert!(out.failure_time);
 }
+
+/// Issue 12: a CA's `Retry-After` on a transient error is honoured (no retry sooner), capped at
+/// [`MAX_RETRY_AFTER`]; without one, the controller's backoff alone decides.
+#[test]
+fn retry_after_on_a_transient_error_sets_the_earliest_retry() {
+    let e = SignError::transient("HTTP 429 Too Many Requests").retry_after(Duration::from_secs(30));
+    let out = sign(&approved_ready_unknown(), Err(e));
+    assert_eq!(out.next, Next::BackoffNoSooner("HTTP 429 Too Many Requests".into(), Duration::from_secs(30)));
+    assert_eq!(out.verdict, Some(Verdict::Retry));
+    let e = SignError::transient("HTTP 503").retry_after(Duration::from_secs(3600));
+    assert_eq!(sign(&approved_ready_unknown(), Err(e)).next, Next::BackoffNoSooner("HTTP 503".into(), MAX_RETRY_AFTER));
+    assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(600));
+    // Still bounded by the max retry duration.
+    let e = SignError::transient("HTTP 429").retry_after(Duration::from_secs(30));
+    let out = after_sign(&approved_ready_unknown(), Err(e), ts("2024-01-01T00:03:01Z"), MAX_RETRY);
+    assert_eq!(out.verdict, Some(Verdict::Failed));
+    // And the controller's error policy waits at least that long.
+    let next = crate::controllers::shared::action(&Next::BackoffNoSooner("x".into(), Duration::from_secs(30)));
+    assert_eq!(next.unwrap_err().no_sooner_than(), Some(Duration::from_secs(30)));
+}
+
+/// Issue 12: a leaf for another key is the CA's fault: transient (retried with backoff within the
+/// max retry duration), with the same clear message, never written.
+#[test]
+fn a_leaf_for_another_key_is_transient_with_a_clear_message() {
+    use crate::pki::KeyKind;
+    let ca = crate::testing::TestCa::new(&KeyKind::EcP256).unwrap();
+    let (csr_pem, _) = crate::testing::generate_csr(&KeyKind::EcP256, &["a.example.com"]).unwrap();
+    let mut v = approved_ready_unknown();
+    v.csr_pem = csr_pem.into_bytes();
+    let req = v.sign_request().unwrap();
+    let (other, _) = ca.leaf(&KeyKind::EcP256, &["a.example.com"]).unwrap();
+    let issued = Issued::from_pem_bundle(&format!("{other}{}", ca.cert_pem())).unwrap();
+    let err = verify_issued(&req, issued).unwrap_err();
+    assert_eq!(err.reaction, Reaction::Transient);
+    assert!(
+        err.message.starts_with("the issued certificate's public key does not match the CSR's public key"),
+        "{err}"
+    );
+    let out = sign(&v, Err(err.clone()));
+    assert_eq!(out.verdict, Some(Verdict::Retry));
+    assert!(out.issued.is_none());
+    assert!(matches!(out.next, Next::Backoff(ref m) if m.contains("does not match the CSR's public key")));
+    let out = after_sign(&v, Err(err), ts("2024-01-01T00:03:01Z"), MAX_RETRY);
+    assert_eq!(out.verdict, Some(Verdict::Failed), "bounded by the max retry duration");
+}

@@ -13,10 +13,12 @@ use kube::runtime::utils::{PredicateConfig, WatchStreamExt};
 use kube::runtime::watcher;
 use tracing::Instrument;
 
+use super::{backlog, span};
 use crate::controllers::decision::request::{Gate, gate};
 use crate::controllers::prune;
 use crate::controllers::request::api::RequestApi;
 use crate::controllers::request::pass::{self, RequestCtx};
+use crate::controllers::request::revoke;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::watch;
 use crate::controllers::watch::CacheReady;
@@ -41,8 +43,10 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
     let stream = reflected
         .default_backoff()
         .touched_objects()
-        .predicate_filter(|r: &R| Some(pass::fingerprint(&r.view())), PredicateConfig::default());
+        .predicate_filter(|r: &R| Some(revoke::fingerprint(r)), PredicateConfig::default());
     caches.push(ready);
+    let namespaced = shared.settings.serves(IssuerScope::Namespaced);
+    shared.metrics.sample_backlog(backlog::sampler(reader.clone(), kinds.clone(), namespaced));
 
     let (cl_cache, cl_trigger) =
         watch::issuer_cache(&client, &kinds.cluster, None, pass::issuer_readiness_fingerprint, |_| ());
@@ -115,13 +119,8 @@ fn waiting_on<R: RequestApi>(
 }
 
 async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCtx<S>>) -> Result<Action, Error> {
-    let meta = request.meta();
-    let span = tracing::info_span!(
-        "reconcile",
-        controller = R::CONTROLLER,
-        name = meta.name.as_deref().unwrap_or_default(),
-        namespace = meta.namespace.as_deref().unwrap_or_default(),
-    );
+    let span = span::reconcile(&*request, &ctx.shared.kinds);
+    let _in_flight = ctx.shared.metrics.in_flight(R::CONTROLLER);
     async move {
         let target = match request.target(&ctx.shared.kinds) {
             Ok(Some(target)) => target,
@@ -139,10 +138,19 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
             tracing::debug!("names the namespaced issuer kind, which is disabled; ignoring");
             return Ok(Action::await_change());
         }
+        if let Some(action) = revoke::before_pass(&ctx, request.as_ref(), &target).await? {
+            return Ok(action);
+        }
         let api = request.object_api(&ctx.shared.client);
         let mut view = request.view();
-        if prune::needs_full(&view) && gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
-            // The cached copy lost its CSR (cached before approval): read the request afresh.
+        let stale = ctx.shared.saved_states.is_stale(
+            &view.uid,
+            request.meta().resource_version.as_deref(),
+            &view.state(ctx.shared.settings.group),
+        );
+        if (prune::needs_full(&view) || stale) && gate(&view, &ctx.shared.settings.owner) == Gate::Continue {
+            // The cached copy lost its CSR (cached before approval), or predates the state this
+            // process saved (the watch lags; see `state_cache`): read the request afresh.
             let Some(full) = api.get_opt(&view.name).await? else { return Ok(Action::await_change()) };
             view = full.view();
         }
@@ -153,12 +161,14 @@ async fn reconcile<S: Signer, R: RequestApi>(request: Arc<R>, ctx: Arc<RequestCt
 }
 
 fn error_policy<S: Signer, R: RequestApi>(request: Arc<R>, error: &Error, ctx: Arc<RequestCtx<S>>) -> Action {
+    // In the request's span, so the line carries the request and issuer fields like the pass's own.
+    let _span = span::reconcile(&*request, &ctx.shared.kinds).entered();
     ctx.shared.metrics.reconcile_error(R::CONTROLLER);
     let view = request.view();
-    let delay = ctx.backoff.next(&pass::backoff_key(&view));
+    // No sooner than the CA asked (`Retry-After`), whatever the backoff says.
+    let delay = ctx.backoff.next(&pass::backoff_key(&view)).max(error.no_sooner_than().unwrap_or_default());
     tracing::info!(
-        controller = R::CONTROLLER,
-        name = %view.display_name(),
+        // The controller, request and issuer are the span's fields.
         error = %error,
         retry_in = ?delay,
         "request reconcile failed"

@@ -9,14 +9,18 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
+use tracing::Instrument;
 
 use crate::context::SignContext;
 use crate::controllers::decision::READY;
+use crate::controllers::decision::pending_limit;
 use crate::controllers::decision::request::{self as decision, Gate, IssuerState, Outcome, Verdict};
 use crate::controllers::request::api::RequestApi;
+use crate::controllers::request::span;
 use crate::controllers::shared::{Backoff, Error, Shared, action, issuer_ready, typed_issuer};
 use crate::controllers::ssa;
 use crate::controllers::state::AnnotationState;
+use crate::controllers::state_mac;
 use crate::controllers::view::{IssuerTarget, RequestView};
 use crate::controllers::watch::Cache;
 use crate::issuer::{IssuerScope, IssuerSpec};
@@ -39,7 +43,7 @@ pub(crate) struct RequestCtx<S: Signer> {
 
 impl<S: Signer> RequestCtx<S> {
     /// The cache of the `scope` kind, if this controller watches it.
-    fn issuers(&self, scope: IssuerScope) -> Option<&Cache<DynamicObject>> {
+    pub(crate) fn issuers(&self, scope: IssuerScope) -> Option<&Cache<DynamicObject>> {
         match scope {
             IssuerScope::Namespaced => self.namespaced_issuers.as_ref(),
             IssuerScope::Cluster => Some(&self.cluster_issuers),
@@ -72,11 +76,15 @@ pub(crate) async fn reconcile<S: Signer, R: RequestApi>(
     }
     if let Some(ev) = &outcome.event {
         // A request is issued, failed or denied once: its event never repeats (see `publish_once`).
+        let issuer = Some(span::issuer_reference(&shared.kinds, &target));
         if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
-            shared.publish_once(ev, &object_reference::<R>(&view)).await;
+            shared.publish_once(ev, &object_reference::<R>(&view), issuer).await;
         } else {
-            shared.publish(ev, &object_reference::<R>(&view)).await;
+            shared.publish_related(ev, &object_reference::<R>(&view), issuer).await;
         }
+    }
+    if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
+        shared.saved_states.forget(&view.uid);
     }
     let kind = shared.kinds.get(target.scope);
     if let Some(message) = &outcome.issuer_error {
@@ -153,20 +161,35 @@ async fn decide<S: Signer, R: RequestApi>(
     };
 
     let group = shared.settings.group;
-    let saved = view.state(group);
-    let store = AnnotationState::new(api, &view.name, group, field_manager, &saved);
+    // Only state this controller wrote (its MAC verifies) reaches the signer.
+    let (saved, rejected) = state_mac::verified_state(&shared.state_key, view, group);
+    if let Some(ev) = &rejected {
+        shared.publish(ev, &object_reference::<R>(view)).await;
+    }
+    let store =
+        AnnotationState::new(api, view, group, field_manager, shared.state_key.clone(), shared.saved_states.clone());
     let resources = Resources::new(shared.source.clone(), shared.resource_namespace(target));
     let mut sign_ctx = SignContext::new(resources, saved, Some(Arc::new(store)));
     let started = Instant::now();
-    let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).await;
-    shared.metrics.sign_duration.observe(started.elapsed().as_secs_f64());
+    let sign_span = span::sign();
+    let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).instrument(sign_span.clone()).await;
+    span::record_sign(&sign_span, &result);
+    let issuer_label = crate::metrics::issuer_label(target.namespace.as_deref(), &target.name);
+    let sign_result = crate::metrics::sign_result(&result);
+    shared.metrics.sign_observed(&kind.names.kind, issuer_label, sign_result, started.elapsed().as_secs_f64());
+    if shared.outages.observe(target, &result, Instant::now()) {
+        tracing::info!("repeated transient sign errors for this issuer; checking it again now");
+        shared.issuer_errors.recheck(kind, target);
+    }
     // Saved whatever the outcome: an asynchronous CA's request ID must survive a restart.
     let saved = sign_ctx.save_state().await;
     let result = decision::after_save(result, saved).and_then(|issued| decision::verify_issued(&request, issued));
+    let now = Timestamp::now();
+    let result = pending_limit::bound(view, result, now, shared.settings.max_pending);
     if let Err(e) = &result {
         tracing::info!(error = %e, "sign did not succeed");
     }
-    Ok(Some(decision::after_sign(view, result, Timestamp::now(), shared.settings.max_retry_duration)))
+    Ok(Some(decision::after_sign(view, result, now, shared.settings.max_retry_duration)))
 }
 
 /// The reference events are published on: the API's own `apiVersion` and `kind`.
@@ -186,10 +209,10 @@ fn object_reference<R: RequestApi>(view: &RequestView) -> ObjectReference {
 pub(crate) fn fingerprint(view: &RequestView) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    // The signer's own state annotations are left out: saving state must not re-run `sign`
-    // before the requeue it asked for.
+    // The signer's own state annotations (and their MAC) are left out: saving state must not
+    // re-run `sign` before the requeue it asked for.
     for (k, v) in &view.annotations {
-        if !k.starts_with("state.") {
+        if !k.starts_with("state.") && !k.starts_with("statemac.") {
             (k, v).hash(&mut h);
         }
     }

@@ -319,6 +319,14 @@ async fn bad_csr_is_failed() {
     assert!(e.to_string().contains("Error Parsing Request"), "{e}");
 }
 
+/// The Ready message names the issuing CA read from the chain (not the root).
+#[tokio::test]
+async fn check_names_the_issuing_ca() {
+    let sim = Sim::start(SimOpts::default());
+    let ready = AdcsSigner::new().check(&issuer(spec(&sim)), &resources(&sim)).await.unwrap();
+    assert_eq!(ready.text(), Some("signing with AD CS CA CN=Sim Issuing CA, O=certbridge sim"));
+}
+
 #[tokio::test]
 async fn ca_renewal_refetches_the_chain() {
     let sim = Sim::start(SimOpts::default());

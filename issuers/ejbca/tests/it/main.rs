@@ -6,6 +6,7 @@ mod adapter;
 mod chaos;
 mod common;
 mod controller;
+mod exactly_once;
 mod exhaustion;
 mod fixture;
 mod matrix;

@@ -198,7 +198,7 @@ impl Ca {
         self.signer.sign(req, &self.issuer, &mut SignContext::offline(self.resources.clone())).await
     }
 
-    pub async fn check(&self) -> Result<(), SignError> {
+    pub async fn check(&self) -> Result<certbridge::Ready, SignError> {
         self.signer.check(&self.issuer, &self.resources).await
     }
 }

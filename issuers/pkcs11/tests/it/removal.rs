@@ -64,7 +64,7 @@ impl Ca {
         Ok(())
     }
 
-    async fn check(&self, signer: &Pkcs11Signer) -> Result<(), SignError> {
+    async fn check(&self, signer: &Pkcs11Signer) -> Result<certbridge::Ready, SignError> {
         signer.check(&self.issuer, &self.resources).await
     }
 }

@@ -5,7 +5,7 @@
 //!   status line (`Certificate \VED\…\x being processed, Status: Post CSR, Stage: 500.`).
 //! * TPP: `vedauth/authorize/{oauth,token,verify}` with expiring access tokens and refresh tokens
 //!   that rotate on use (the old one dies) and expire; `vedsdk/certificates/{checkpolicy,request,
-//!   retrieve,reset}` with zones, request answers 200/201/202, pending → issued after a delay or
+//!   retrieve,reset,revoke}` with zones, request answers 200/201/202, pending → issued after a delay or
 //!   an approval, the "click Retry" error state cleared by reset, and TPP's error texts verbatim.
 //! * Cloud: `tppl-api-key` and service-account tokens (`v1/oauth2/v2.0/<tenant>/token`),
 //!   `v1/useraccounts`, application lookup, certificate requests, status, contents (409 pending).
@@ -29,6 +29,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use certbridge::testing::SimPki;
+
+mod revoke;
 
 /// A Cloud application: (name, id, [(issuing template alias, template id)]).
 pub type App = (String, String, Vec<(String, String)>);
@@ -150,10 +152,13 @@ struct SimState {
     requests_per_csr: HashMap<String, u64>,
     retrieves_per_csr: HashMap<String, u64>,
     issued_per_csr: HashMap<String, u64>,
+    /// Every leaf issued (DER), in order: the CA's database for the chaos harness.
+    issued_leaves: Vec<Vec<u8>>,
     ops: HashMap<String, u64>,
     violations: Vec<String>,
     bodies: Vec<(String, Value)>,
     next_id: u64,
+    revoked: revoke::Revoked,
 }
 
 struct Shared {
@@ -354,10 +359,12 @@ impl VenafiSim {
                 requests_per_csr: HashMap::new(),
                 retrieves_per_csr: HashMap::new(),
                 issued_per_csr: HashMap::new(),
+                issued_leaves: vec![],
                 ops: HashMap::new(),
                 violations: vec![],
                 bodies: vec![],
                 next_id: 1,
+                revoked: Default::default(),
             }),
             opts,
             logins: AtomicU64::new(0),
@@ -457,6 +464,11 @@ impl VenafiSim {
         self.state().issued_per_csr.values().sum()
     }
 
+    /// The DER of every leaf certificate issued so far (TPP and Cloud), in issue order.
+    pub fn issued_certificates(&self) -> Vec<Vec<u8>> {
+        self.state().issued_leaves.clone()
+    }
+
     /// Bodies that broke the field sets.
     pub fn violations(&self) -> Vec<String> {
         self.state().violations.clone()
@@ -505,13 +517,17 @@ impl VenafiSim {
         }
     }
 
-    /// Approves every pending certificate (TPP objects and Cloud requests).
+    /// Approves every pending certificate (TPP objects and Cloud requests) and issues it at once,
+    /// as the CA would, whether or not anyone asks for it again (an orphaned request is issued too).
     pub fn approve_all(&self) {
         let mut st = self.state();
         let st = &mut *st;
+        let now = Instant::now();
         for o in st.objects.values_mut().chain(st.cloud_requests.values_mut()) {
             if let ObjState::Pending { approved, .. } = &mut o.state {
                 *approved = true;
+                let _ =
+                    advance(&self.shared, o, Issuance::Approval, now, &mut st.issued_per_csr, &mut st.issued_leaves);
             }
         }
     }
@@ -544,7 +560,12 @@ async fn handle(s: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Result<R
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    // A client killed while sending (the chaos harness) leaves a truncated body: that is a dead
+    // connection, not a malformed request, so it is dropped rather than recorded as a violation.
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(format!("request body not received: {e}"))),
+    };
     let inc = Incoming { method, path, query, bearer, api_key, content_type, body };
     let latency = s.state.lock().map(|st| st.latency).unwrap_or_default();
     if !latency.is_zero() {
@@ -576,6 +597,7 @@ fn operation(method: &str, path: &str) -> &'static str {
         ("POST", "/vedsdk/certificates/request") => "request",
         ("POST", "/vedsdk/certificates/retrieve") => "retrieve",
         ("POST", "/vedsdk/certificates/reset") => "reset",
+        ("POST", "/vedsdk/certificates/revoke") => "revoke",
         ("GET", "/v1/useraccounts") => "useraccounts",
         ("POST", p) if p.starts_with("/v1/oauth2/v2.0/") && p.ends_with("/token") => "cloud-token",
         ("GET", p) if p.starts_with("/outagedetection/v1/applications/name/") => "application",
@@ -604,6 +626,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
         "request" => Some(TPP_REQUEST),
         "retrieve" => Some(TPP_RETRIEVE),
         "reset" => Some(TPP_RESET),
+        "revoke" => Some(revoke::FIELDS),
         "cloud-request" => Some(CLOUD_REQUEST),
         _ => None,
     };
@@ -840,7 +863,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
             let csr = obj.csr.clone();
             *st.retrieves_per_csr.entry(csr.clone()).or_default() += 1;
             let obj = st.objects.get_mut(&dn).expect("present");
-            if let Err(r) = advance(s, obj, issuance, now, &mut st.issued_per_csr) {
+            if let Err(r) = advance(s, obj, issuance, now, &mut st.issued_per_csr, &mut st.issued_leaves) {
                 return *r;
             }
             match &obj.state {
@@ -874,6 +897,10 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
                 Some(_) => tpp_error(400, "Reset is not completed. No reset is required for the certificate."),
             }
         }
+        "revoke" => match tpp_authed() {
+            Some(r) => r,
+            None => revoke::answer(st, &body),
+        },
         "useraccounts" => match cloud_authed() {
             Some(r) => r,
             None => json_resp(
@@ -971,7 +998,7 @@ fn route(s: &Shared, op: &str, inc: &Incoming, click_retry: bool) -> Resp {
             let Some(obj) = st.cloud_requests.get_mut(&id) else {
                 return cloud_error(404, 10404, &format!("Certificate request {id} not found"));
             };
-            let _ = advance(s, obj, issuance, now, &mut st.issued_per_csr);
+            let _ = advance(s, obj, issuance, now, &mut st.issued_per_csr, &mut st.issued_leaves);
             let (status, ids, err) = match &obj.state {
                 ObjState::Issued(_) => ("ISSUED", vec![format!("{id}-leaf"), format!("{id}-ca")], Value::Null),
                 ObjState::Pending { approved: false, .. } if issuance == Issuance::Approval => {
@@ -1017,6 +1044,7 @@ fn advance(
     issuance: Issuance,
     now: Instant,
     issued: &mut HashMap<String, u64>,
+    leaves: &mut Vec<Vec<u8>>,
 ) -> Result<(), Box<Resp>> {
     let ObjState::Pending { since, approved } = obj.state else { return Ok(()) };
     let due = match issuance {
@@ -1035,6 +1063,7 @@ fn advance(
     }
     obj.state = ObjState::Issued(bundle);
     *issued.entry(obj.csr.clone()).or_default() += 1;
+    leaves.push(der);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The signer against the simulator, without a cluster: each auth mode, one login for many
 //! requests, 202 and pending pickup across a restart, click-Retry recovery, token expiry mid-run,
-//! custom fields, the error table end to end, maximum pending time, Cloud, and the checks.
+//! custom fields, the error table end to end, maximum pending time, Cloud, the checks, and a TPP
+//! object taken over by another request with the same common name.
 
 use std::time::Duration;
 
@@ -105,6 +106,94 @@ async fn a_restart_between_request_and_saving_adopts_the_object() {
     let mut c = certbridge::SignContext::new(res.clone(), marker, None);
     VenafiSigner::new().sign(&r, &iss, &mut c).await.unwrap();
     assert_eq!(sim.requests_for(&r.csr_pem), 1, "looked before requesting again");
+}
+
+#[tokio::test]
+async fn a_tpp_object_taken_over_by_another_request_fails_naming_the_clash() {
+    let sim = sim().await;
+    sim.set_issuance(Issuance::Approval);
+    let res = resources(&sim, Auth::Password);
+    let iss = issuer(spec(&sim, Auth::Password));
+    let signer = VenafiSigner::new();
+    // Two keys, one common name: TPP's one object for that name is re-enrolled by the second.
+    let (a, b) = (request("shared.example.com", &[]), request("shared.example.com", &[]));
+    let (mut ca, mut cb) = (SignContext::offline(res.clone()), SignContext::offline(res.clone()));
+    assert_eq!(reaction(&signer.sign(&a, &iss, &mut ca).await.unwrap_err()), "pending");
+    assert_eq!(reaction(&signer.sign(&b, &iss, &mut cb).await.unwrap_err()), "pending");
+    sim.approve_all();
+    let issued = signer.sign(&b, &iss, &mut cb).await.unwrap();
+    assert_chain(&sim, &issued, &b.csr_pem);
+    let e = signer.sign(&a, &iss, &mut ca).await.unwrap_err();
+    assert_eq!(reaction(&e), "permanent", "{e}");
+    assert!(e.message.contains("another key") && e.message.contains("shared.example.com"), "{e}");
+}
+
+#[tokio::test]
+async fn a_rebuilt_client_continues_the_tokens_of_the_one_it_replaces() {
+    let sim = sim().await;
+    let mut objects = secrets(&sim, Auth::RefreshToken, NS);
+    // Resources as the API server would serve them, at a given resourceVersion of the Secrets.
+    let at = |objects: &[k8s_openapi::api::core::v1::Secret], rv: &str| {
+        let mut s = objects.to_vec();
+        s.iter_mut().for_each(|x| x.metadata.resource_version = Some(rv.into()));
+        certbridge::Resources::from_objects(NS, s, vec![])
+    };
+    let iss = issuer(spec(&sim, Auth::RefreshToken));
+    let signer = VenafiSigner::new();
+    let sign = async |iss: &certbridge::Issuer<_>, res: certbridge::Resources, cn: &str| {
+        signer.sign(&request(cn, &[]), iss, &mut SignContext::offline(res)).await
+    };
+    sign(&iss, at(&objects, "1"), "r1.example.com").await.unwrap();
+    assert_eq!(sim.refreshes(), 1, "the Secret's refresh token is used up: TPP rotated it");
+    // The Secret changes without touching the token (a label, say), then the issuer's spec: each
+    // builds a new client, and each continues the tokens instead of the dead Secret token.
+    sign(&iss, at(&objects, "2"), "r2.example.com").await.expect("after a Secret change");
+    let mut iss2 = iss.clone();
+    iss2.generation = 2;
+    sign(&iss2, at(&objects, "2"), "r3.example.com").await.expect("after a spec change");
+    assert_eq!((sim.logins(), sim.refreshes()), (0, 1), "one token lineage across both rebuilds");
+    // Someone puts a new refresh token into the Secret: that one is used.
+    let fresh = sim.mint_tokens().1;
+    objects[0] = secret_in(NS, "creds", &[("refresh-token", &fresh), ("client-id", "certbridge")]);
+    sign(&iss2, at(&objects, "3"), "r4.example.com").await.expect("with the new token");
+    assert_eq!(sim.refreshes(), 2, "started from the Secret's new token");
+
+    // Username/password: a spec change does not log in again.
+    let sim = super::common::sim().await;
+    let res = resources(&sim, Auth::Password);
+    let iss = issuer(spec(&sim, Auth::Password));
+    let signer = VenafiSigner::new();
+    signer.sign(&request("p1.example.com", &[]), &iss, &mut SignContext::offline(res.clone())).await.unwrap();
+    let mut iss2 = iss.clone();
+    iss2.generation = 2;
+    signer.sign(&request("p2.example.com", &[]), &iss2, &mut SignContext::offline(res.clone())).await.unwrap();
+    assert_eq!(sim.logins(), 1);
+}
+
+#[tokio::test]
+async fn a_pass_on_a_stale_copy_of_the_request_does_not_request_again() {
+    let sim = sim().await;
+    sim.set_request_answer(RequestAnswer::Accepted202);
+    sim.set_issuance(Issuance::Approval);
+    let res = resources(&sim, Auth::Password);
+    let iss = issuer(spec(&sim, Auth::Password));
+    let signer = VenafiSigner::new();
+    let mut r = request("stale.example.com", &[]);
+    r.object.uid = "uid-stale".into();
+    let store = Store::default();
+    let e = signer.sign(&r, &iss, &mut ctx(&res, Default::default(), &store)).await.unwrap_err();
+    assert_eq!(reaction(&e), "pending", "{e}");
+    assert!(st(&store.last(), state::PICKUP_ID).is_some());
+    // The controller's watch cache still holds the request as it was before the state was saved
+    // (no annotations): the next passes continue from the pickup ID all the same.
+    for _ in 0..3 {
+        let e = signer.sign(&r, &iss, &mut ctx(&res, Default::default(), &store)).await.unwrap_err();
+        assert_eq!(reaction(&e), "pending", "{e}");
+    }
+    sim.approve_all();
+    let issued = signer.sign(&r, &iss, &mut ctx(&res, Default::default(), &store)).await.unwrap();
+    assert_chain(&sim, &issued, &r.csr_pem);
+    assert_eq!((sim.requests_for(&r.csr_pem), sim.issued_for(&r.csr_pem)), (1, 1), "requested and issued once");
 }
 
 #[tokio::test]
@@ -330,6 +419,44 @@ async fn cloud_pending_approval_rejection_and_zone_errors() {
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
+/// The Ready message names the zone and the CA its policy names; a 401 that survives a token
+/// refresh is reason `AuthFailed` (cert-manager v1.21's issuer reason).
+#[tokio::test]
+async fn check_names_the_zone_ca_and_refused_tokens_are_auth_failed() {
+    let sim = sim().await;
+    let res = resources(&sim, Auth::RefreshToken);
+    let iss = issuer(spec(&sim, Auth::RefreshToken));
+    let signer = VenafiSigner::new();
+    let ready = signer.check(&iss, &res).await.unwrap();
+    assert_eq!(
+        ready.text(),
+        Some(r#"TPP zone "Certificates\Kubernetes" issues from CA \VED\Policy\Certificate Authorities\Sim Issuing CA"#)
+    );
+    let unauthorized = || {
+        Fault::Status(
+            401,
+            "Unauthorized".into(),
+            json!({"error": "invalid_token", "error_description": "Token revoked"}),
+        )
+    };
+    sim.push_fault("verify", unauthorized());
+    sim.push_fault("verify", unauthorized());
+    let refreshes = sim.refreshes();
+    let e = signer.check(&iss, &res).await.unwrap_err();
+    assert_eq!(sim.refreshes(), refreshes + 1, "one refresh between the two 401s");
+    assert_eq!(reaction(&e), "issuer_not_ready");
+    assert_eq!(e.reason(), Some("AuthFailed"), "{e}");
+    signer.check(&iss, &res).await.expect("ready again once TPP accepts the token");
+
+    // Another spec is another generation of the issuer (the API server bumps it; the client cache
+    // is keyed by it, and these in-memory Secrets carry no resourceVersion).
+    let mut cloud_issuer = issuer(spec(&sim, Auth::ApiKey));
+    cloud_issuer.generation = 2;
+    let cloud = signer.check(&cloud_issuer, &resources(&sim, Auth::ApiKey)).await.unwrap();
+    let text = cloud.text().unwrap_or_default();
+    assert!(text.starts_with(r#"TLS Protect Cloud zone "Kubernetes\Default" is usable"#), "{text}");
+}
+
 #[tokio::test]
 async fn checks_name_the_zone_and_the_credentials() {
     let sim = sim().await;
@@ -339,6 +466,7 @@ async fn checks_name_the_zone_and_the_credentials() {
     let e = VenafiSigner::new().check(&issuer(s), &res).await.unwrap_err();
     assert_eq!(reaction(&e), "issuer_not_ready");
     assert!(e.to_string().contains("ZoneNotFound") && e.to_string().contains("Certificates\\\\Nope"), "{e}");
+    assert_eq!(e.reason(), Some("ZoneNotFound"));
     let bad = certbridge::Resources::from_objects(
         NS,
         vec![
@@ -354,6 +482,7 @@ async fn checks_name_the_zone_and_the_credentials() {
         "{e}"
     );
     assert!(!e.to_string().contains("wrong"), "no password in messages: {e}");
+    assert_eq!(e.reason(), Some("AuthFailed"), "the issuer's Ready=False reason");
     let e = VenafiSigner::new()
         .check(
             &issuer(spec(&sim, Auth::AccessToken)),

@@ -1,8 +1,10 @@
 //! The real controllers (`certbridge::runtime`) on the embedded API server, signing at the Venafi
 //! simulator: TPP and Cloud auth through the controller (both issuer scopes), 202 + a long pending
 //! request across a controller restart (issued once), click-Retry recovery, token expiry mid-run,
-//! and a Failed request with TPP's text.
+//! a Failed request with TPP's text, a deleted issuer's client dropped (and a re-created one never
+//! reusing it), and a rotated refresh token written back through the framework.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use certbridge::api::CertificateRequest;
@@ -11,7 +13,7 @@ use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds,
     wait_condition, wait_issuer_not_ready, wait_issuer_ready, wait_ready,
 };
-use certbridge::{IssuerScope, KeyKind};
+use certbridge::{Issued, Issuer, IssuerScope, KeyKind, Resources, SignContext, SignError, SignRequest, Signer};
 use certbridge_testkit::KubeSim;
 use certbridge_venafi::sim::{Fault, Issuance, RequestAnswer, VenafiSim};
 use certbridge_venafi::{VenafiIssuerSpec, VenafiSigner};
@@ -52,7 +54,10 @@ impl Cluster {
     }
 
     async fn start(&self, opts: Options) -> ControllerHandle {
-        let signer = VenafiSigner::new().with_kube_client(self.client.clone());
+        self.start_with(VenafiSigner::new(), opts).await
+    }
+
+    async fn start_with<S: certbridge::Signer>(&self, signer: S, opts: Options) -> ControllerHandle {
         certbridge::runtime::start(signer, self.client.clone(), opts).await.expect("controllers start")
     }
 
@@ -83,6 +88,41 @@ impl Cluster {
         assert!(self.venafi.violations().is_empty(), "{:?}", self.venafi.violations());
         handle.shutdown().await;
         self.kube.shutdown().await;
+    }
+}
+
+/// The signer, shared with the test so it can look into the client cache.
+struct Shared(Arc<VenafiSigner>);
+
+#[certbridge::async_trait]
+impl Signer for Shared {
+    type Spec = VenafiIssuerSpec;
+    async fn sign(
+        &self,
+        request: &SignRequest,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        ctx: &mut SignContext,
+    ) -> Result<Issued, SignError> {
+        self.0.sign(request, issuer, ctx).await
+    }
+    async fn check(
+        &self,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<certbridge::Ready, SignError> {
+        self.0.check(issuer, resources).await
+    }
+    fn revokes(&self, issuer: &Issuer<VenafiIssuerSpec>) -> bool {
+        self.0.revokes(issuer)
+    }
+    async fn revoke(
+        &self,
+        certificate_pem: &str,
+        request: &certbridge::RequestObject,
+        issuer: &Issuer<VenafiIssuerSpec>,
+        resources: &Resources,
+    ) -> Result<(), SignError> {
+        self.0.revoke(certificate_pem, request, issuer, resources).await
     }
 }
 
@@ -256,7 +296,16 @@ async fn a_rotated_refresh_token_is_persisted_and_survives_a_restart() {
         assert!(tokio::time::Instant::now() < deadline, "the rotated refresh token was never written back");
         tokio::time::sleep(POLL).await;
     }
-    assert_eq!(c.venafi.refreshes(), 1, "writing the Secret back did not cause another refresh");
+    // The write changed the Secret's resourceVersion; the client holding the token stays cached
+    // (IssuerCache::rekey): the next request signs without building a client or refreshing again.
+    let csr = c.request("one-b", "one-b.team-a.example").await;
+    wait_ready(&c.client, NS, "one-b", TIMEOUT).await.expect("issued after the write");
+    assert_eq!(c.venafi.requests_for(&csr), 1);
+    assert_eq!(
+        (c.venafi.logins(), c.venafi.refreshes()),
+        (0, 1),
+        "writing the Secret back did not cause another refresh"
+    );
     handle.shutdown().await;
 
     // A new controller starts from the Secret: the persisted token works, the original is dead.
@@ -266,4 +315,33 @@ async fn a_rotated_refresh_token_is_persisted_and_survives_a_restart() {
     assert_eq!(c.venafi.requests_for(&csr), 1);
     assert_eq!((c.venafi.logins(), c.venafi.refreshes()), (0, 2));
     c.stop(handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_issuers_client_is_dropped_and_a_recreated_issuer_builds_its_own() {
+    for scope in [IssuerScope::Namespaced, IssuerScope::Cluster] {
+        let c = Cluster::new(Auth::Password, scope).await;
+        let signer = Arc::new(VenafiSigner::new());
+        let handle = c.start_with(Shared(signer.clone()), Options::default()).await;
+        c.issuer_ready().await;
+        let csr = c.request("before", "before.team-a.example").await;
+        wait_ready(&c.client, NS, "before", TIMEOUT).await.expect("issued");
+        assert_eq!(c.venafi.requests_for(&csr), 1);
+        assert_eq!((signer.cached_clients(), c.venafi.logins()), (1, 1), "{scope:?}: one client, one login");
+
+        // Deleted: the issuer controller's watch sees it and the framework evicts the client.
+        certbridge::testing::issuer_api::<VenafiIssuerSpec>(&c.client, scope, NS)
+            .delete("venafi", &Default::default())
+            .await
+            .expect("delete the issuer");
+        eventually("the deleted issuer's client dropped", || signer.cached_clients() == 0).await;
+
+        // Re-created under the same name (a new UID): its own client, so its own login.
+        c.issuer_ready().await;
+        let csr = c.request("after", "after.team-a.example").await;
+        wait_ready(&c.client, NS, "after", TIMEOUT).await.expect("issued by the re-created issuer");
+        assert_eq!(c.venafi.requests_for(&csr), 1);
+        assert_eq!((signer.cached_clients(), c.venafi.logins()), (1, 2), "{scope:?}: a new client for the new object");
+        c.stop(handle).await;
+    }
 }

@@ -17,7 +17,7 @@ use crate::resources::Resources;
 use crate::signer::Signer;
 
 /// The `sign` subcommand's request flags.
-pub(super) struct SignArgs {
+pub(crate) struct SignArgs {
     pub csr: PathBuf,
     pub duration: Duration,
     pub is_ca: bool,
@@ -34,7 +34,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 /// The issuer and its resources from a manifest file.
-pub(super) fn load<S: IssuerSpec>(
+pub(crate) fn load<S: IssuerSpec>(
     file: &Path,
     cluster_resource_namespace: &str,
 ) -> Result<(Issuer<S>, Resources), String> {
@@ -53,7 +53,7 @@ pub(super) fn load<S: IssuerSpec>(
         match kind.as_str() {
             "Secret" => secrets.push(serde_json::from_value::<Secret>(value).map_err(what)?),
             "ConfigMap" => config_maps.push(serde_json::from_value::<ConfigMap>(value).map_err(what)?),
-            k => match super::scope_of::<S>(k) {
+            k => match scope_of::<S>(k) {
                 Some(scope) => issuers.push((scope, serde_json::from_value::<DynamicObject>(value).map_err(what)?)),
                 None => {
                     return Err(format!(
@@ -82,21 +82,26 @@ pub(super) fn load<S: IssuerSpec>(
     Ok((issuer, Resources::from_objects(namespace, secrets, config_maps)))
 }
 
-pub(super) async fn check<S: Signer>(signer: &S, file: &Path, cluster_resource_namespace: &str) -> ExitCode {
+pub(crate) async fn check<S: Signer>(signer: &S, file: &Path, cluster_resource_namespace: &str) -> ExitCode {
     let (issuer, resources) = match load::<S::Spec>(file, cluster_resource_namespace) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
     match signer.check(&issuer, &resources).await {
-        Ok(()) => {
-            println!("ready: {} {} passed its check", issuer.kind(), issuer.display_name());
+        Ok(ready) => {
+            match ready.text() {
+                Some(message) => {
+                    println!("ready: {} {} passed its check: {message}", issuer.kind(), issuer.display_name())
+                }
+                None => println!("ready: {} {} passed its check", issuer.kind(), issuer.display_name()),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("{} {} is not ready: {e}", issuer.kind(), issuer.display_name())),
     }
 }
 
-pub(super) async fn sign<S: Signer>(
+pub(crate) async fn sign<S: Signer>(
     signer: &S,
     file: &Path,
     cluster_resource_namespace: &str,
@@ -140,6 +145,13 @@ async fn sign_to_files<S: Signer>(
     Ok(issued.chain_pem)
 }
 
+/// The scope of a manifest's issuer kind, if it is one of `S`'s.
+fn scope_of<S: IssuerSpec>(kind: &str) -> Option<IssuerScope> {
+    [IssuerScope::Namespaced, IssuerScope::Cluster]
+        .into_iter()
+        .find(|s| crate::issuer::KindNames::of::<S>(*s).kind == kind)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -172,8 +184,8 @@ mod tests {
                 "WaitingForApproval",
             ))
         }
-        async fn check(&self, issuer: &Issuer<Spec>, resources: &Resources) -> Result<(), SignError> {
-            resources.secret_string(&issuer.spec.secret_name, "token").await.map(|_| ())
+        async fn check(&self, issuer: &Issuer<Spec>, resources: &Resources) -> Result<crate::Ready, SignError> {
+            resources.secret_string(&issuer.spec.secret_name, "token").await.map(|_| crate::Ready::default())
         }
     }
 

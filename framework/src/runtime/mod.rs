@@ -1,6 +1,7 @@
 //! Running the controllers in-process: the CertificateRequest, Kubernetes CSR and two issuer
 //! controllers of one signer, sharing one client, recorder, metrics and issuer-error channel.
-//! `certbridge::run`'s `run` subcommand wraps this with leader election, probes and signals;
+//! `certbridge::run`'s `run` subcommand wraps this with leader election, probes and signals
+//! ([`process`]; the servers in [`serve`]; `check -f`/`sign -f` without a cluster in [`offline`]);
 //! tests call [`start`] directly against an embedded API server.
 
 use std::sync::Arc;
@@ -13,6 +14,10 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub(crate) mod offline;
+pub(crate) mod process;
+pub(crate) mod serve;
 
 use crate::api::CertificateRequest;
 use crate::controllers::issuer;
@@ -66,6 +71,11 @@ pub struct Options {
     pub instance: Option<String>,
     /// What a CSR may hold (`--csr-max-*`); a request over a limit fails naming it.
     pub csr_limits: crate::pki::CsrLimits,
+    /// How long a request may stay Pending at the CA before it fails (`--max-pending`).
+    pub max_pending: Duration,
+    /// The namespace of the Secret holding the request-state key (`--state-key-namespace`, the
+    /// controller's own namespace); `None`: `$POD_NAMESPACE`, else the cluster resource namespace.
+    pub state_key_namespace: Option<String>,
 }
 
 impl Default for Options {
@@ -81,6 +91,8 @@ impl Default for Options {
             namespaced_issuers: true,
             instance: None,
             csr_limits: Default::default(),
+            max_pending: crate::controllers::decision::pending_limit::DEFAULT_MAX_PENDING,
+            state_key_namespace: None,
         }
     }
 }
@@ -142,6 +154,7 @@ impl ControllerHandle {
 
     /// Stops every controller, letting in-flight reconciles finish.
     pub async fn shutdown(self) {
+        self.metrics.leader.set(0);
         self.token.cancel();
         self.readiness.abort();
         for task in self.tasks {
@@ -150,18 +163,41 @@ impl ControllerHandle {
     }
 }
 
-/// Starts the controllers of `signer` with `client`.
+/// The name of the Secret holding the request-state key of the adapter with API group `group`
+/// (in the controller's namespace; see [`crate::state_auth`]).
+pub fn state_key_secret_name(group: &str) -> String {
+    format!("{group}-state-key")
+}
+
+/// Starts the controllers of `signer` with `client`. Reads (or, on first start, creates) the
+/// request-state key Secret first: without it no request state can be trusted, so this fails.
 pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) -> anyhow::Result<ControllerHandle> {
     install_crypto_provider();
     if !opts.certificate_requests && !opts.certificate_signing_requests {
         anyhow::bail!("both the CertificateRequest and the CertificateSigningRequest controllers are disabled");
     }
     let group = <S::Spec as IssuerSpec>::GROUP;
+    let key_namespace = opts
+        .state_key_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| opts.cluster_resource_namespace.clone());
+    let key_name = state_key_secret_name(group);
+    let state_key = crate::state_auth::StateKey::load_or_create(client.clone(), &key_namespace, &key_name)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load the request-state key: {e} (the controller needs get and create on Secret {key_namespace}/{key_name})"
+            )
+        })?;
     let instance =
         opts.instance.clone().or_else(|| std::env::var("POD_NAME").ok()).or_else(|| std::env::var("HOSTNAME").ok());
     let reporter = Reporter { controller: format!("{group}-controller"), instance };
     let recorder = Recorder::new(client.clone(), reporter.clone());
     let metrics = Arc::new(Metrics::default());
+    // Running the controllers is what leading means (the `run` command starts them only once it
+    // holds the lease).
+    metrics.leader.set(1);
     let shared = Arc::new(Shared {
         signer: Arc::new(signer),
         client: client.clone(),
@@ -173,6 +209,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
             issuer_recheck_interval: opts.issuer_recheck_interval,
             namespaced_issuers: opts.namespaced_issuers,
             csr_limits: opts.csr_limits,
+            max_pending: opts.max_pending,
         },
         kinds: Kinds::of::<S::Spec>(),
         source: Arc::new(ApiSource::new(client)),
@@ -181,6 +218,9 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         metrics: metrics.clone(),
         issuer_errors: IssuerErrors::default(),
         references: References::default(),
+        state_key: Arc::new(state_key),
+        saved_states: Arc::default(),
+        outages: Default::default(),
     });
     let token = CancellationToken::new();
     let concurrency = opts.concurrency.max(1);

@@ -1,13 +1,9 @@
-//! The probe and metrics HTTP servers (axum).
+//! `run`'s `--metrics-*` flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
+use crate::runtime::serve::MetricsServing;
 
 /// Where and how `/metrics` is served: HTTPS with authentication and authorization by default
 /// (controller-runtime's default since v0.19), plain HTTP only when asked for.
@@ -33,96 +29,15 @@ pub(super) struct MetricsArgs {
 }
 
 impl MetricsArgs {
-    /// Starts the metrics server these flags ask for (none without `--metrics-addr`).
-    pub(super) async fn serve(&self, render: Renderer, client: &kube::Client) -> anyhow::Result<()> {
-        let Some(addr) = self.metrics_addr else {
-            return Ok(());
-        };
-        if self.metrics_insecure {
-            return metrics(addr, render).await;
+    /// What the flags ask the process to serve.
+    pub(super) fn serving(&self) -> MetricsServing {
+        MetricsServing {
+            addr: self.metrics_addr,
+            insecure: self.metrics_insecure,
+            cert_file: self.metrics_cert_file.clone(),
+            key_file: self.metrics_key_file.clone(),
         }
-        let tls = match (&self.metrics_cert_file, &self.metrics_key_file) {
-            (Some(cert), Some(key)) => {
-                let read = |p: &PathBuf, flag: &str| {
-                    std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))
-                };
-                crate::metrics_auth::MetricsTls::from_pem(
-                    &read(cert, "--metrics-cert-file")?,
-                    &read(key, "--metrics-key-file")?,
-                )?
-            }
-            _ => crate::metrics_auth::MetricsTls::self_signed()?,
-        };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the metrics server: {e}"))?;
-        let render = Box::new(move || render.get().map(|r| r()).unwrap_or_default());
-        let addr = crate::metrics_auth::serve_secure(listener, tls, client.clone(), render)?;
-        tracing::info!(%addr, "metrics server listening (HTTPS; TokenReview and SubjectAccessReview on /metrics)");
-        Ok(())
     }
-}
-
-/// Renders the metrics once the controllers run.
-pub(super) type Renderer = Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>>;
-
-/// `/healthz` (every controller runs) and `/readyz` (caches synced).
-pub(super) async fn health(addr: SocketAddr, ready: Arc<AtomicBool>, alive: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let healthz = move || {
-        let alive = alive.clone();
-        async move {
-            if alive.load(Ordering::Acquire) {
-                (StatusCode::OK, "ok")
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "a controller stopped; the process is exiting")
-            }
-        }
-    };
-    let app = Router::new().route("/healthz", get(healthz)).route(
-        "/readyz",
-        get(move || {
-            let ready = ready.clone();
-            async move {
-                if ready.load(Ordering::Acquire) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
-                }
-            }
-        }),
-    );
-    spawn(addr, app, "health").await
-}
-
-/// `/metrics` in the Prometheus text format, over plain HTTP (`--metrics-insecure`).
-async fn metrics(addr: SocketAddr, render: Renderer) -> anyhow::Result<()> {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let render = render.clone();
-            async move {
-                let body = render.get().map(|r| r()).unwrap_or_default();
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    body,
-                )
-            }
-        }),
-    );
-    spawn(addr, app, "metrics").await
-}
-
-async fn spawn(addr: SocketAddr, app: Router, what: &'static str) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {what} server: {e}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "{what} server listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "{what} server stopped");
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]
@@ -131,7 +46,11 @@ mod tests {
 
     use clap::Parser as _;
 
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
     use super::*;
+    use crate::runtime::serve::Renderer;
 
     #[derive(clap::Parser)]
     struct Cli {
@@ -198,7 +117,12 @@ mod tests {
             format!("--metrics-cert-file={}", cert_file.display()),
             format!("--metrics-key-file={}", key_file.display()),
         ];
-        parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap().serve(renderer(), &client).await.unwrap();
+        parse(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap()
+            .serving()
+            .serve(renderer(), &client)
+            .await
+            .unwrap();
         let https = format!("https://localhost:{}/metrics", addr.port());
         assert_eq!(get(&https, Some(&cert.pem()), None).await.unwrap().0, 401, "no token, no metrics");
         // A genuine ServiceAccount token without RBAC for /metrics: kube-sim's TokenReview accepts
@@ -224,6 +148,7 @@ mod tests {
         let addr = free_addr();
         parse(&[&format!("--metrics-addr={addr}"), "--metrics-insecure"])
             .unwrap()
+            .serving()
             .serve(renderer(), &client)
             .await
             .unwrap();
@@ -231,6 +156,6 @@ mod tests {
         assert_eq!((status, body.as_str()), (200, "certbridge_up 1\n# EOF\n"));
 
         // No --metrics-addr: nothing is served.
-        parse(&[]).unwrap().serve(renderer(), &client).await.unwrap();
+        parse(&[]).unwrap().serving().serve(renderer(), &client).await.unwrap();
     }
 }

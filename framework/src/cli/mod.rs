@@ -5,18 +5,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::issuer::{IssuerScope, IssuerSpec};
+use crate::issuer::IssuerSpec;
 use crate::runtime::{self, Options};
 use crate::signer::Signer;
+use crate::telemetry::LogFormat;
 
-mod offline;
-mod serve;
+mod metrics_flags;
+
+use crate::runtime::offline;
+use crate::runtime::process::{self, Process};
 
 #[derive(Parser)]
 #[command(about = "A cert-manager external issuer built on certbridge", version)]
@@ -27,6 +28,8 @@ struct Cli<A: clap::Args> {
 
 /// `A` is the adapter's own flags (see [`run_with`]), accepted by every command that builds a signer.
 #[derive(Subcommand)]
+// Parsed once at start and matched at once: the size of `Run` costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 enum Command<A: clap::Args> {
     /// Run the controller.
     Run {
@@ -98,7 +101,7 @@ struct RunArgs {
     #[arg(long)]
     leader_election_namespace: Option<String>,
     #[command(flatten)]
-    metrics: serve::MetricsArgs,
+    metrics: metrics_flags::MetricsArgs,
     /// Serve `/healthz` and `/readyz` on this address.
     #[arg(long)]
     health_addr: Option<std::net::SocketAddr>,
@@ -111,9 +114,8 @@ struct RunArgs {
     /// Concurrent reconciles per controller.
     #[arg(long, default_value_t = 4)]
     concurrency: u16,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: crate::telemetry::TelemetryArgs,
     /// Do not serve cert-manager CertificateRequests.
     #[arg(long)]
     disable_certificate_requests: bool,
@@ -126,9 +128,32 @@ struct RunArgs {
     disable_namespaced_issuers: bool,
     #[command(flatten)]
     csr_limits: crate::pki::CsrLimits,
+    /// Fail a request the CA keeps answering "pending" for longer than this (since it first
+    /// turned Pending), saying what to check at the CA.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+    max_pending: Duration,
+    /// Namespace of the Secret `<group>-state-key` that authenticates request state (the
+    /// controller's own namespace); default: the cluster resource namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    state_key_namespace: Option<String>,
 }
 
 impl RunArgs {
+    /// The process these flags ask for.
+    fn process(&self) -> Process {
+        Process {
+            kubeconfig: self.kubeconfig.clone(),
+            health_addr: self.health_addr,
+            metrics: self.metrics.serving(),
+            leader_elect: self.leader_elect,
+            lease_namespace: self
+                .leader_election_namespace
+                .clone()
+                .unwrap_or_else(|| self.cluster_resource_namespace.clone()),
+            options: self.options(),
+        }
+    }
+
     /// The controllers' settings these flags ask for.
     fn options(&self) -> Options {
         Options {
@@ -142,14 +167,10 @@ impl RunArgs {
             namespaced_issuers: !self.disable_namespaced_issuers,
             instance: None,
             csr_limits: self.csr_limits,
+            max_pending: self.max_pending,
+            state_key_namespace: self.state_key_namespace.clone(),
         }
     }
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Runs the adapter's controller binary: parses the command line and dispatches. `make` builds
@@ -175,7 +196,7 @@ pub async fn run<S: Signer>(make: impl FnOnce() -> S) -> ExitCode {
 /// # struct Demo { pool: usize }
 /// # #[certbridge::async_trait] impl Signer for Demo { type Spec = Spec;
 /// #   async fn sign(&self, _: &SignRequest, _: &Issuer<Spec>, _: &mut SignContext) -> Result<Issued, SignError> { todo!() }
-/// #   async fn check(&self, _: &Issuer<Spec>, _: &Resources) -> Result<(), SignError> { Ok(()) } }
+/// #   async fn check(&self, _: &Issuer<Spec>, _: &Resources) -> Result<certbridge::Ready, SignError> { Ok(certbridge::Ready::default()) } }
 /// #[derive(clap::Args)]
 /// struct Flags {
 ///     /// Connections per CA endpoint (default: the controller's concurrency).
@@ -224,12 +245,26 @@ where
             offline::sign(&signer, &file, &cluster_resource_namespace, args).await
         }
         Command::Run { run: args, adapter } => {
-            init_logging(args.log_format, "info");
+            let telemetry = &args.telemetry;
+            let service = format!("{}-controller", <S::Spec as IssuerSpec>::GROUP);
+            // Held until the controller stops: dropping it flushes the last spans.
+            let _traces = match crate::telemetry::init(
+                telemetry.log_format,
+                "info",
+                telemetry.otlp_endpoint.as_deref(),
+                &service,
+            ) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let signer = match build(adapter, usize::from(args.concurrency)) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match run_controller(signer, args).await {
+            match process::run(signer, args.process()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "controller stopped");
@@ -241,127 +276,8 @@ where
 }
 
 fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
-async fn run_controller<S: Signer>(signer: S, args: RunArgs) -> anyhow::Result<()> {
-    let client = client(args.kubeconfig.as_ref()).await?;
-    let group = <S::Spec as IssuerSpec>::GROUP;
-    let ready = Arc::new(AtomicBool::new(false));
-    let alive = Arc::new(AtomicBool::new(true));
-    let metrics: Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::default();
-    if let Some(addr) = args.health_addr {
-        serve::health(addr, ready.clone(), alive.clone()).await?;
-    }
-    args.metrics.serve(metrics.clone(), &client).await?;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-
-    let lease = if args.leader_elect {
-        let namespace =
-            args.leader_election_namespace.clone().unwrap_or_else(|| args.cluster_resource_namespace.clone());
-        let lease_name = format!("{group}-controller");
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease_name)
-            .with_namespace(&namespace)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await?;
-        let (mut is_leader, task) = manager.watch().await;
-        tracing::info!(lease = %lease_name, namespace = %namespace, "waiting to become the leader");
-        tokio::select! {
-            r = is_leader.wait_for(|l| *l) => { r?; }
-            _ = &mut shutdown => return Ok(()),
-        }
-        tracing::info!("became the leader");
-        Some((is_leader, task))
-    } else {
-        None
-    };
-
-    let handle = runtime::start(signer, client, args.options()).await?;
-    let _ = metrics.set(Box::new(handle.metrics_renderer()));
-    let mut synced = handle.ready();
-    let ready_task = tokio::spawn(async move {
-        if synced.wait_for(|r| *r).await.is_ok() {
-            ready.store(true, Ordering::Release);
-        }
-    });
-
-    let lost_leadership = async {
-        match &lease {
-            Some((is_leader, _)) => {
-                let mut rx = is_leader.clone();
-                let _ = rx.wait_for(|l| !*l).await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let result = tokio::select! {
-        _ = &mut shutdown => { tracing::info!("shutting down"); Ok(()) }
-        _ = lost_leadership => Err(anyhow::anyhow!("lost the leader lease; exiting so another replica takes over")),
-        _ = handle.stopped() => {
-            // /healthz fails from now until the process exits.
-            alive.store(false, Ordering::Release);
-            Err(anyhow::anyhow!(
-                "{}; exiting",
-                handle.failure().unwrap_or_else(|| "a controller stopped unexpectedly".into())
-            ))
-        }
-    };
-    ready_task.abort();
-    handle.shutdown().await;
-    if let Some((is_leader, task)) = lease {
-        // Dropping the last receiver makes the lease manager release the Lease; a release that
-        // cannot reach the API server must not keep the process from exiting (the Lease expires).
-        drop(is_leader);
-        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
-            tracing::warn!("could not release the leader lease in time; it will expire on its own");
-        }
-    }
-    result
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-/// The scope of a manifest's issuer kind, if it is one of `S`'s.
-fn scope_of<S: IssuerSpec>(kind: &str) -> Option<IssuerScope> {
-    [IssuerScope::Namespaced, IssuerScope::Cluster]
-        .into_iter()
-        .find(|s| crate::issuer::KindNames::of::<S>(*s).kind == kind)
+    // No exporter without an endpoint, so nothing to flush.
+    let _ = crate::telemetry::init(format, default, None, "");
 }
 
 #[cfg(test)]
