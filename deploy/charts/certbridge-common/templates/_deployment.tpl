@@ -85,6 +85,7 @@ spec:
             {{- end }}
             - --health-addr=0.0.0.0:{{ int .Values.health.port }}
             - --max-retry-duration={{ .Values.controller.maxRetryDuration }}
+            - --max-pending={{ .Values.controller.maxPending }}
             - --issuer-recheck-interval={{ .Values.controller.issuerRecheckInterval }}
             - --concurrency={{ int .Values.controller.concurrency }}
             - --log-format={{ .Values.controller.logFormat }}

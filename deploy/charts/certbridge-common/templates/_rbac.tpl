@@ -136,6 +136,42 @@ subjects:
   - kind: ServiceAccount
     name: {{ $sa }}
     namespace: {{ .Release.Namespace }}
+---
+# The key that authenticates per-request state (state.<group>/* annotations): an HMAC key in the
+# Secret <group>-state-key in the controller's own namespace (POD_NAMESPACE), created on the first
+# start and only read afterwards. Kubernetes RBAC cannot limit create by name, so create covers
+# Secrets in this namespace; get is limited to the key. State whose MAC does not verify is ignored.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ printf "%s-state-key" $fullname }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    resourceNames: [{{ printf "%s-state-key" $group | quote }}]
+    verbs: ["get"]
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ printf "%s-state-key" $fullname }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "certbridge.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ printf "%s-state-key" $fullname }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ .Release.Namespace }}
 {{- if include "certbridge.leaderElect" . }}
 ---
 # Leader election holds a coordination.k8s.io Lease in the release namespace.
