@@ -112,7 +112,7 @@ if [[ $issuer == pkcs11 ]]; then
   token: {label: demo}
   key: {label: ca-p256}
   pinSecretRef: {name: hsm-pin, key: pin}
-  caChainRef: {kind: Secret, name: hsm-ca, key: ca.crt}
+  caChain: {secretRef: {name: hsm-ca, key: ca.crt}}
   policy: {allowedDnsDomains: [demo.example]}"
 else
     step "4/9 creating a CA with openssl; its certificate and key go into a kubernetes.io/tls Secret"

@@ -51,7 +51,7 @@ pub use pki::{Csr, CsrLimits, Issued, KeyKind, OtherName};
 pub use redact::redact;
 pub use request::{ExtKeyUsage, KeyUsage, RequestKind, RequestObject, Requester, SignRequest};
 pub use resources::Resources;
-pub use selector::{CaBundle, ConfigMapKeySelector, SecretKeySelector};
+pub use selector::{CaBundle, ConfigMapKeySelector, SecretKeySelector, SecretRef};
 pub use signer::{Ready, Signer};
 
 /// Re-exported so adapters derive [`IssuerSpec`] types without naming the crate versions.

@@ -144,22 +144,13 @@ impl EjbcaSigner {
         let (credentials, cred_fp) = Credentials::load(resources, &spec.ejbca_secret_name).await?;
         let bundle = match &spec.ca_bundle {
             None => None,
-            // The framework's PEM readers: missing or not PEM is "not ready", naming object and key.
-            Some(b) => Some(match (&b.secret_name, &b.config_map_name) {
-                (Some(s), _) => {
-                    let selector = certbridge::SecretKeySelector { name: s.clone(), key: b.key.clone() };
-                    resources.pem(&selector).await?.to_string()
-                }
-                (None, Some(c)) => {
-                    let selector = certbridge::ConfigMapKeySelector { name: c.clone(), key: b.key.clone() };
-                    resources.config_map_pem(&selector).await?
-                }
-                (None, None) => {
-                    return Err(SignError::permanent(
-                        "spec.caBundle sets neither secretName nor configMapName: set one",
-                    ));
-                }
-            }),
+            // spec.caBundle (its deprecated secretName/configMapName form converted), read by the
+            // framework: a missing object or key, or no PEM certificates, is "not ready", naming
+            // the object and the key.
+            Some(b) => {
+                let ders = resources.ca_bundle(&b.resolve().map_err(SignError::permanent)?).await?;
+                Some(ders.iter().map(|d| certbridge::pki::to_pem(d)).collect::<String>())
+            }
         };
         let timeout = Duration::from_secs(u64::from(spec.request_timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)));
         // The cache entry follows the issuer's generation and Secrets; the fingerprint also covers
@@ -174,6 +165,12 @@ impl EjbcaSigner {
             && cached.0 == fingerprint
         {
             return Ok(cached.1.clone());
+        }
+        if spec.ca_bundle.as_ref().is_some_and(|b| b.uses_deprecated_fields()) {
+            // Once per client built, not per request.
+            warn!(
+                "spec.caBundle secretName/configMapName/key are deprecated: use secretRef or configMapRef: {{name, key}}"
+            );
         }
         let client = Arc::new(EjbcaClient::new(base, credentials, bundle.as_deref(), timeout)?);
         self.clients.insert(issuer, resources, (fingerprint, client.clone()));

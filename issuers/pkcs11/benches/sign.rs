@@ -17,7 +17,7 @@ use certbridge::SignRequest;
 use certbridge_pkcs11::ca::{Inputs, PreparedCa, prepare};
 use certbridge_pkcs11::key::digest;
 use certbridge_pkcs11::module::{AllowedModules, DEFAULT_MODULE, load};
-use certbridge_pkcs11::spec::{ChainKind, ChainRef, HashAlg, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
+use certbridge_pkcs11::spec::{HashAlg, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
@@ -201,7 +201,11 @@ fn prepared(dir: &Path, kind: &str) -> PreparedCa {
         token: TokenRef { label: Some(LABEL.into()), serial: None },
         key: KeyRef { label: Some(format!("ca-{kind}")), id: None },
         pin_secret_ref: SecretKeyRef { name: "pin".into(), key: "pin".into() },
-        ca_chain_ref: ChainRef { kind: ChainKind::Secret, name: "ca".into(), key: "ca.crt".into() },
+        ca_chain: Some(certbridge::CaBundle {
+            secret_ref: Some(certbridge::SecretKeySelector { name: "ca".into(), key: "ca.crt".into() }),
+            ..Default::default()
+        }),
+        ca_chain_ref: None,
         policy: Policy::default(),
         signature: None,
         crl_distribution_points: vec![],
@@ -212,7 +216,7 @@ fn prepared(dir: &Path, kind: &str) -> PreparedCa {
     prepare(Inputs {
         spec: &spec,
         pin: &Zeroizing::new(PIN.to_owned()),
-        chain_pem: &chain,
+        chain_der: &certbridge::pki::certificates_from_pem(&chain).expect("CA PEM"),
         chain_place: "the bench chain",
         allowed: &AllowedModules::new([DEFAULT_MODULE]),
         max_sessions: 2,

@@ -29,9 +29,9 @@ pub struct Inputs<'a> {
     pub spec: &'a Pkcs11IssuerSpec,
     /// The user PIN (zeroized when dropped).
     pub pin: &'a zeroize::Zeroizing<String>,
-    /// The CA chain PEM, CA certificate first.
-    pub chain_pem: &'a str,
-    /// Where the chain was read, for messages, e.g. `Secret "team/ca" key "ca.crt" (spec.caChainRef)`.
+    /// The CA chain as DER certificates (from [`certbridge::Resources::ca_bundle`]), CA certificate first.
+    pub chain_der: &'a [Vec<u8>],
+    /// Where the chain was read, for messages, e.g. `Secret "team/ca" key "ca.crt" (spec.caChain)`.
     pub chain_place: &'a str,
     /// The controller's module allow-list.
     pub allowed: &'a crate::module::AllowedModules,
@@ -182,11 +182,11 @@ fn aia_extension(ocsp: &[String], ca_issuers: &[String]) -> Result<Option<Custom
 /// How the chain is appended to each leaf, computed once with the framework's chain logic: the
 /// CA chain's own ordering gives the certificates above the leaf (no self-signed root) and the CA.
 fn chain_layout(ders: &[Vec<u8>]) -> Result<(String, Option<String>), String> {
-    let ordered = Issued::from_der_certs(ders.to_vec()).map_err(|e| format!("spec.caChainRef: {e}"))?;
+    let ordered = Issued::from_der_certs(ders.to_vec()).map_err(|e| format!("spec.caChain: {e}"))?;
     let first = to_pem(&ders[0]);
     if !ordered.chain_pem.starts_with(&first) {
         return Err(
-            "spec.caChainRef: the first certificate must be the CA certificate of spec.key, followed by its issuers"
+            "spec.caChain: the first certificate must be the CA certificate of spec.key, followed by its issuers"
                 .into(),
         );
     }
@@ -194,7 +194,7 @@ fn chain_layout(ders: &[Vec<u8>]) -> Result<(String, Option<String>), String> {
         // [intermediate…, root]: the leaf's chain carries the intermediates, the root is the CA.
         Some(ca) => (ordered.chain_pem, Some(ca)),
         None => {
-            let (_, x) = X509Certificate::from_der(&ders[0]).map_err(|e| format!("spec.caChainRef: {e}"))?;
+            let (_, x) = X509Certificate::from_der(&ders[0]).map_err(|e| format!("spec.caChain: {e}"))?;
             if x.subject().as_raw() == x.issuer().as_raw() && x.verify_signature(None).is_ok() {
                 // A lone self-signed CA: leaf only, the root as CA.
                 (String::new(), Some(first))
@@ -253,16 +253,13 @@ pub fn prepare(inputs: Inputs<'_>) -> Result<PreparedCa, PrepareError> {
     let place = inputs.chain_place;
     let policy = CompiledPolicy::new(&spec.policy).map_err(Permanent)?;
 
-    // The chain.
-    let blocks = pem::parse_many(inputs.chain_pem)
-        .map_err(|e| NotReady(format!("{place} does not hold valid PEM ({e}): store the CA chain as PEM")))?;
-    let ders: Vec<Vec<u8>> =
-        blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(pem::Pem::into_contents).collect();
+    // The chain (read and checked to be PEM certificates by `Resources::ca_bundle`).
+    let ders = inputs.chain_der;
     if ders.is_empty() {
         return Err(NotReady(format!("{place} holds no CERTIFICATE block: store the CA certificate chain as PEM")));
     }
     let (chain_tail, ca_pem) =
-        chain_layout(&ders).map_err(|e| NotReady(format!("{place}: {}", e.trim_start_matches("spec.caChainRef: "))))?;
+        chain_layout(ders).map_err(|e| NotReady(format!("{place}: {}", e.trim_start_matches("spec.caChain: "))))?;
     let ca_der = &ders[0];
     let (_, ca) = X509Certificate::from_der(ca_der)
         .map_err(|e| NotReady(format!("{place}: the CA certificate does not parse: {e}")))?;
@@ -396,7 +393,7 @@ impl PreparedCa {
     pub fn still_valid(&self) -> Result<(), SignError> {
         if now() >= self.ca_not_after {
             return Err(SignError::issuer_not_ready(format!(
-                "the CA certificate {} expired at {}: renew it and update spec.caChainRef",
+                "the CA certificate {} expired at {}: renew it and update spec.caChain",
                 self.subject, self.ca_not_after
             )));
         }

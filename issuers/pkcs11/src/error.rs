@@ -97,7 +97,7 @@ pub enum HsmError {
     },
     /// The private key is not the kind of key the CA certificate holds.
     #[error(
-        "the private key ({selector}) is a {found} key but the CA certificate in spec.caChainRef holds a {expected} key: point spec.key at the CA's key"
+        "the private key ({selector}) is a {found} key but the CA certificate in spec.caChain holds a {expected} key: point spec.key at the CA's key"
     )]
     KeyTypeMismatch {
         /// The selector.

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::ca::{Inputs, PreparedCa, prepare};
 use crate::grants::{TokenPolicy, capped};
 use crate::module::{AllowedModules, DEFAULT_CALL_TIMEOUT, DeadlineError, with_deadline};
-use crate::spec::{ChainKind, Pkcs11IssuerSpec};
+use crate::spec::Pkcs11IssuerSpec;
 
 /// Environment variable behind `--sessions`, the session pool size per token (see [`crate::flags`]).
 pub const SESSIONS_ENV: &str = "CERTBRIDGE_PKCS11_SESSIONS";
@@ -69,21 +69,15 @@ impl Pkcs11Signer {
         let narrowed = capped(&issuer.spec, &caps);
         let spec = &narrowed;
         let pin = resources.string(&spec.pin_secret_ref).await.map_err(PrepareFailure::resource)?;
-        let chain_ref = &spec.ca_chain_ref;
-        let (chain, kind) = match chain_ref.kind {
-            ChainKind::Secret => {
-                let selector =
-                    certbridge::SecretKeySelector { name: chain_ref.name.clone(), key: chain_ref.key.clone() };
-                (resources.pem(&selector).await.map_err(PrepareFailure::resource)?.to_string(), "Secret")
-            }
-            ChainKind::ConfigMap => {
-                let selector =
-                    certbridge::ConfigMapKeySelector { name: chain_ref.name.clone(), key: chain_ref.key.clone() };
-                (resources.config_map_pem(&selector).await.map_err(PrepareFailure::resource)?, "ConfigMap")
-            }
-        };
+        // caChain, or the deprecated caChainRef converted to it (validated before check and sign).
+        let (bundle, field) = spec.chain_source().map_err(|m| PrepareFailure(crate::ca::PrepareError::Permanent(m)))?;
+        let chain = resources.ca_bundle(&bundle).await.map_err(PrepareFailure::resource)?;
         let ns = resources.namespace();
-        let chain_place = format!("{kind} \"{ns}/{}\" key \"{}\" (spec.caChainRef)", chain_ref.name, chain_ref.key);
+        let chain_place = match (&bundle.secret_ref, &bundle.config_map_ref) {
+            (Some(s), _) => format!("Secret \"{ns}/{}\" key \"{}\" ({field})", s.name, s.key),
+            (None, Some(c)) => format!("ConfigMap \"{ns}/{}\" key \"{}\" ({field})", c.name, c.key),
+            (None, None) => format!("{field}.pem"),
+        };
         let pin_place = format!(
             "Secret \"{ns}/{}\" key \"{}\" (spec.pinSecretRef)",
             spec.pin_secret_ref.name, spec.pin_secret_ref.key
@@ -91,7 +85,9 @@ impl Pkcs11Signer {
         let fingerprint: [u8; 32] = {
             let mut h = Sha256::new();
             h.update(crate::token::pin_fingerprint(&pin));
-            h.update(chain.as_bytes());
+            for der in &chain {
+                h.update(der);
+            }
             h.update(serde_json::to_vec(spec).unwrap_or_default());
             h.finalize().into()
         };
@@ -100,6 +96,10 @@ impl Pkcs11Signer {
             && c.inputs == fingerprint
         {
             return Ok(c.ca.clone());
+        }
+        if field == "spec.caChainRef" {
+            // Once per preparation, not per request.
+            tracing::warn!("spec.caChainRef is deprecated: move it to spec.caChain (secretRef or configMapRef)");
         }
         let spec = spec.clone();
         let allowed = self.allowed.clone();
@@ -110,7 +110,7 @@ impl Pkcs11Signer {
             prepare(Inputs {
                 spec: &spec,
                 pin: &pin,
-                chain_pem: &chain,
+                chain_der: &chain,
                 chain_place: &chain_place,
                 allowed: &allowed,
                 max_sessions,

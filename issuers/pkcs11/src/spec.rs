@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use certbridge::IssuerSpec;
 use certbridge::schemars::{self, JsonSchema};
+use certbridge::{CaBundle, ConfigMapKeySelector, IssuerSpec, SecretKeySelector};
 use serde::{Deserialize, Serialize};
 
 /// A CA key in a PKCS#11 token signs the requests.
@@ -24,8 +24,16 @@ pub struct Pkcs11IssuerSpec {
     pub key: KeyRef,
     /// The user PIN.
     pub pin_secret_ref: SecretKeyRef,
-    /// The CA certificate chain, PEM, the certificate of `key` first.
-    pub ca_chain_ref: ChainRef,
+    /// The CA certificate chain, PEM, the certificate of `key` first: inline (`pem`), or one key
+    /// of a Secret (`secretRef`) or of a ConfigMap (`configMapRef`). Required (or the deprecated
+    /// `caChainRef`, never both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_chain: Option<CaBundle>,
+    /// Deprecated: use `caChain` (`{kind: Secret, name: n, key: k}` is
+    /// `{secretRef: {name: n, key: k}}`, `kind: ConfigMap` is `configMapRef`). Still read, as
+    /// that `caChain`; not together with `caChain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_chain_ref: Option<ChainRef>,
     /// What requests may ask for.
     #[serde(default)]
     pub policy: Policy,
@@ -70,7 +78,8 @@ pub struct KeyRef {
 /// One key of a Secret: the framework's shared selector (one schema for every issuer).
 pub use certbridge::SecretKeySelector as SecretKeyRef;
 
-/// One key of a Secret or a ConfigMap.
+/// Deprecated form of `caChain`: one key of a Secret or a ConfigMap. Kept so that issuers written
+/// before `caChain` existed keep working; [`Pkcs11IssuerSpec::chain_source`] converts it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChainRef {
@@ -217,12 +226,8 @@ impl IssuerSpec for Pkcs11IssuerSpec {
         if self.pin_secret_ref.name.is_empty() || self.pin_secret_ref.key.is_empty() {
             return Err("spec.pinSecretRef needs both name and key: name the Secret holding the user PIN".into());
         }
-        if self.ca_chain_ref.name.is_empty() || self.ca_chain_ref.key.is_empty() {
-            return Err(
-                "spec.caChainRef needs kind, name and key: name the Secret or ConfigMap holding the CA chain PEM"
-                    .into(),
-            );
-        }
+        let (chain, field) = self.chain_source()?;
+        chain.validate(field)?;
         self.policy.max_duration()?;
         if self.policy.max_path_len.is_some() && !self.policy.allow_ca {
             return Err("spec.policy.maxPathLen is set but spec.policy.allowCA is false: set allowCA: true or remove maxPathLen".into());
@@ -268,6 +273,40 @@ impl IssuerSpec for Pkcs11IssuerSpec {
             }
         }
         Ok(())
+    }
+}
+
+impl Pkcs11IssuerSpec {
+    /// Where the CA chain is, as the framework's [`CaBundle`], and the field it came from
+    /// (`spec.caChain`, or the deprecated `spec.caChainRef` converted). Both set, neither set, or
+    /// an incomplete `caChainRef` → a message naming the fields and the fix.
+    pub fn chain_source(&self) -> Result<(CaBundle, &'static str), String> {
+        match (&self.ca_chain, &self.ca_chain_ref) {
+            (Some(chain), None) => Ok((chain.clone(), "spec.caChain")),
+            (None, Some(r)) => {
+                if r.name.trim().is_empty() || r.key.trim().is_empty() {
+                    return Err("spec.caChainRef needs kind, name and key: name the Secret or ConfigMap holding the CA chain PEM (better: move it to spec.caChain)".into());
+                }
+                let bundle = match r.kind {
+                    ChainKind::Secret => CaBundle {
+                        secret_ref: Some(SecretKeySelector { name: r.name.clone(), key: r.key.clone() }),
+                        ..Default::default()
+                    },
+                    ChainKind::ConfigMap => CaBundle {
+                        config_map_ref: Some(ConfigMapKeySelector { name: r.name.clone(), key: r.key.clone() }),
+                        ..Default::default()
+                    },
+                };
+                Ok((bundle, "spec.caChainRef"))
+            }
+            (Some(_), Some(_)) => Err(
+                "spec.caChain and spec.caChainRef are both set: keep only spec.caChain (spec.caChainRef is deprecated)"
+                    .into(),
+            ),
+            (None, None) => {
+                Err("spec.caChain is required: name the CA chain PEM with pem, secretRef or configMapRef".into())
+            }
+        }
     }
 }
 
@@ -343,7 +382,11 @@ pub(crate) mod tests {
             token: TokenRef { label: Some("ca".into()), serial: None },
             key: KeyRef { label: Some("ca-p256".into()), id: None },
             pin_secret_ref: SecretKeyRef { name: "hsm-pin".into(), key: "pin".into() },
-            ca_chain_ref: ChainRef { kind: ChainKind::Secret, name: "ca".into(), key: "ca.crt".into() },
+            ca_chain: Some(CaBundle {
+                secret_ref: Some(SecretKeySelector { name: "ca".into(), key: "ca.crt".into() }),
+                ..Default::default()
+            }),
+            ca_chain_ref: None,
             policy: Policy::default(),
             signature: None,
             crl_distribution_points: vec![],
@@ -362,7 +405,21 @@ pub(crate) mod tests {
             (Box::new(|s| s.key = KeyRef::default()), "spec.key selects no key"),
             (Box::new(|s| s.key.id = Some("zz".into())), "spec.key.id"),
             (Box::new(|s| s.pin_secret_ref.key = String::new()), "spec.pinSecretRef"),
-            (Box::new(|s| s.ca_chain_ref.name = String::new()), "spec.caChainRef"),
+            (Box::new(|s| s.ca_chain = None), "spec.caChain is required"),
+            (Box::new(|s| s.ca_chain.as_mut().unwrap().pem = Some("x".into())), "spec.caChain: set exactly one"),
+            (
+                Box::new(|s| {
+                    s.ca_chain_ref = Some(ChainRef { kind: ChainKind::Secret, name: "c".into(), key: "k".into() })
+                }),
+                "spec.caChain and spec.caChainRef are both set",
+            ),
+            (
+                Box::new(|s| {
+                    s.ca_chain = None;
+                    s.ca_chain_ref = Some(ChainRef { kind: ChainKind::Secret, name: String::new(), key: "k".into() });
+                }),
+                "spec.caChainRef needs kind, name and key",
+            ),
             (Box::new(|s| s.policy.max_duration = Some("ninety days".into())), "spec.policy.maxDuration"),
             (Box::new(|s| s.policy.max_path_len = Some(1)), "allowCA"),
             (Box::new(|s| s.policy.allowed_dns_domains = vec!["*.*.x".into()]), "allowedDnsDomains[0]"),
@@ -395,7 +452,19 @@ signature: {rsaPadding: PSS, hash: SHA384}
 "#;
         let s: Pkcs11IssuerSpec = serde_yaml::from_str(yaml).unwrap();
         s.validate().unwrap();
-        assert_eq!(s.ca_chain_ref.kind, ChainKind::ConfigMap);
+        // The deprecated caChainRef is read as the caChain it stands for.
+        let converted = CaBundle {
+            config_map_ref: Some(ConfigMapKeySelector { name: "ca".into(), key: "ca.crt".into() }),
+            ..Default::default()
+        };
+        assert_eq!(s.chain_source().unwrap(), (converted.clone(), "spec.caChainRef"));
+        let new: Pkcs11IssuerSpec = serde_yaml::from_str(&yaml.replace(
+            "caChainRef: {kind: ConfigMap, name: ca, key: ca.crt}",
+            "caChain: {configMapRef: {name: ca, key: ca.crt}}",
+        ))
+        .unwrap();
+        new.validate().unwrap();
+        assert_eq!(new.chain_source().unwrap(), (converted, "spec.caChain"));
         assert_eq!(s.policy.max_duration().unwrap(), Some(Duration::from_secs(720 * 3600)));
         assert_eq!(s.signature, Some(SignatureSpec { rsa_padding: RsaPadding::Pss, hash: HashAlg::Sha384 }));
         assert_eq!(key_id_bytes(s.key.id.as_deref().unwrap()).unwrap(), vec![0x0a, 0x01]);

@@ -242,4 +242,90 @@ mod tests {
         issuer.namespace = None;
         assert_eq!(default_audience(&issuer), "vault://vault");
     }
+
+    /// The manifest in the README, and the auth and TLS alternatives its comments show, written
+    /// for cert-manager's `spec.vault`, parse with the framework's `SecretRef` and read the same
+    /// Secret keys as before: the key each comment spells out, and the same key when it is left
+    /// out (the per-field default).
+    #[tokio::test]
+    async fn readme_manifests_parse_and_read_the_keys_they_always_read() {
+        use certbridge::IssuerSpec;
+        #[derive(serde::Deserialize)]
+        struct Manifest {
+            spec: VaultSpec,
+        }
+        let readme = include_str!("../README.md");
+        let block = readme.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+        // The README's placeholder, replaced by a real bundle so the manifest validates.
+        let ca = certbridge::testing::TestCa::new(&certbridge::KeyKind::EcP256).unwrap();
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca.cert_pem());
+        let manifest = block.replace("<base64 PEM>", &b64);
+        let base = serde_yaml::from_str::<Manifest>(&manifest).unwrap().spec;
+        base.validate().unwrap();
+        let secret = |name: &str, data: &[(&str, &[u8])]| certbridge::testing::secret("team-a", name, None, data);
+        let resources = Resources::from_objects(
+            "team-a",
+            vec![
+                secret("vault-token", &[("token", b"t-1")]),
+                secret("approle", &[("secretId", b"s-1")]),
+                secret("sa-jwt", &[("token", b"j-1")]),
+                secret("vault-ca", &[("ca.crt", b"ca-1")]),
+                secret("mtls", &[("tls.crt", b"crt-1"), ("tls.key", b"key-1")]),
+            ],
+            vec![],
+        );
+        let issuer = |spec: VaultSpec| Issuer {
+            name: "vault".into(),
+            namespace: Some("team-a".into()),
+            scope: IssuerScope::Namespaced,
+            uid: String::new(),
+            generation: 1,
+            annotations: Default::default(),
+            spec,
+        };
+        // `    # tokenSecretRef: {name: vault-token, key: token}` → that auth method, with the key as
+        // written and with the key left out.
+        let alternatives: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("# "))
+            .filter(|l| ["tokenSecretRef:", "appRole:", "kubernetes:"].iter().any(|m| l.starts_with(m)))
+            .collect();
+        assert_eq!(alternatives.len(), 3, "{alternatives:?}");
+        for line in alternatives {
+            let without_key = line.replace(", key: token", "").replace(", key: secretId", "");
+            assert_ne!(line, without_key);
+            for text in [line.to_owned(), without_key] {
+                let mut spec = base.clone();
+                spec.auth = serde_yaml::from_str(&text).unwrap();
+                spec.validate().unwrap();
+                let read = match Credentials::load(&issuer(spec), &resources).await.unwrap() {
+                    Credentials::Token { token, source } => {
+                        assert_eq!(source, "Secret \"team-a/vault-token\" key \"token\"");
+                        token.to_string()
+                    }
+                    Credentials::AppRole { secret_id, .. } => secret_id.to_string(),
+                    Credentials::KubernetesJwt { jwt, .. } => jwt.to_string(),
+                    other => panic!("{text}: {other:?}"),
+                };
+                let expected = ["t-1", "s-1", "j-1"];
+                assert!(expected.contains(&read.as_str()), "{text}: read {read}");
+            }
+        }
+        // The TLS references the README names, with and without their keys.
+        for (ca, cert, key) in [
+            ("{name: vault-ca, key: ca.crt}", "{name: mtls, key: tls.crt}", "{name: mtls, key: tls.key}"),
+            ("{name: vault-ca}", "{name: mtls}", "{name: mtls}"),
+        ] {
+            let mut spec = base.clone();
+            spec.ca_bundle = None;
+            spec.ca_bundle_secret_ref = serde_yaml::from_str(ca).unwrap();
+            spec.client_cert_secret_ref = serde_yaml::from_str(cert).unwrap();
+            spec.client_key_secret_ref = serde_yaml::from_str(key).unwrap();
+            spec.validate().unwrap();
+            let tls = load_tls(&issuer(spec), &resources).await.unwrap();
+            assert_eq!(tls.ca_pem.as_deref(), Some(&b"ca-1"[..]), "{ca}");
+            let (c, k) = tls.client.unwrap();
+            assert_eq!((c.as_slice(), k.as_slice()), (&b"crt-1"[..], &b"key-1"[..]));
+        }
+    }
 }

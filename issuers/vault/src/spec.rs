@@ -38,23 +38,10 @@ pub struct VaultSpec {
     pub auth: VaultAuth,
 }
 
-/// A key in a Secret in the issuer's namespace (the cluster resource namespace for a cluster issuer).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name.
-    pub name: String,
-    /// Key in the Secret; each field documents its default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
-
-impl SecretKeyRef {
-    /// The key, or `default` when unset.
-    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
-        self.key.as_deref().filter(|k| !k.is_empty()).unwrap_or(default)
-    }
-}
+/// A key in a Secret in the issuer's namespace (the cluster resource namespace for a cluster
+/// issuer), the key optional with a default per field as in cert-manager's `spec.vault`: the
+/// framework's shared type for such references (one schema across adapters).
+pub use certbridge::SecretRef as SecretKeyRef;
 
 /// Authentication methods; exactly one must be set.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -126,16 +126,9 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
-/// One key of a Secret (cert-manager's `SecretKeySelector`: the key may be left out for a default).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeySelector {
-    /// Secret name.
-    pub name: String,
-    /// Key in the Secret's data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
+/// One key of a Secret (cert-manager's `SecretKeySelector`: the key may be left out for a default):
+/// the framework's shared type for such references (one schema across adapters).
+pub use certbridge::SecretRef as SecretKeySelector;
 
 /// A custom field, in cert-manager's shape (`{"name","value","type"}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

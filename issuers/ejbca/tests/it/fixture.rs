@@ -64,9 +64,14 @@ pub fn spec(sim: &EjbcaSim) -> EjbcaIssuerSpec {
         end_entity_name: None,
         ejbca_secret_name: "creds".into(),
         ca_bundle: Some(CaBundleRef {
-            secret_name: None,
-            config_map_name: Some("ejbca-ca".into()),
-            key: "ca.crt".into(),
+            bundle: certbridge::CaBundle {
+                config_map_ref: Some(certbridge::ConfigMapKeySelector {
+                    name: "ejbca-ca".into(),
+                    key: "ca.crt".into(),
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
         }),
         request_timeout_seconds: Some(5),
         // The adapter and controller tests exercise every override; the tenant tests (security)

@@ -23,7 +23,7 @@ use certbridge::{Issuer, IssuerScope, Reaction, Resources, SignContext, SignRequ
 use certbridge_pkcs11::Pkcs11Signer;
 use certbridge_pkcs11::grants::TokenPolicy;
 use certbridge_pkcs11::module::{AllowedModules, DEFAULT_MODULE};
-use certbridge_pkcs11::spec::{ChainKind, ChainRef, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
+use certbridge_pkcs11::spec::{KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
@@ -144,7 +144,11 @@ fn spec(token: &str, module: &Path) -> Pkcs11IssuerSpec {
         token: TokenRef { label: Some(token.into()), serial: None },
         key: KeyRef { label: Some("ca-p256".into()), id: None },
         pin_secret_ref: SecretKeyRef { name: format!("{token}-pin"), key: "pin".into() },
-        ca_chain_ref: ChainRef { kind: ChainKind::Secret, name: format!("{token}-chain"), key: "ca.crt".into() },
+        ca_chain: Some(certbridge::CaBundle {
+            secret_ref: Some(certbridge::SecretKeySelector { name: format!("{token}-chain"), key: "ca.crt".into() }),
+            ..Default::default()
+        }),
+        ca_chain_ref: None,
         policy: Policy::default(),
         signature: None,
         crl_distribution_points: vec![],
@@ -425,7 +429,7 @@ spec:
   token: {{label: {SHIM}}}
   key: {{label: ca-p256}}
   pinSecretRef: {{name: hsm-pin, key: pin}}
-  caChainRef: {{kind: Secret, name: chain, key: ca.crt}}
+  caChain: {{secretRef: {{name: chain, key: ca.crt}}}}
 ---
 apiVersion: v1
 kind: Secret

@@ -17,7 +17,7 @@ spec:
   token: {{label: {token}}}
   key: {{label: ca-p256}}
   pinSecretRef: {{name: hsm-pin, key: pin}}
-  caChainRef: {{kind: ConfigMap, name: ca, key: ca.crt}}
+  caChain: {{configMapRef: {{name: ca, key: ca.crt}}}}
   policy: {{maxDuration: 720h}}
 ---
 apiVersion: v1
@@ -39,10 +39,14 @@ data:
 }
 
 fn cli(args: &[&str], file: &Path, allowed: Option<&str>) -> Output {
+    // The policy file lives as long as this call: a file shared by every test and rewritten by
+    // each was read half-written by another test's binary now and then (nextest runs tests in
+    // parallel processes), which failed `check_and_sign_from_a_manifest` once.
+    let policy_dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_certbridge-pkcs11"));
     cmd.args(&args[..1]).arg("-f").arg(file).args(&args[1..]);
     cmd.env("SOFTHSM2_CONF", hsm().dir.join("softhsm2.conf"));
-    cmd.env("CERTBRIDGE_PKCS11_TOKEN_POLICY", token_policy());
+    cmd.env("CERTBRIDGE_PKCS11_TOKEN_POLICY", token_policy(policy_dir.path()));
     match allowed {
         Some(a) => cmd.env("CERTBRIDGE_PKCS11_ALLOWED_MODULES", a),
         None => cmd.env_remove("CERTBRIDGE_PKCS11_ALLOWED_MODULES"),
@@ -51,9 +55,9 @@ fn cli(args: &[&str], file: &Path, allowed: Option<&str>) -> Output {
 }
 
 /// A token policy granting the test namespace every token of the fixture (the manifests are
-/// namespaced issuers, which the default policy refuses).
-fn token_policy() -> std::path::PathBuf {
-    let path = hsm().dir.join("cli-token-policy.yaml");
+/// namespaced issuers, which the default policy refuses), written into `dir`.
+fn token_policy(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("token-policy.yaml");
     let grants: String = [MAIN, BADPIN, RECOVER, BURST, CTLBAD]
         .iter()
         .map(|t| format!("- namespaces: [{NS}]\n  token: {{label: {t}}}\n"))

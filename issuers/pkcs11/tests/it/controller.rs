@@ -58,7 +58,7 @@ async fn controller_issues_with_the_hsm_key_and_a_fixed_pin_secret_brings_the_is
     // A wrong PIN makes the issuer not ready, naming the Secret and key; never Failed forever.
     let mut bad = spec(CTLBAD, "p256");
     bad.pin_secret_ref.name = "wrong-pin".into();
-    bad.ca_chain_ref.name = "badpin-chain".into();
+    bad.ca_chain = Some(fixture::chain_in_secret("badpin-chain"));
     create_issuer(&client, IssuerScope::Namespaced, NS, "bad", &bad).await.expect("issuer");
     let message = wait_issuer_not_ready::<Pkcs11IssuerSpec>(
         &client,

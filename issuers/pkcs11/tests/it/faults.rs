@@ -143,7 +143,7 @@ async fn bad_issuers_fail_check_with_the_fix() {
     let ca = Ca::new("p256", |s| s.key.label = Some("ca-rsa2048".into()));
     assert_not_ready(
         &ca.check().await.unwrap_err(),
-        "is a RSA key but the CA certificate in spec.caChainRef holds a EC key",
+        "is a RSA key but the CA certificate in spec.caChain holds a EC key",
     );
 
     // A module outside the allow-list is never loaded.

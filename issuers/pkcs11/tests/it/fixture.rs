@@ -14,7 +14,7 @@ use certbridge::{Issued, Issuer, IssuerScope, Resources, SignContext, SignError,
 use certbridge_pkcs11::Pkcs11Signer;
 use certbridge_pkcs11::grants::TokenPolicy;
 use certbridge_pkcs11::module::{AllowedModules, DEFAULT_MODULE};
-use certbridge_pkcs11::spec::{ChainKind, ChainRef, KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
+use certbridge_pkcs11::spec::{KeyRef, Pkcs11IssuerSpec, Policy, SecretKeyRef, TokenRef};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 pub const NS: &str = "team-a";
@@ -45,9 +45,17 @@ pub struct Hsm {
     pub dir: PathBuf,
 }
 
+/// When this test process first used the HSM (Unix seconds): every certificate a test checks was
+/// issued after it, so a leaf's notBefore must not be earlier.
+pub fn started() -> i64 {
+    static STARTED: OnceLock<i64> = OnceLock::new();
+    *STARTED.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
 /// The token directory, created on first use by `softhsm/setup-token.sh`.
 pub fn hsm() -> &'static Hsm {
     static HSM: OnceLock<Hsm> = OnceLock::new();
+    started();
     HSM.get_or_init(|| {
         let dir = tempfile::Builder::new()
             .prefix("pkcs11-it-")
@@ -126,12 +134,21 @@ pub fn spec(token: &str, kind: &str) -> Pkcs11IssuerSpec {
         token: TokenRef { label: Some(token.into()), serial: None },
         key: KeyRef { label: Some(format!("ca-{kind}")), id: None },
         pin_secret_ref: SecretKeyRef { name: "hsm-pin".into(), key: "pin".into() },
-        ca_chain_ref: ChainRef { kind: ChainKind::Secret, name: "ca-chain".into(), key: "ca.crt".into() },
+        ca_chain: Some(chain_in_secret("ca-chain")),
+        ca_chain_ref: None,
         policy: Policy::default(),
         signature: None,
         crl_distribution_points: vec![],
         ocsp_servers: vec![],
         issuing_certificate_urls: vec![],
+    }
+}
+
+/// `spec.caChain` naming key `ca.crt` of the Secret `name`.
+pub fn chain_in_secret(name: &str) -> certbridge::CaBundle {
+    certbridge::CaBundle {
+        secret_ref: Some(certbridge::SecretKeySelector { name: name.into(), key: "ca.crt".into() }),
+        ..Default::default()
     }
 }
 

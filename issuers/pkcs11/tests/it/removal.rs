@@ -168,7 +168,7 @@ async fn a_token_that_goes_away_and_returns_is_used_again_without_restart() {
 
     // Replaced: deleted and made again by the project's script with the same label and PIN. That
     // is another token (new serial, new key, new CA certificate), not this one returning: signing
-    // never uses the new key, and the check says the key no longer matches spec.caChainRef.
+    // never uses the new key, and the check says the key no longer matches spec.caChain.
     std::fs::remove_dir_all(&dir).expect("delete the token");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm/setup-token.sh");
     run(Command::new("bash")
