@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalCaSpec {
-    /// A `kubernetes.io/tls` Secret: the CA certificate (`tls.crt`, then its chain) and key (`tls.key`,
-    /// PKCS#8, PKCS#1 or SEC1), in the issuer's namespace (cluster issuer: cluster resource namespace).
+    /// Name of a `kubernetes.io/tls` Secret with the CA certificate (`tls.crt`, then its chain) and key
+    /// (`tls.key`: PKCS#8, PKCS#1 or SEC1), in the issuer's namespace (cluster issuer: cluster resource namespace).
     pub secret_name: String,
 }
 
