@@ -174,10 +174,11 @@ impl Rig {
 
     fn sign_attempts(&self) -> u64 {
         let text = (self.handle.metrics_renderer())();
+        // One series per label set (`issuer`, `result`, ...): the sum is every completed call.
         text.lines()
-            .find_map(|l| l.strip_prefix("certbridge_sign_duration_seconds_count "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+            .filter(|l| l.starts_with("certbridge_sign_duration_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// Runs one row: `fault` on for `window`, then off until the request is settled.
