@@ -9,5 +9,6 @@ mod cli;
 mod common;
 mod controller;
 mod fixture;
+mod matrix;
 mod revoke;
 mod secrets_never_leak;
