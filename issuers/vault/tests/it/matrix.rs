@@ -200,10 +200,13 @@ impl Rig {
 
     fn sign_attempts(&self) -> u64 {
         let text = (self.handle.metrics_renderer())();
+        // One series per label set (`issuer_kind`, `issuer`, `result`): every completed call is
+        // their sum. (Reading only an unlabelled line, as this did before the labels came, gave 0
+        // and made the bound below vacuous; the row now also asserts the count moved.)
         text.lines()
-            .find_map(|l| l.strip_prefix("certbridge_sign_duration_seconds_count "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+            .filter(|l| l.starts_with("certbridge_sign_duration_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// Runs one row: `fault` on for `window`, then off until the request is Ready.
@@ -272,6 +275,10 @@ impl Rig {
 
         // What must hold whatever the timing.
         assert!(recovered.is_some(), "{name}: not Ready within {RECOVERY_CAP:?} of the fault clearing");
+        assert!(
+            self.sign_attempts() > attempts_before,
+            "{name}: the sign-attempt count never moved: the metric reading is broken"
+        );
         assert!(self.right_key(&name, &csr).await, "{name}: the request's certificate is for another key");
         assert_eq!(certificates.len(), 1, "{name}: the request's certificate changed once set: {certificates:?}");
         assert!(
