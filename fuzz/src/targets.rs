@@ -50,3 +50,39 @@ pub fn kube_sim_body(data: &[u8]) {
         certbridge_testkit::fuzzing::apply_patches(&target, body);
     }
 }
+
+/// AD CS certsrv answers: the page as HTML (submit, status and `certcarc.asp` readers), and the
+/// same bytes as a `certnew.p7b` bag (PEM of any label, bare base64 or DER) → `Issued`.
+pub fn adcs_page(data: &[u8]) {
+    use certbridge_adcs::pages;
+    let html = String::from_utf8_lossy(data);
+    let _ = pages::parse_submit(&html);
+    let _ = pages::parse_status(&html);
+    let _ = pages::parse_renewals(&html);
+    if let Ok(ders) = pages::parse_pkcs7(data) {
+        let _ = certbridge::pki::Issued::from_der_certs(ders);
+    }
+}
+
+/// Venafi answers (TPP WebSDK and TLS Protect Cloud JSON). The first byte picks the HTTP status
+/// and whether the status line carried a reason phrase; the rest is the body, fed to every
+/// answer reader the signer uses, and an issued bundle on to `Issued::from_pem_bundle`.
+pub fn venafi_response(data: &[u8]) {
+    use certbridge_venafi::{client, cloud, http};
+    let Some((first, body)) = data.split_first() else { return };
+    const STATUSES: [u16; 8] = [200, 201, 202, 400, 401, 409, 500, 503];
+    let status = STATUSES[usize::from(first & 7)];
+    let reason = (first & 8 != 0).then(|| "Certificate is being processed".to_owned());
+    let a = http::Answer { status, reason, body: body.to_vec() };
+    let _ = client::check_policy_answer(&a);
+    let _ = client::request_answer(&a);
+    if let Ok(client::Retrieved::Issued(pem)) = client::retrieve_answer(&a) {
+        let _ = certbridge::pki::Issued::from_pem_bundle(&pem);
+    }
+    let _ = cloud::request_answer(&a);
+    let _ = http::json::<cloud::RequestStatus>(&a, &[200], &["secret"]);
+    let _ = http::error_text(&a, &["secret"]);
+    if let Ok(Some(pem)) = cloud::contents_answer(a) {
+        let _ = certbridge::pki::Issued::from_pem_bundle(&pem);
+    }
+}

@@ -39,3 +39,13 @@ fn ejbca_response_corpus() {
 fn kube_sim_body_corpus() {
     replay("kube_sim_body", targets::kube_sim_body);
 }
+
+#[test]
+fn adcs_page_corpus() {
+    replay("adcs_page", targets::adcs_page);
+}
+
+#[test]
+fn venafi_response_corpus() {
+    replay("venafi_response", targets::venafi_response);
+}

@@ -577,11 +577,7 @@ impl TppClient {
         let a = self
             .post("vedsdk/certificates/checkpolicy", &serde_json::json!({ "PolicyDN": policy_dn(zone) }), BODY_LIMIT)
             .await?;
-        let v: Value = http::json(&a, &[200], &[])?;
-        match v.get("Error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
-            Some(e) => Err(VenafiError::Http { status: 400, message: e.to_owned() }),
-            None => Ok(v),
-        }
+        check_policy_answer(&a)
     }
 
     /// `POST vedsdk/certificates/request`: the pickup ID (CertificateDN). 200/201, and 202 with a
@@ -589,46 +585,14 @@ impl TppClient {
     pub async fn request(&self, body: &RequestBody) -> Result<String, VenafiError> {
         let v = serde_json::to_value(body).map_err(|e| VenafiError::BadBody(format!("encoding the request: {e}")))?;
         let a = self.post("vedsdk/certificates/request", &v, BODY_LIMIT).await?;
-        if !matches!(a.status, 200..=202) {
-            return Err(VenafiError::Http { status: a.status, message: http::error_text(&a, &[]) });
-        }
-        let v: Value = http::json(&a, &[a.status], &[])?;
-        match v.get("CertificateDN").and_then(Value::as_str).filter(|d| !d.is_empty()) {
-            Some(dn) => Ok(dn.to_owned()),
-            None => Err(VenafiError::Http {
-                status: a.status,
-                message: http::error_text(&a, &[]).replace("(empty body)", "no CertificateDN in the answer"),
-            }),
-        }
+        request_answer(&a)
     }
 
     /// `POST vedsdk/certificates/retrieve` (base64, chain included, root last).
     pub async fn retrieve(&self, dn: &str) -> Result<Retrieved, VenafiError> {
         let body = serde_json::json!({ "CertificateDN": dn, "Format": "base64", "IncludeChain": true });
         let a = self.post("vedsdk/certificates/retrieve", &body, CHAIN_LIMIT).await?;
-        let pending_text = |a: &Answer| {
-            let v: Option<Value> = serde_json::from_slice(&a.body).ok();
-            let status = v.as_ref().and_then(|v| v.get("Status")).and_then(Value::as_str).map(str::to_owned);
-            a.reason.clone().or(status).unwrap_or_else(|| "being processed".into())
-        };
-        match a.status {
-            202 => Ok(Retrieved::Pending(pending_text(&a))),
-            200 => {
-                let v: Value = http::json(&a, &[200], &[])?;
-                let data = v.get("CertificateData").and_then(Value::as_str).unwrap_or_default();
-                if data.is_empty() {
-                    return Ok(Retrieved::Pending(pending_text(&a)));
-                }
-                use base64::Engine;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(data.trim())
-                    .map_err(|e| VenafiError::BadBody(format!("CertificateData is not base64: {e}")))?;
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| VenafiError::BadBody("CertificateData is not PEM text".into()))?;
-                Ok(Retrieved::Issued(text.replace("\r\n", "\n")))
-            }
-            s => Err(VenafiError::Http { status: s, message: http::error_text(&a, &[]) }),
-        }
+        retrieve_answer(&a)
     }
 
     /// `POST vedsdk/certificates/reset`; "no reset is required" and "does not exist" are fine.
@@ -648,6 +612,63 @@ impl TppClient {
             }
             s => Err(VenafiError::Http { status: s, message: http::error_text(&a, &[]) }),
         }
+    }
+}
+
+// The answer readers below are free functions, `#[doc(hidden)] pub` only so that the fuzz
+// target `venafi_response` (fuzz/src/targets.rs) can feed them arbitrary answers.
+
+/// `certificates/checkpolicy`'s answer: the policy, or TPP's `Error`.
+#[doc(hidden)]
+pub fn check_policy_answer(a: &Answer) -> Result<Value, VenafiError> {
+    let v: Value = http::json(a, &[200], &[])?;
+    match v.get("Error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+        Some(e) => Err(VenafiError::Http { status: 400, message: e.to_owned() }),
+        None => Ok(v),
+    }
+}
+
+/// `certificates/request`'s answer: the pickup ID (CertificateDN).
+#[doc(hidden)]
+pub fn request_answer(a: &Answer) -> Result<String, VenafiError> {
+    if !matches!(a.status, 200..=202) {
+        return Err(VenafiError::Http { status: a.status, message: http::error_text(a, &[]) });
+    }
+    let v: Value = http::json(a, &[a.status], &[])?;
+    match v.get("CertificateDN").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+        Some(dn) => Ok(dn.to_owned()),
+        None => Err(VenafiError::Http {
+            status: a.status,
+            message: http::error_text(a, &[]).replace("(empty body)", "no CertificateDN in the answer"),
+        }),
+    }
+}
+
+/// `certificates/retrieve`'s answer: the PEM bundle, or still pending.
+#[doc(hidden)]
+pub fn retrieve_answer(a: &Answer) -> Result<Retrieved, VenafiError> {
+    let pending_text = |a: &Answer| {
+        let v: Option<Value> = serde_json::from_slice(&a.body).ok();
+        let status = v.as_ref().and_then(|v| v.get("Status")).and_then(Value::as_str).map(str::to_owned);
+        a.reason.clone().or(status).unwrap_or_else(|| "being processed".into())
+    };
+    match a.status {
+        202 => Ok(Retrieved::Pending(pending_text(a))),
+        200 => {
+            let v: Value = http::json(a, &[200], &[])?;
+            let data = v.get("CertificateData").and_then(Value::as_str).unwrap_or_default();
+            if data.is_empty() {
+                return Ok(Retrieved::Pending(pending_text(a)));
+            }
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| VenafiError::BadBody(format!("CertificateData is not base64: {e}")))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| VenafiError::BadBody("CertificateData is not PEM text".into()))?;
+            Ok(Retrieved::Issued(text.replace("\r\n", "\n")))
+        }
+        s => Err(VenafiError::Http { status: s, message: http::error_text(a, &[]) }),
     }
 }
 

@@ -278,11 +278,7 @@ impl CloudClient {
         });
         let url = format!("{}outagedetection/v1/certificaterequests", self.base);
         let a = self.call(|c| c.post(&url).json(&body), BODY_LIMIT).await?;
-        let v: Value = http::json(&a, &[200, 201], &[])?;
-        v.pointer("/certificateRequests/0/id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| VenafiError::BadBody("the answer has no certificateRequests[0].id".into()))
+        request_answer(&a)
     }
 
     /// `GET outagedetection/v1/certificaterequests/<id>`.
@@ -301,13 +297,32 @@ impl CloudClient {
             seg(cert_id)
         );
         let a = self.call(|c| c.get(&url), CHAIN_LIMIT).await?;
-        match a.status {
-            200 => String::from_utf8(a.body)
-                .map(Some)
-                .map_err(|_| VenafiError::BadBody("the certificate contents are not PEM text".into())),
-            409 => Ok(None),
-            s => Err(VenafiError::Http { status: s, message: http::error_text(&a, &[]) }),
-        }
+        contents_answer(a)
+    }
+}
+
+// The answer readers below are free functions, `#[doc(hidden)] pub` only so that the fuzz
+// target `venafi_response` (fuzz/src/targets.rs) can feed them arbitrary answers.
+
+/// `POST certificaterequests`' answer: the request id.
+#[doc(hidden)]
+pub fn request_answer(a: &Answer) -> Result<String, VenafiError> {
+    let v: Value = http::json(a, &[200, 201], &[])?;
+    v.pointer("/certificateRequests/0/id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| VenafiError::BadBody("the answer has no certificateRequests[0].id".into()))
+}
+
+/// `GET certificates/<id>/contents`' answer: the PEM chain, or `None` on 409 (not signed yet).
+#[doc(hidden)]
+pub fn contents_answer(a: Answer) -> Result<Option<String>, VenafiError> {
+    match a.status {
+        200 => String::from_utf8(a.body)
+            .map(Some)
+            .map_err(|_| VenafiError::BadBody("the certificate contents are not PEM text".into())),
+        409 => Ok(None),
+        s => Err(VenafiError::Http { status: s, message: http::error_text(&a, &[]) }),
     }
 }
 
