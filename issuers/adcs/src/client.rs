@@ -436,7 +436,8 @@ impl AdcsClient {
             if e.is::<http_body_util::LengthLimitError>() {
                 AdcsError::BadAnswer(format!("{path_and_query}: the answer is larger than {} KiB", cap / 1024))
             } else {
-                AdcsError::Transport(format!("{path_and_query}: reading the answer: {e}"))
+                // With its causes: "error reading a body" alone hides a reset from a cut answer.
+                AdcsError::Transport(format!("{path_and_query}: reading the answer: {}", error_chain(&*e)))
             }
         })?;
         Ok(Response { status, content_type, www_authenticate, retry_after, body: body.to_bytes() })
