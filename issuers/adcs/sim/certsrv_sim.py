@@ -15,7 +15,20 @@ does): later requests on it need no header. Basic and TLS client certificates ar
 
 An admin handle (plain HTTP on a second loopback port) approves or denies pending requests,
 injects faults, renews the CA (nRenewals > 0), sets latency and reads counters (enrollments per
-CSR, connections, handshakes).
+CSR, connections, handshakes) and the request log.
+
+Faults (admin /fault?kind=K&at=PAGE&count=N, /clear-faults) come in three kinds, faithful to who
+would answer in front of or inside IIS:
+* front (answered before authentication, the request never reaching certsrv): 503 as HTTP.sys
+  sends it when the application pool is stopped; 502, 504 and 429 (with Retry-After) as a load
+  balancer in front of IIS sends them (HAProxy's default pages);
+* certsrv (after authentication, instead of the page): reset, 500, unknown-page, huge;
+* spoilt answers (after authentication; certsrv does its work -- a submit is recorded -- and the
+  answer is then spoilt on the way out): drop-answer (closed before any byte), reset-mid-body
+  (head and half the body, then RST), truncate (full Content-Length, half the body, close),
+  garbage (same status and content type, a body no parser accepts), slow-drip (one byte per
+  100 ms), other-key (certnew.cer answers a certificate the CA issued for the same subject but
+  another key).
 
 Start: certsrv_sim.py --auth ntlm --epa required --users FILE; the first line on stdout is JSON with
 the ports, the root CA (trust anchor of the TLS server certificate and of the CA chain) and a
@@ -32,6 +45,7 @@ import os
 import re
 import socket
 import ssl
+import struct
 import sys
 import tempfile
 import threading
@@ -94,13 +108,16 @@ class Ca:
         self.issuing.append((key, cert))
 
     def issue(self, csr):
+        return self.issue_for(csr, csr.public_key())
+
+    def issue_for(self, csr, public_key):
         key, cert = self.issuing[-1]
         try:
             sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             sans = list(sans)
         except x509.ExtensionNotFound:
             sans = None
-        return make_cert(csr.subject, csr.public_key(), cert.subject, key, False, sans=sans, days=30)
+        return make_cert(csr.subject, public_key, cert.subject, key, False, sans=sans, days=30)
 
 
 class State:
@@ -111,7 +128,8 @@ class State:
         self.requests = {}  # id -> dict(csr_sha, template, status, cert, disposition)
         self.enrollments = {}  # csr sha256 -> number of submits recorded
         self.counters = {"connections": 0, "handshakes": 0, "auth_failures": 0, "requests": 0, "submits": 0}
-        self.faults = []  # [(kind, remaining)]
+        self.faults = []  # [(kind, remaining, at, params)]
+        self.log = []  # one entry per request that got past the 401 legs or met a front fault
         self.latency = args.latency_ms / 1000.0
         self.epa = args.epa
         self.auth = args.auth
@@ -125,16 +143,21 @@ class State:
                 self.users[user.lower()] = pw
                 self.users[f"{dom}\\{user}".lower()] = pw
 
-    def take_fault(self, where):
+    def take_fault(self, where, front):
+        """The first fault for page `where` of the front kind (`front`) or the others, consuming one use."""
         with self.lock:
-            for i, (kind, left, at) in enumerate(self.faults):
-                if at in ("any", where):
+            for i, (kind, left, at, params) in enumerate(self.faults):
+                if at in ("any", where) and (kind in FRONT_FAULTS) == front:
                     if left <= 1:
                         self.faults.pop(i)
                     else:
-                        self.faults[i] = (kind, left - 1, at)
-                    return kind
-        return None
+                        self.faults[i] = (kind, left - 1, at, params)
+                    return kind, params
+        return None, {}
+
+    def record(self, method, where, fault, status):
+        with self.lock:
+            self.log.append({"t": time.monotonic(), "method": method, "page": where, "fault": fault, "status": status})
 
 
 def page(body, title=TITLE, script=""):
@@ -201,6 +224,24 @@ IIS_401 = (
     "<h3>You do not have permission to view this directory or page using the credentials that you supplied.</h3></fieldset></div></body></html>\r\n"
 )
 
+# What answers in front of certsrv. HTTP.sys's own page when the application pool is stopped (the
+# request queue is disabled): no IIS, no authentication, Server: Microsoft-HTTPAPI/2.0.
+HTTPSYS_503 = (
+    '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">\r\n'
+    '<HTML><HEAD><TITLE>Service Unavailable</TITLE>\r\n'
+    '<META HTTP-EQUIV="Content-Type" Content="text/html; charset=us-ascii"></HEAD>\r\n'
+    "<BODY><h2>Service Unavailable</h2>\r\n<hr><p>HTTP Error 503. The service is unavailable.</p>\r\n</BODY></HTML>\r\n"
+)
+# A load balancer's error pages (HAProxy's defaults): no Server header, the connection closed.
+LB_PAGES = {
+    "502": ("502 Bad Gateway", "The server returned an invalid or incomplete response."),
+    "504": ("504 Gateway Time-out", "The server didn't respond in time."),
+    "429": ("429 Too Many Requests", "You have sent too many requests in a given amount of time."),
+}
+FRONT_FAULTS = ("503", "502", "504", "429")
+# A body no HTML, PEM or DER reader accepts (a proxy's corruption, not a certsrv page).
+GARBAGE = b"\x00\x01\xff<Ht\x00ml>-----BEGIN CERT\x1b\x7f MII\xfe\xfd" * 8
+
 UNSUPPORTED = (
     "Denied by Policy Module  0x80094800, The request was for a certificate template that is not supported by the "
     "Active Directory Certificate Services policy: {t}. "
@@ -230,13 +271,58 @@ class Handler(BaseHTTPRequestHandler):
     # --- plumbing ------------------------------------------------------------------------------
     def reply(self, status, body, ctype="text/html", headers=()):
         data = body if isinstance(body, bytes) else body.encode()
+        spoil, self.spoil = getattr(self, "spoil", None), None
+        if spoil == "drop-answer":
+            # The work is done (a submit recorded) but no byte of the answer leaves.
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if spoil == "garbage":
+            data = GARBAGE
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         for k, v in headers:
             self.send_header(k, v)
+        if spoil == "slow-drip":
+            self._headers_buffer.append(b"\r\n")
+            raw = b"".join(self._headers_buffer) + data
+            self._headers_buffer = []
+            for i in range(len(raw)):
+                self.wfile.write(raw[i:i + 1])
+                time.sleep(0.1)
+            return
         self.end_headers()
+        if spoil in ("reset-mid-body", "truncate"):
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            if spoil == "reset-mid-body":
+                # RST, not FIN: linger 0 and close.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.wfile.write(data)
+
+    def front(self, kind, params):
+        """A front fault's answer, written raw: it does not come from IIS (no Server: Microsoft-IIS)."""
+        if kind == "503":
+            status, reason, body, server = 503, "Service Unavailable", HTTPSYS_503, "Server: Microsoft-HTTPAPI/2.0\r\n"
+        else:
+            title, text = LB_PAGES[kind]
+            status, reason = int(kind), title.split(" ", 1)[1]
+            body, server = f"<html><body><h1>{title}</h1>\n{text}\n</body></html>\n", ""
+        extra = f"Retry-After: {params['retry_after']}\r\n" if params.get("retry_after") else ""
+        data = body.encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html\r\nContent-Length: {len(data)}\r\n"
+            f"Cache-Control: no-cache\r\n{server}{extra}Connection: close\r\n\r\n"
+        )
+        self.wfile.write(head.encode() + data)
+        self.close_connection = True
+        return status
 
     def challenge(self, extra=None):
         st = self.server.state
@@ -386,12 +472,19 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         q = {k.lower(): v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         path = url.path
+        where = path.rsplit("/", 1)[-1].lower() or "root"
+        front, params = st.take_fault(where, front=True)
+        if front:
+            # Answered in front of IIS: before any authentication, certsrv never sees it.
+            st.record(method, where, front, self.front(front, params))
+            return
         if not path.lower().startswith("/certsrv"):
             self.reply(404, page("404 - File or directory not found.", title="404 - File or directory not found."))
             return
         if not self.authenticate():
             return
-        fault = st.take_fault(path.rsplit("/", 1)[-1].lower() or "root")
+        fault, params = st.take_fault(where, front=False)
+        st.record(method, where, fault, 0)
         if fault == "reset":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -405,13 +498,16 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "huge":
             self.reply(200, b"<html>" + b" " * (8 * 1024 * 1024))
             return
+        if fault in ("drop-answer", "reset-mid-body", "truncate", "garbage", "slow-drip"):
+            # certsrv does its work; the answer is spoilt on its way out (see reply).
+            self.spoil = fault
         leaf = path.rstrip("/").rsplit("/", 1)[-1].lower()
         if leaf == "certsrv":
             self.reply(200, page("<P>Welcome</P><P>Use this Web site to request a certificate.</P>"))
         elif leaf == "certfnsh.asp" and method == "POST":
-            self.submit(urllib.parse.parse_qs(body), fault)
+            self.submit(urllib.parse.parse_qs(body))
         elif leaf == "certnew.cer":
-            self.certnew(q)
+            self.certnew(q, other_key=fault == "other-key")
         elif leaf == "certcarc.asp":
             n = len(st.ca.issuing) - 1
             self.reply(200, page("<P>Download a CA certificate, certificate chain, or CRL</P>",
@@ -421,7 +517,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.reply(404, page("404 - File or directory not found.", title="404 - File or directory not found."))
 
-    def submit(self, form, fault):
+    def submit(self, form):
         st = self.server.state
         if form.get("Mode", [""])[0] != "newreq":
             self.reply(200, error_page("Mode is not newreq 0x80070057 (WIN32: 87 ERROR_INVALID_PARAMETER)"))
@@ -457,11 +553,7 @@ class Handler(BaseHTTPRequestHandler):
             rec.update(status="denied", disposition=UNSUPPORTED.format(t=template))
         with st.lock:
             st.requests[req_id] = rec
-        if fault == "drop-answer":
-            # Recorded, but the answer is lost (the double-submit window).
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
+        # drop-answer (the double-submit window: recorded, the answer lost) acts in reply().
         if rec["status"] == "issued":
             self.reply(200, issued_page(req_id))
         elif rec["status"] == "pending":
@@ -469,7 +561,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.reply(200, denied_page(req_id, rec["disposition"]))
 
-    def certnew(self, q):
+    def certnew(self, q, other_key=False):
         st = self.server.state
         rid = q.get("reqid", "")
         enc = q.get("enc", "b64").lower()
@@ -482,6 +574,11 @@ class Handler(BaseHTTPRequestHandler):
         if rec is None:
             self.reply(200, status_page("1 - (Error)", "Error retrieving request",
                                         "The requested property value is empty. 0x80094004 (-2146877436 CERTSRV_E_PROPERTY_EMPTY)"))
+        elif rec["status"] == "issued" and other_key:
+            # The CA's own certificate for the same subject and names, but another key: what a
+            # mixed-up request ID or a corrupting middlebox would hand over.
+            other = ec.generate_private_key(ec.SECP256R1()).public_key()
+            self.send_cert(st.ca.issue_for(rec["csr"], other), enc)
         elif rec["status"] == "issued":
             self.send_cert(rec["cert"], enc)
         elif rec["status"] == "pending":
@@ -561,7 +658,12 @@ class Admin(BaseHTTPRequestHandler):
                 st.ca.renew()
                 out["renewals"] = len(st.ca.issuing) - 1
             elif url.path == "/fault":
-                st.faults.append((q["kind"], int(q.get("count", "1")), q.get("at", "any")))
+                params = {"retry_after": q["retry_after"]} if "retry_after" in q else {}
+                st.faults.append((q["kind"], int(q.get("count", "1")), q.get("at", "any"), params))
+            elif url.path == "/clear-faults":
+                st.faults.clear()
+            elif url.path == "/log":
+                out = {"ok": True, "log": st.log[int(q.get("since", "0")):]}
             elif url.path == "/latency":
                 st.latency = int(q["ms"]) / 1000.0
             elif url.path == "/epa":

@@ -114,7 +114,7 @@ pub enum AdcsError {
     #[error("credentials refused: {0}")]
     Unauthorized(String),
     /// Any other unexpected status.
-    #[error("HTTP {status} from {path} (page title {title:?})")]
+    #[error("HTTP {status} from {path} (page title {title:?}){}", retry_after.map(|d| format!(", Retry-After {} s", d.as_secs())).unwrap_or_default())]
     Http {
         /// HTTP status.
         status: u16,
@@ -122,6 +122,9 @@ pub enum AdcsError {
         path: String,
         /// The error page's title.
         title: String,
+        /// The answer's `Retry-After` (a load balancer's 429, HTTP.sys's or a proxy's 503), when
+        /// readable: the controller retries no sooner.
+        retry_after: Option<Duration>,
     },
     /// An answer that is not what certsrv sends (wrong content type, over the size cap, bad PKCS#7).
     #[error("{0}")]
@@ -162,7 +165,23 @@ struct Response {
     status: StatusCode,
     content_type: String,
     www_authenticate: Vec<String>,
+    retry_after: Option<Duration>,
     body: Bytes,
+}
+
+/// The longest `Retry-After` taken from an answer: a bogus far-future value must not park a
+/// request for days (the framework caps it again, at 10 minutes).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` value (RFC 9110 section 10.2.3): delay-seconds, or an HTTP-date relative to
+/// `now` (a date in the past is zero). At most [`MAX_RETRY_AFTER`]; `None` when unreadable.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
+    };
+    Some(d.min(MAX_RETRY_AFTER))
 }
 
 /// One certsrv endpoint with its credentials and idle connections.
@@ -408,14 +427,20 @@ impl AdcsClient {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .collect();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let body = Limited::new(resp.into_body(), cap).collect().await.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 AdcsError::BadAnswer(format!("{path_and_query}: the answer is larger than {} KiB", cap / 1024))
             } else {
-                AdcsError::Transport(format!("{path_and_query}: reading the answer: {e}"))
+                // With its causes: "error reading a body" alone hides a reset from a cut answer.
+                AdcsError::Transport(format!("{path_and_query}: reading the answer: {}", error_chain(&*e)))
             }
         })?;
-        Ok(Response { status, content_type, www_authenticate, body: body.to_bytes() })
+        Ok(Response { status, content_type, www_authenticate, retry_after, body: body.to_bytes() })
     }
 
     /// Runs the Kerberos handshake on `conn`: the AP-REQ goes with the request itself. A refusal
@@ -563,6 +588,7 @@ impl AdcsClient {
                 status: s,
                 path: path_and_query,
                 title: pages::title(&String::from_utf8_lossy(&r.body)),
+                retry_after: r.retry_after,
             }),
         }
     }
@@ -739,6 +765,19 @@ mod tests {
         assert!(parse_url("http://ca.example.com/certsrv").unwrap_err().contains("https://"));
         assert!(parse_url("https://u:p@ca/certsrv").is_err());
         assert!(parse_url("nonsense url").is_err());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Tue, 01 Dec 2026 10:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now), Some(Duration::ZERO), "past: now");
+        assert_eq!(parse_retry_after("99999999", now), Some(MAX_RETRY_AFTER), "capped");
+        for bad in ["", "-5", "soon", "1.5"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub enum SubmitPage {
     Error(CaError),
     /// A page matching no known shape.
     Unknown {
-        /// The page's `<title>` (or "no title").
+        /// The page's `<title>` (else its first `<h1>`, or "no title").
         title: String,
     },
 }
@@ -99,6 +99,7 @@ re!(REQ_ID, r"Your Request Id is ([0-9]+)");
 re!(DISPOSITION_QUOTED, r#"(?s)The disposition message is "(.*?)"\s*(?:\.|<|$)"#);
 re!(HRESULT, r"0x([0-9a-fA-F]{8})");
 re!(TITLE, r"(?is)<title>\s*(.*?)\s*</title>");
+re!(H1, r"(?is)<h1>\s*(.*?)\s*</h1>");
 re!(DISPOSITION_DD, r"(?is)Disposition message:.*?<DD>\s*(.*?)\s*(?:</DD>|<DT|$)");
 re!(LAST_STATUS_DD, r"(?is)LastStatus:.*?<DD>\s*(.*?)\s*(?:</DD>|<DT|$)");
 re!(NRENEWALS, r"var\s+nRenewals\s*=\s*([0-9]+)\s*;");
@@ -112,9 +113,13 @@ pub fn text(html: &str) -> String {
     SPACE.replace_all(&t, " ").trim().to_owned()
 }
 
-/// The page's title, or "no title".
+/// The page's title, else its first heading (a load balancer's error page has only an `<h1>`), or
+/// "no title".
 pub fn title(html: &str) -> String {
-    TITLE.captures(html).map(|c| text(&c[1])).filter(|t| !t.is_empty()).unwrap_or_else(|| "no title".into())
+    [&*TITLE, &*H1]
+        .iter()
+        .find_map(|re| re.captures(html).map(|c| text(&c[1])).filter(|t| !t.is_empty()))
+        .unwrap_or_else(|| "no title".into())
 }
 
 fn first_hresult(s: &str) -> Option<u32> {
@@ -348,6 +353,9 @@ Your Request Id is 23.</P></Body></HTML>"#;
             SubmitPage::Unknown { title: "Login - Corp Proxy".into() }
         );
         assert_eq!(parse_submit("garbage"), SubmitPage::Unknown { title: "no title".into() });
+        // A load balancer's error page: no <title>, its <h1> names it.
+        let lb = "<html><body><h1>429 Too Many Requests</h1>\nYou have sent too many requests.\n</body></html>\n";
+        assert_eq!(title(lb), "429 Too Many Requests");
     }
 
     #[test]

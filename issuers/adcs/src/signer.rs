@@ -138,12 +138,14 @@ pub fn classify(e: &CaError, template: &str, req_id: Option<u64>) -> SignError {
 
 /// A wire error as the controller's reaction (on `sign`).
 fn wire(e: AdcsError, op: &str) -> SignError {
-    match e {
+    match &e {
         AdcsError::Unauthorized(m) => SignError::issuer_not_ready(format!("{op}: credentials refused: {m}")),
         AdcsError::Config(m) => SignError::issuer_not_ready(format!("{op}: {m}")),
-        AdcsError::Http { status: 404, path, title } => SignError::issuer_not_ready(format!(
+        AdcsError::Http { status: 404, path, title, .. } => SignError::issuer_not_ready(format!(
             "{op}: {path} not found (HTTP 404, page {title:?}): is spec.url the certsrv base, e.g. https://ca.example.com/certsrv?"
         )),
+        // A load balancer's 429 or HTTP.sys's 503 may say when to come back: no sooner.
+        AdcsError::Http { retry_after: Some(d), .. } => SignError::transient(format!("{op}: {e}")).retry_after(*d),
         other => SignError::transient(format!("{op}: {other}")),
     }
 }
@@ -320,7 +322,7 @@ impl AdcsSigner {
                 })?;
                 if x.public_key().raw != request.csr.public_key_der.as_slice() {
                     return Err(SignError::permanent(format!(
-                        "AD CS request {req_id} holds a certificate for another key than this request's CSR: the request state {} does not belong to this request",
+                        "AD CS request {req_id} answered a certificate for another key than this request's CSR (not stored): the request state {} does not belong to this request, or something between certsrv and this controller swapped the answer",
                         state::REQ_ID
                     )));
                 }
@@ -542,5 +544,11 @@ mod tests {
         assert_eq!(reaction(&wire(AdcsError::Unauthorized("x".into()), "op")), "issuer-not-ready");
         assert!(wire(AdcsError::Unauthorized("x".into()), "op").to_string().contains("credentials refused"));
         assert_eq!(reaction(&wire(AdcsError::Transport("reset".into()), "op")), "transient");
+        let busy =
+            |retry_after| AdcsError::Http { status: 429, path: "/certsrv/".into(), title: "".into(), retry_after };
+        let e = wire(busy(Some(Duration::from_secs(7))), "op");
+        assert_eq!((reaction(&e), e.retry_after), ("transient", Some(Duration::from_secs(7))));
+        assert!(e.to_string().contains("HTTP 429") && e.to_string().contains("Retry-After 7 s"), "{e}");
+        assert_eq!(wire(busy(None), "op").retry_after, None);
     }
 }

@@ -187,20 +187,51 @@ impl Sim {
     pub fn renew(&self) -> u64 {
         self.admin("/renew")["renewals"].as_u64().unwrap()
     }
-    /// `kind`: reset, 500, unknown-page, huge, drop-answer; `at`: a page name (certfnsh.asp) or any.
+    /// `kind`: a fault of the simulator (its module documentation lists them: front 503/502/504/429,
+    /// certsrv reset/500/unknown-page/huge, spoilt answers drop-answer/reset-mid-body/truncate/
+    /// garbage/slow-drip/other-key); `at`: a page name (certfnsh.asp) or any.
     pub fn fault(&self, kind: &str, at: &str, count: u32) {
         self.admin(&format!("/fault?kind={kind}&at={at}&count={count}"));
+    }
+    /// As [`Sim::fault`], the answer carrying `Retry-After: <secs>` (front faults).
+    pub fn fault_retry_after(&self, kind: &str, at: &str, count: u32, secs: u64) {
+        self.admin(&format!("/fault?kind={kind}&at={at}&count={count}&retry_after={secs}"));
+    }
+    /// Removes every pending fault.
+    pub fn clear_faults(&self) {
+        self.admin("/clear-faults");
+    }
+    /// The simulator's request log from entry `since` on: `{t, method, page, fault, status}` per
+    /// request that got past the 401 legs or met a front fault (`t`: its monotonic clock, seconds).
+    pub fn log(&self, since: usize) -> Vec<serde_json::Value> {
+        self.admin(&format!("/log?since={since}"))["log"].as_array().cloned().unwrap_or_default()
+    }
+    /// The request IDs certsrv recorded for `csr_pem`, in order.
+    pub fn request_ids(&self, csr_pem: &str) -> Vec<u64> {
+        let sha = csr_sha(csr_pem);
+        let by_id = self.counters()["requests_by_id"].clone();
+        let mut ids: Vec<u64> = by_id
+            .as_object()
+            .map(|m| {
+                m.iter().filter(|(_, r)| r["csr_sha"] == sha.as_str()).filter_map(|(id, _)| id.parse().ok()).collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
     }
     pub fn counters(&self) -> serde_json::Value {
         self.admin("/counters")
     }
     /// How many submits the CA recorded for `csr_pem`.
     pub fn enrollments(&self, csr_pem: &str) -> u64 {
-        use sha2::Digest;
-        let sha = sha2::Sha256::digest(csr_pem.trim().as_bytes());
-        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-        self.counters()["enrollments"][hex].as_u64().unwrap_or(0)
+        self.counters()["enrollments"][csr_sha(csr_pem)].as_u64().unwrap_or(0)
     }
+}
+
+/// How the simulator names a CSR: SHA-256 of its trimmed PEM, hex.
+fn csr_sha(csr_pem: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(csr_pem.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Drop for Sim {

@@ -1,12 +1,14 @@
 //! The one integration-test binary of certbridge-adcs: the signer against the certsrv simulator
-//! (`adapter`) and the real controllers on kube-sim against it (`controller`). Needs the
-//! simulator's Python environment (`issuers/adcs/scripts/install-sim.sh`) and openssl. `window` and
-//! `sspi_cbt` are ignored measurements/diagnoses run by hand.
+//! (`adapter`), the real controllers on kube-sim against it (`controller`) and its CA fault matrix
+//! through the testkit's fault proxy (`matrix`). Needs the simulator's Python environment
+//! (`issuers/adcs/scripts/install-sim.sh`) and openssl. `window`, `sspi_cbt` and the full
+//! `adcs_fault_matrix` are ignored measurements/diagnoses run by hand.
 
 mod adapter;
 mod common;
 mod controller;
 mod fixture;
+mod matrix;
 mod secrets_never_leak;
 mod sspi_cbt;
 mod window;
