@@ -9,7 +9,8 @@
 //!
 //! An adapter embeds [`AllowedOverride`] in its spec as `allowedOverrides: Vec<AllowedOverride>`,
 //! checks the list with [`validate_allowed`] (unknown names are a spec error) and resolves a
-//! request's annotations with [`resolve`].
+//! request's annotations with [`resolve`]. An override whose value is structured (Venafi's custom
+//! fields: a JSON list) takes its rule with [`rule`] and reads `values` as the adapter documents.
 
 use std::collections::BTreeMap;
 
@@ -78,11 +79,18 @@ pub fn validate_allowed(allowed: &[AllowedOverride], known: &[&str]) -> Result<(
     Ok(())
 }
 
+/// The framework's own annotations under `<group>/` are never overrides (they ask the framework,
+/// not the CA, for something: `revoke-on-delete`), so [`resolve`] passes them unchecked. A
+/// literal, not the controllers' constant: this contract module sits below the controllers (a
+/// test keeps the two equal).
+const FRAMEWORK_ANNOTATIONS: &[&str] = &["revoke-on-delete"];
+
 /// The overrides a request may use: every annotation `<group>/<name>` on the request is checked
 /// against `allowed`; any annotation under the prefix that is not allowed, or has a value that is
 /// not allowed, refuses the whole request (an override silently dropped would issue something
 /// the requester did not ask for). `ignore` lists annotations under the prefix that are not
-/// overrides (the adapter's own bookkeeping), which pass unchecked and are not returned.
+/// overrides (the adapter's own bookkeeping), which pass unchecked and are not returned, as do
+/// the framework's own annotations.
 pub fn resolve(
     group: &str,
     annotations: &BTreeMap<String, String>,
@@ -93,12 +101,10 @@ pub fn resolve(
     let mut out = BTreeMap::new();
     for (annotation, value) in annotations {
         let Some(name) = annotation.strip_prefix(&prefix) else { continue };
-        if ignore.contains(&name) {
+        if ignore.contains(&name) || FRAMEWORK_ANNOTATIONS.contains(&name) {
             continue;
         }
-        let Some(rule) = allowed.iter().find(|a| a.name == name) else {
-            return Err(OverrideError::NotAllowed { annotation: annotation.clone(), name: name.into() });
-        };
+        let rule = rule(group, name, allowed)?;
         if !rule.values.is_empty() && !rule.values.contains(value) {
             return Err(OverrideError::ValueNotAllowed {
                 annotation: annotation.clone(),
@@ -110,6 +116,16 @@ pub fn resolve(
         out.insert(name.to_owned(), value.clone());
     }
     Ok(out)
+}
+
+/// The issuer's rule for the override `<group>/<name>`, or the error naming the annotation and
+/// the field to change when `allowed` does not list it. For overrides whose value is not a plain
+/// string; [`resolve`] uses it for the others.
+pub fn rule<'a>(group: &str, name: &str, allowed: &'a [AllowedOverride]) -> Result<&'a AllowedOverride, OverrideError> {
+    allowed
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| OverrideError::NotAllowed { annotation: format!("{group}/{name}"), name: name.into() })
 }
 
 #[cfg(test)]
@@ -161,5 +177,16 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
         let e = validate_allowed(&[allow("endEntityName", &[" "])], &known).unwrap_err();
         assert!(e.contains("values"), "{e}");
+    }
+
+    #[test]
+    fn the_frameworks_own_annotations_are_not_overrides() {
+        assert!(FRAMEWORK_ANNOTATIONS.contains(&crate::controllers::request::revoke::NAME));
+        let a = ann(&[("revoke-on-delete", "true")]);
+        assert!(resolve(GROUP, &a, &[], &[]).unwrap().is_empty());
+        let err = rule(GROUP, "custom-fields", &[]).unwrap_err();
+        assert!(err.to_string().contains("ejbca.certbridge.io/custom-fields"), "{err}");
+        let allowed = [allow("custom-fields", &["Owner"])];
+        assert_eq!(rule(GROUP, "custom-fields", &allowed).unwrap().values, vec!["Owner".to_string()]);
     }
 }

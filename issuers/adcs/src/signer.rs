@@ -75,31 +75,19 @@ fn utf8(bytes: Zeroizing<Vec<u8>>, what: &str) -> Result<Zeroizing<String>, Sign
 }
 
 /// The template for `request`: the annotation `adcs.certbridge.io/template` when the issuer's
-/// `spec.allowedOverrides` allows it (and its value), else `spec.template`.
+/// `spec.allowedOverrides` allows it (and its value), else `spec.template`. Any other annotation
+/// under `adcs.certbridge.io/` refuses the request (the framework's rule, [`certbridge::overrides`]).
 pub fn template(request: &SignRequest, issuer: &Issuer<AdcsIssuerSpec>) -> Result<String, SignError> {
     let spec = &issuer.spec;
-    let Some(value) = request.object.annotation(GROUP, TEMPLATE_ANNOTATION) else {
+    let overrides = certbridge::overrides::resolve(GROUP, &request.object.annotations, &spec.allowed_overrides, &[])
+        .map_err(|e| SignError::permanent(format!("{} {}: {e}", issuer.kind(), issuer.display_name())))?;
+    let Some(value) = overrides.get(TEMPLATE_ANNOTATION) else {
         return Ok(spec.template.trim().to_owned());
     };
     let value = value.trim();
-    let annotation = format!("{GROUP}/{TEMPLATE_ANNOTATION}");
     if value.is_empty() {
-        return Err(SignError::permanent(format!("annotation {annotation} is empty: remove it or name a template")));
-    }
-    let Some((i, allowed)) = spec.allowed_overrides.iter().enumerate().find(|(_, o)| o.field == TEMPLATE_ANNOTATION)
-    else {
         return Err(SignError::permanent(format!(
-            "annotation {annotation}={value:?} is refused: {} {} does not list \"template\" in spec.allowedOverrides; remove the annotation or ask the issuer's owner to allow it",
-            issuer.kind(),
-            issuer.display_name()
-        )));
-    };
-    if !allowed.values.is_empty() && !allowed.values.iter().any(|v| v == value) {
-        return Err(SignError::permanent(format!(
-            "annotation {annotation}={value:?} is refused: spec.allowedOverrides[{i}].values of {} {} allows only {:?}",
-            issuer.kind(),
-            issuer.display_name(),
-            allowed.values
+            "annotation {GROUP}/{TEMPLATE_ANNOTATION} is empty: remove it or name a template"
         )));
     }
     Ok(value.to_owned())
@@ -520,12 +508,12 @@ mod tests {
         let e = template(&request(Some("SubCA")), &issuer(vec![])).unwrap_err();
         assert_eq!(reaction(&e), "permanent");
         assert!(e.to_string().contains("spec.allowedOverrides"), "{e}");
-        let any = vec![AllowedOverride { field: "template".into(), values: vec![] }];
+        let any = vec![AllowedOverride { name: "template".into(), values: vec![] }];
         assert_eq!(template(&request(Some("Other")), &issuer(any)).unwrap(), "Other");
-        let some = vec![AllowedOverride { field: "template".into(), values: vec!["A".into()] }];
+        let some = vec![AllowedOverride { name: "template".into(), values: vec!["A".into()] }];
         assert_eq!(template(&request(Some("A")), &issuer(some.clone())).unwrap(), "A");
         let e = template(&request(Some("SubCA")), &issuer(some)).unwrap_err();
-        assert!(e.to_string().contains("spec.allowedOverrides[0].values"), "{e}");
+        assert!(e.to_string().contains("allows template only to be one of [\"A\"]"), "{e}");
         assert_eq!(reaction(&template(&request(Some(" ")), &issuer(vec![])).unwrap_err()), "permanent");
     }
 

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use certbridge::IssuerSpec;
+pub use certbridge::overrides::AllowedOverride;
 
 /// The API group of the AD CS issuer kinds, of the override annotation and of the request state.
 pub const GROUP: &str = "adcs.certbridge.io";
@@ -22,8 +23,9 @@ pub struct AdcsIssuerSpec {
     pub url: String,
     /// Certificate template name (the template's *name*, not its display name), e.g. `WebServer`.
     pub template: String,
-    /// Per-request overrides this issuer honours (default none). The only overridable field is
-    /// `template`, set by the annotation `adcs.certbridge.io/template` on the request.
+    /// Per-request overrides this issuer honours (default none). The only one is `template`, set
+    /// by the annotation `adcs.certbridge.io/template` on the request; `values` lists the
+    /// templates a request may choose (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_overrides: Vec<AllowedOverride>,
     /// How to authenticate: set exactly one of `ntlm`, `kerberos`, `clientCertificate`, `basic`.
@@ -37,17 +39,6 @@ pub struct AdcsIssuerSpec {
     /// Timeout of one call to certsrv in seconds (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_seconds: Option<u32>,
-}
-
-/// One override annotation the issuer honours.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AllowedOverride {
-    /// The overridable field: `template`.
-    pub field: String,
-    /// The values allowed; empty allows any value.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
 }
 
 /// Exactly one authentication method.
@@ -130,14 +121,7 @@ impl IssuerSpec for AdcsIssuerSpec {
         if self.template.trim().is_empty() {
             return Err("spec.template is empty: set the certificate template's name, e.g. WebServer".into());
         }
-        for (i, o) in self.allowed_overrides.iter().enumerate() {
-            if o.field != TEMPLATE_ANNOTATION {
-                return Err(format!(
-                    "spec.allowedOverrides[{i}].field is {:?}: the only overridable field is \"template\"",
-                    o.field
-                ));
-            }
-        }
+        certbridge::overrides::validate_allowed(&self.allowed_overrides, &[TEMPLATE_ANNOTATION])?;
         let a = &self.auth;
         let set = [a.ntlm.is_some(), a.kerberos.is_some(), a.client_certificate.is_some(), a.basic.is_some()]
             .iter()
@@ -214,8 +198,8 @@ mod tests {
         s.url = "http://ca/certsrv".into();
         assert!(s.validate().unwrap_err().contains("https"));
         let mut s = spec();
-        s.allowed_overrides = vec![AllowedOverride { field: "ca".into(), values: vec![] }];
-        assert!(s.validate().unwrap_err().contains("spec.allowedOverrides[0].field"));
+        s.allowed_overrides = vec![AllowedOverride { name: "ca".into(), values: vec![] }];
+        assert!(s.validate().unwrap_err().contains("spec.allowedOverrides[0].name"));
         let crd = certbridge::crd::crds_yaml::<AdcsIssuerSpec>();
         assert!(crd.contains("kind: AdcsClusterIssuer") && crd.contains("channelBinding"));
     }

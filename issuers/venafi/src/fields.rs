@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use certbridge::SignError;
 
-use crate::spec::{AllowedOverride, CUSTOM_FIELDS_ANNOTATION, CUSTOM_FIELDS_KEY, CustomField};
+use crate::spec::{AllowedOverride, CUSTOM_FIELDS_ANNOTATION, CUSTOM_FIELDS_KEY, CustomField, GROUP};
 
 /// Refuses fields of a type other than `Plain` and fields without a name.
 pub fn check_issuer_fields(fields: &[CustomField]) -> Result<(), String> {
@@ -61,25 +61,18 @@ pub fn merge(
     }
     if let Some(a) = request_annotation {
         let fields = parse_annotation(a, "request annotation").map_err(SignError::permanent)?;
-        let rule = allowed.iter().find(|o| o.annotation == CUSTOM_FIELDS_KEY);
+        // The annotation's value is a JSON list, so its rule's `values` name the fields a request
+        // may set rather than whole annotation values (`resolve` would compare the JSON).
+        let rule = certbridge::overrides::rule(GROUP, CUSTOM_FIELDS_KEY, allowed)
+            .map_err(|e| SignError::permanent(e.to_string()))?;
         for f in fields {
-            match rule {
-                None => {
-                    return Err(SignError::permanent(format!(
-                        "request annotation {CUSTOM_FIELDS_ANNOTATION} sets custom field {:?}, but the issuer's spec.allowedOverrides does not allow {CUSTOM_FIELDS_KEY:?}: remove the annotation or ask the issuer's owner to allow it",
-                        f.name
-                    )));
-                }
-                Some(AllowedOverride { values: Some(names), .. }) if !names.contains(&f.name) => {
-                    return Err(SignError::permanent(format!(
-                        "request annotation {CUSTOM_FIELDS_ANNOTATION} sets custom field {:?}, which the issuer's spec.allowedOverrides does not list (it allows {names:?}): remove it from the annotation",
-                        f.name
-                    )));
-                }
-                Some(_) => {
-                    out.insert(f.name, f.value);
-                }
+            if !rule.values.is_empty() && !rule.values.contains(&f.name) {
+                return Err(SignError::permanent(format!(
+                    "request annotation {CUSTOM_FIELDS_ANNOTATION} sets custom field {:?}, which the issuer's spec.allowedOverrides does not list (it allows {:?}): remove it from the annotation",
+                    f.name, rule.values
+                )));
             }
+            out.insert(f.name, f.value);
         }
     }
     Ok(out.into_iter().collect())
@@ -95,7 +88,7 @@ mod tests {
 
     #[test]
     fn request_wins_and_the_result_is_sorted() {
-        let allow = [AllowedOverride { annotation: "custom-fields".into(), values: None }];
+        let allow = [AllowedOverride { name: "custom-fields".into(), values: vec![] }];
         let got = merge(
             &[field("Owner", "spec"), field("Zeta", "z")],
             Some(r#"[{"name":"Cost Center","value":"issuer","type":"Plain"},{"name":"Owner","value":"annotation"}]"#),
@@ -115,9 +108,9 @@ mod tests {
     fn request_fields_need_allowed_overrides_and_name_the_field() {
         let req = Some(r#"[{"name":"Cost Center","value":"x"}]"#);
         let e = merge(&[], None, req, &[]).unwrap_err();
-        assert!(e.to_string().contains("\"Cost Center\"") && e.to_string().contains("allowedOverrides"), "{e}");
+        assert!(e.to_string().contains(CUSTOM_FIELDS_ANNOTATION) && e.to_string().contains("allowedOverrides"), "{e}");
         assert!(e.reaction == certbridge::Reaction::Permanent);
-        let only_owner = [AllowedOverride { annotation: "custom-fields".into(), values: Some(vec!["Owner".into()]) }];
+        let only_owner = [AllowedOverride { name: "custom-fields".into(), values: vec!["Owner".into()] }];
         let e = merge(&[], None, req, &only_owner).unwrap_err();
         assert!(e.to_string().contains("does not list") && e.to_string().contains("Cost Center"), "{e}");
         assert!(merge(&[], None, Some(r#"[{"name":"Owner","value":"me"}]"#), &only_owner).is_ok());

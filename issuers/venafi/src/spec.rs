@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use certbridge::IssuerSpec;
+pub use certbridge::overrides::AllowedOverride;
 
 /// The API group of the Venafi issuer kinds and of the request annotations.
 pub const GROUP: &str = "venafi.certbridge.io";
@@ -47,7 +48,8 @@ pub struct VenafiIssuerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_fields: Vec<CustomField>,
     /// certbridge: the request annotations (under `venafi.certbridge.io/`) this issuer honours.
-    /// Default: none — a request annotation not listed is refused, naming it.
+    /// Default: none — a request annotation not listed is refused, naming it. The only one is
+    /// `custom-fields`; its `values` are the custom field *names* a request may set (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_overrides: Vec<AllowedOverride>,
     /// certbridge: longest wait between two pickup attempts of a pending certificate (Go duration,
@@ -141,18 +143,6 @@ pub struct CustomField {
     /// `Plain` (or empty): the only type supported, as in cert-manager.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
-}
-
-/// A request annotation this issuer honours.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AllowedOverride {
-    /// The annotation key under `venafi.certbridge.io/`, e.g. `custom-fields`.
-    pub annotation: String,
-    /// What may be set through it; absent means anything. For `custom-fields`: the custom field
-    /// names a request may set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub values: Option<Vec<String>>,
 }
 
 /// Which Venafi product an issuer talks to, with its settings.
@@ -270,14 +260,7 @@ impl IssuerSpec for VenafiIssuerSpec {
             }
         }
         crate::fields::check_issuer_fields(&self.custom_fields).map_err(|e| format!("spec.customFields: {e}"))?;
-        for (i, o) in self.allowed_overrides.iter().enumerate() {
-            if o.annotation != CUSTOM_FIELDS_KEY {
-                return Err(format!(
-                    "spec.allowedOverrides[{i}].annotation {:?} is not an annotation this issuer reads: the only one is {CUSTOM_FIELDS_KEY:?}",
-                    o.annotation
-                ));
-            }
-        }
+        certbridge::overrides::validate_allowed(&self.allowed_overrides, &[CUSTOM_FIELDS_KEY])?;
         self.retrieve_interval()?;
         self.max_pending_time()?;
         if self.request_timeout_seconds == Some(0) {
@@ -341,8 +324,8 @@ mod tests {
         s.retrieve_interval = Some("soon".into());
         assert!(s.validate().unwrap_err().contains("spec.retrieveInterval"));
         let mut s = tpp();
-        s.allowed_overrides = vec![AllowedOverride { annotation: "zone".into(), values: None }];
-        assert!(s.validate().unwrap_err().contains("spec.allowedOverrides[0].annotation"));
+        s.allowed_overrides = vec![AllowedOverride { name: "zone".into(), values: vec![] }];
+        assert!(s.validate().unwrap_err().contains("spec.allowedOverrides[0].name"));
         let mut s = tpp();
         s.custom_fields = vec![CustomField { name: "Cost".into(), value: "1".into(), type_: Some("List".into()) }];
         assert!(s.validate().unwrap_err().contains("spec.customFields"));

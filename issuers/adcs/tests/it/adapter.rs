@@ -297,7 +297,7 @@ async fn template_override_needs_allowed_overrides() {
     assert!(e.to_string().contains("spec.allowedOverrides"), "{e}");
     assert_eq!(sim.counters()["submits"], 0, "refused before calling the CA");
     let mut s = spec(&sim);
-    s.allowed_overrides = vec![AllowedOverride { field: "template".into(), values: vec!["Other".into()] }];
+    s.allowed_overrides = vec![AllowedOverride { name: "template".into(), values: vec!["Other".into()] }];
     let store = Store::default();
     signer
         .sign(&request("o.example.com", &ann), &issuer(s), &mut ctx(&res, BTreeMap::new(), &store))

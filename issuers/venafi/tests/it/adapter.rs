@@ -263,9 +263,9 @@ async fn custom_fields_merge_request_wins_sorted_and_need_allowed_overrides() {
     let ann = r#"[{"name":"Cost Center","value":"200"},{"name":"App","value":"web"}]"#;
     let r = request("cf.example.com", &[("venafi.certbridge.io/custom-fields", ann)]);
     let e = VenafiSigner::new().sign(&r, &iss, &mut SignContext::offline(res.clone())).await.unwrap_err();
-    assert!(reaction(&e) == "permanent" && e.to_string().contains("\"Cost Center\""), "{e}");
+    assert!(reaction(&e) == "permanent" && e.to_string().contains("venafi.certbridge.io/custom-fields"), "{e}");
     assert_eq!(sim.calls("request"), 0, "refused before calling TPP");
-    iss.spec.allowed_overrides = vec![AllowedOverride { annotation: "custom-fields".into(), values: None }];
+    iss.spec.allowed_overrides = vec![AllowedOverride { name: "custom-fields".into(), values: vec![] }];
     VenafiSigner::new().sign(&r, &iss, &mut SignContext::offline(res.clone())).await.unwrap();
     let body = sim.bodies("request").pop().unwrap();
     assert_eq!(
