@@ -13,12 +13,29 @@
 //!
 //! Transport failures are worded by [`describe`] (reqwest clients) and [`error_chain`] (any other
 //! error, e.g. hyper's): hyper and rustls put the useful part in the causes, which `Display` of
-//! the outer error leaves out.
+//! the outer error leaves out. A CA's `Retry-After` is read by [`parse_retry_after`] and handed to
+//! the controller as [`crate::SignError::retry_after`].
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
+
+/// The longest `Retry-After` taken from an answer: a bogus far-future value must not park a
+/// request for days (the controllers cap it again, at 10 minutes).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date (IMF-fixdate and the
+/// two obsolete forms, read by `httpdate`) relative to `now`; a date in the past is zero. At most
+/// [`MAX_RETRY_AFTER`]. `None` when unreadable.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
 
 /// Limit for an ordinary JSON answer.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -127,5 +144,21 @@ mod tests {
         struct Outer(#[source] std::io::Error);
         let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
         assert_eq!(error_chain(&Outer(inner)), "handshake: invalid peer certificate: UnknownIssuer");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Tue, 01 Dec 2026 10:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
+        // The obsolete RFC 850 and asctime forms a recipient must still read.
+        assert_eq!(parse_retry_after("Tuesday, 01-Dec-26 10:01:00 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Tue Dec  1 10:00:05 2026", now), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now), Some(Duration::ZERO), "past: now");
+        assert_eq!(parse_retry_after("99999999", now), Some(MAX_RETRY_AFTER), "capped");
+        for bad in ["", "-5", "soon", "1.5", "Tue, 32 Dec 2026 10:00:00 GMT"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Helpers for adapter end-to-end tests (cargo feature `testing`): install an adapter's CRDs,
 //! create namespaces, issuers and CertificateRequests, approve or deny them the way cmctl does,
 //! wait for conditions, do the same for Kubernetes CSRs ([`kubernetes_csr`] and friends), generate
-//! keys and CSRs, and run a throwaway CA hierarchy ([`TestCa`]) or a CA simulator's named one ([`SimPki`]). Pair with
+//! keys and CSRs, and run a throwaway CA hierarchy ([`TestCa`]) or a CA simulator's named one
+//! ([`SimPki`]); [`matrix`] holds what every CA fault matrix watches. Pair with
 //! `certbridge_testkit::KubeSim` and [`crate::runtime::start`].
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::pki::KeyKind;
 
 mod ca;
 mod kubernetes_csr;
+pub mod matrix;
 mod sim_pki;
 
 pub use ca::{TestCa, generate_key};

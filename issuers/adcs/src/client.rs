@@ -169,21 +169,6 @@ struct Response {
     body: Bytes,
 }
 
-/// The longest `Retry-After` taken from an answer: a bogus far-future value must not park a
-/// request for days (the framework caps it again, at 10 minutes).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// A `Retry-After` value (RFC 9110 section 10.2.3): delay-seconds, or an HTTP-date relative to
-/// `now` (a date in the past is zero). At most [`MAX_RETRY_AFTER`]; `None` when unreadable.
-pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    let d = match v.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(v).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
-    };
-    Some(d.min(MAX_RETRY_AFTER))
-}
-
 /// One certsrv endpoint with its credentials and idle connections.
 pub struct AdcsClient {
     host: String,
@@ -431,7 +416,7 @@ impl AdcsClient {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            .and_then(|v| certbridge::http::parse_retry_after(v, std::time::SystemTime::now()));
         let body = Limited::new(resp.into_body(), cap).collect().await.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 AdcsError::BadAnswer(format!("{path_and_query}: the answer is larger than {} KiB", cap / 1024))
@@ -765,19 +750,6 @@ mod tests {
         assert!(parse_url("http://ca.example.com/certsrv").unwrap_err().contains("https://"));
         assert!(parse_url("https://u:p@ca/certsrv").is_err());
         assert!(parse_url("nonsense url").is_err());
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = httpdate::parse_http_date("Tue, 01 Dec 2026 10:00:00 GMT").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now), Some(Duration::ZERO), "past: now");
-        assert_eq!(parse_retry_after("99999999", now), Some(MAX_RETRY_AFTER), "capped");
-        for bad in ["", "-5", "soon", "1.5"] {
-            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
-        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
+use certbridge::testing::matrix::{RowWatch, backoff_bound, leaf_has_key, sign_attempts};
 use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
     wait_issuer_ready,
@@ -138,18 +139,6 @@ impl Row {
 
 const HEADER: &str = "| fault (window) | injected at | request Ready during the fault | issuer Ready during the fault | sign attempts by the controller / calls reaching the simulator, during the fault | after the fault cleared | submits certsrv recorded for the CSR / submits the adapter started (`submit-attempts`) |\n|---|---|---|---|---|---|---|\n";
 
-/// The most sign attempts the controller's backoff (first try, then 500 ms doubling) allows in
-/// `window`, plus one for a pass the issuer's status change may trigger.
-fn backoff_bound(window: Duration) -> u64 {
-    let (mut at, mut delay, mut n) = (Duration::ZERO, Duration::from_millis(500), 1u64);
-    while at + delay <= window {
-        at += delay;
-        delay *= 2;
-        n += 1;
-    }
-    n + 1
-}
-
 struct Rig {
     kube: KubeSim,
     sim: Sim,
@@ -230,18 +219,7 @@ impl Rig {
 
     /// Whether the request's leaf carries its CSR's key.
     async fn right_key(&self, name: &str, csr: &str) -> bool {
-        let issued = certbridge::Issued { chain_pem: self.chain(name).await.unwrap(), ca_pem: None };
-        issued.leaf_public_key_der().ok() == Some(certbridge::Csr::from_pem(csr).unwrap().public_key_der)
-    }
-
-    fn sign_attempts(&self) -> u64 {
-        let text = (self.handle.metrics_renderer())();
-        // One series per label set (`issuer`, `result`, ...): the sum is every completed call.
-        // (An unlabelled read gives 0 and made the Vault matrix's bound vacuous once.)
-        text.lines()
-            .filter(|l| l.starts_with("certbridge_sign_duration_seconds_count"))
-            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-            .sum::<f64>() as u64
+        leaf_has_key(&self.chain(name).await.unwrap(), csr)
     }
 
     fn inject(&self, i: &Inject) {
@@ -269,63 +247,29 @@ impl Rig {
         );
         let name = name.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
         let (window, expect) = (case.window, case.expect);
-        let requests = self.requests();
         let issuers = issuer_api::<AdcsIssuerSpec>(&self.client, IssuerScope::Namespaced, NS);
+        let watch = RowWatch::new(&self.client, NS, &name, issuers, "adcs");
         // Every row starts from a Ready issuer (the previous row's outage may still be clearing).
         wait_issuer_ready::<AdcsIssuerSpec>(&self.client, IssuerScope::Namespaced, NS, "adcs", RECOVERY_CAP)
             .await
             .unwrap_or_else(|e| panic!("{name}: the issuer is not Ready before the row: {e}"));
         let log_before = self.sim.log(0).len();
         let seen_before = self.proxy.seen().len();
-        let attempts_before = self.sign_attempts();
+        let attempts_before = sign_attempts(&self.handle);
         self.inject(&case.inject);
         let csr = self.create(&name).await;
-        let t = Instant::now();
-        let (mut request_states, mut issuer_states) = (Vec::<String>::new(), Vec::<String>::new());
-        let mut certificates = Vec::<String>::new();
-        let mut messages = Vec::<String>::new();
-        let mut observe = async |request_states: &mut Vec<String>, issuer_states: &mut Vec<String>| {
-            let cr = serde_json::to_value(requests.get(&name).await.unwrap()).unwrap();
-            let iss = serde_json::to_value(issuers.get("adcs").await.unwrap()).unwrap();
-            for (obj, list) in [(&cr, request_states), (&iss, issuer_states)] {
-                let (state, message) = condition(obj, "Ready");
-                if list.last() != Some(&state) {
-                    list.push(state);
-                }
-                if !messages.contains(&message) {
-                    messages.push(message);
-                }
-            }
-            if let Some(c) = cr.pointer("/status/certificate").and_then(|c| c.as_str()).filter(|c| !c.is_empty())
-                && certificates.last().map(String::as_str) != Some(c)
-            {
-                certificates.push(c.to_owned());
-            }
-        };
-        while t.elapsed() < window {
-            observe(&mut request_states, &mut issuer_states).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let attempts = self.sign_attempts() - attempts_before;
+        let mut watched = watch.during(window).await;
+        let attempts = sign_attempts(&self.handle) - attempts_before;
         let during = self.sim.log(log_before);
         let proxy_faults = self.proxy.seen()[seen_before..].iter().filter(|s| s.fault.is_some()).count();
         self.clear();
-        let cleared = Instant::now();
-        let mut after = (Vec::new(), Vec::new());
-        let settled = loop {
-            observe(&mut after.0, &mut after.1).await;
-            let (status, reason, _) = self.condition(&name).await;
-            if status == "True" || (expect == Expect::OtherKey && reason == "Failed") {
-                let at = cleared.elapsed();
-                observe(&mut after.0, &mut after.1).await;
-                break Some((at, reason));
-            }
-            if cleared.elapsed() > RECOVERY_CAP {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let total_attempts = self.sign_attempts() - attempts_before;
+        let settled = watch
+            .until(&mut watched, RECOVERY_CAP, |r| {
+                r.status == "True" || (expect == Expect::OtherKey && r.reason == "Failed")
+            })
+            .await
+            .map(|(at, r)| (at, r.reason));
+        let total_attempts = sign_attempts(&self.handle) - attempts_before;
         let submits = self.sim.enrollments(&csr);
         let counted: u64 =
             self.annotation(&name, SUBMIT_ATTEMPTS).await.and_then(|a| a.parse().ok()).unwrap_or_default();
@@ -338,8 +282,8 @@ impl Rig {
             fault: label,
             at: case.at(),
             window,
-            request_states: request_states.clone(),
-            issuer_states,
+            request_states: watched.request_states.clone(),
+            issuer_states: watched.issuer_states.clone(),
             attempts,
             calls: during.len(),
             outcome,
@@ -347,7 +291,7 @@ impl Rig {
             counted,
         };
         eprint!("{}", row.markdown());
-        for m in messages.iter().filter(|m| !m.is_empty()) {
+        for m in watched.messages.iter().filter(|m| !m.is_empty()) {
             eprintln!("    message: {m}");
         }
 
@@ -363,21 +307,31 @@ impl Rig {
                 "{name}: the simulator's fault never fired: {during:?}"
             ),
         }
-        for m in &messages {
+        for m in &watched.messages {
             assert!(!m.contains(PASSWORD), "{name}: a condition carries the password: {m}");
         }
         if expect == Expect::OtherKey {
-            assert!(certificates.is_empty(), "{name}: stored a certificate for another key: {certificates:?}");
+            assert!(
+                watched.certificates.is_empty(),
+                "{name}: stored a certificate for another key: {:?}",
+                watched.certificates
+            );
             let (_, _, msg) = self.condition(&name).await;
             assert!(msg.contains("another key"), "{name}: Failed without saying why: {msg}");
             assert_eq!(submits, 1, "{name}: certsrv recorded {submits} submits for one CertificateRequest");
         } else {
             assert!(
-                !request_states.iter().any(|s| s.ends_with("Failed")),
-                "{name}: a passing fault failed the request: {request_states:?}"
+                !watched.request_states.iter().any(|s| s.ends_with("Failed")),
+                "{name}: a passing fault failed the request: {:?}",
+                watched.request_states
             );
             assert!(self.right_key(&name, &csr).await, "{name}: the request's certificate is for another key");
-            assert_eq!(certificates.len(), 1, "{name}: the request's certificate changed once set: {certificates:?}");
+            assert_eq!(
+                watched.certificates.len(),
+                1,
+                "{name}: the request's certificate changed once set: {:?}",
+                watched.certificates
+            );
             // The certificate comes from the request ID the adapter saved: certsrv's last for the CSR.
             let ids = self.sim.request_ids(&csr);
             let saved = self.annotation(&name, REQ_ID).await.and_then(|a| a.parse::<u64>().ok());
@@ -415,20 +369,6 @@ impl Rig {
         self.handle.shutdown().await;
         self.kube.shutdown().await;
     }
-}
-
-/// `("<status> <reason>", message)` of a condition, `("-", "")` when absent.
-fn condition(obj: &serde_json::Value, type_: &str) -> (String, String) {
-    obj.pointer("/status/conditions")
-        .and_then(|c| c.as_array())
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .map(|c| {
-            (
-                format!("{} {}", c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")),
-                c["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .unwrap_or_else(|| ("-".into(), String::new()))
 }
 
 fn sim(kind: &'static str, at: &'static str) -> Inject {
@@ -522,11 +462,4 @@ async fn a_retry_after_on_the_submit_reaches_the_controller() {
     assert_eq!((e.reaction, e.retry_after), (Reaction::Transient, None), "{e}");
     assert!(e.to_string().contains("HTTP 503") && e.to_string().contains("Service Unavailable"), "{e}");
     assert!(sim.log(0).iter().any(|l| l["fault"] == "429"), "the fault fired");
-}
-
-#[test]
-fn the_backoff_bound_follows_the_controllers_backoff() {
-    // Attempts at 0, 0.5, 1.5, 3.5, 7.5 s (next at 15.5 s), plus one.
-    assert_eq!(backoff_bound(Duration::from_secs(15)), 6);
-    assert_eq!(backoff_bound(Duration::from_secs(3)), 4);
 }

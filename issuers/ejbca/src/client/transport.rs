@@ -81,22 +81,6 @@ pub(super) struct Answer {
     pub retry_after: Option<Duration>,
 }
 
-/// The longest `Retry-After` honoured: a bogus far-future value must not park a request for days
-/// (the controller's retry deadline still applies on top).
-pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date (IMF-fixdate and the
-/// two obsolete forms, read by `httpdate`) relative to `now`; a date in the past is zero. At most
-/// [`MAX_RETRY_AFTER`]. `None` when unreadable.
-pub(super) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    let d = match v.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(v).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
-    };
-    Some(d.min(MAX_RETRY_AFTER))
-}
-
 impl Transport {
     /// A client for `base` (see [`base_url`]) trusting `ca_bundle_pem` (or the system roots).
     pub(super) fn new(
@@ -210,7 +194,7 @@ impl Transport {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                .and_then(|v| certbridge::http::parse_retry_after(v, std::time::SystemTime::now()));
             // 401 is what OAuth resource servers answer for a bad token; EJBCA's exception mapper
             // answers authentication failures with 403, so a 403 to a *cached* token is treated
             // the same (a 403 to a fresh token is an authorization problem and stands).
@@ -241,22 +225,6 @@ impl Transport {
 mod tests {
 
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = httpdate::parse_http_date("Tue, 01 Dec 2026 10:00:00 GMT").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
-        // The obsolete RFC 850 and asctime forms a recipient must still read.
-        assert_eq!(parse_retry_after("Tuesday, 01-Dec-26 10:01:00 GMT", now), Some(Duration::from_secs(60)));
-        assert_eq!(parse_retry_after("Tue Dec  1 10:00:05 2026", now), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now), Some(Duration::ZERO), "past: now");
-        assert_eq!(parse_retry_after("99999999", now), Some(MAX_RETRY_AFTER), "capped");
-        for bad in ["", "-5", "soon", "1.5", "Tue, 32 Dec 2026 10:00:00 GMT"] {
-            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn base_url_accepts_hosts_and_https_urls() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::Options;
+use certbridge::testing::matrix::ready_state;
 use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
 };
@@ -57,14 +58,6 @@ fn faults(replacement: Arc<Mutex<String>>) -> Vec<Fault> {
         Fault::Garbage,
         other_key,
     ]
-}
-
-fn condition(obj: &serde_json::Value, type_: &str) -> String {
-    obj.pointer("/status/conditions")
-        .and_then(|c| c.as_array())
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .map(|c| format!("{} {}", c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
-        .unwrap_or_else(|| "-".into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +134,7 @@ async fn ejbca_fault_matrix() {
         while t.elapsed() < FAULT_WINDOW {
             let cr = serde_json::to_value(requests.get(&name).await.unwrap()).unwrap();
             let iss = issuers.get("ejbca").await.unwrap().data;
-            for (v, list) in [(condition(&cr, "Ready"), &mut req_states), (condition(&iss, "Ready"), &mut iss_states)] {
+            for (v, list) in [(ready_state(&cr).0, &mut req_states), (ready_state(&iss).0, &mut iss_states)] {
                 if list.last() != Some(&v) {
                     list.push(v);
                 }
@@ -161,7 +154,7 @@ async fn ejbca_fault_matrix() {
             }
             if cleared.elapsed() > RECOVERY_CAP {
                 let cr = serde_json::to_value(requests.get(&name).await.unwrap()).unwrap();
-                break format!("not within {} s ({})", RECOVERY_CAP.as_secs(), condition(&cr, "Ready"));
+                break format!("not within {} s ({})", RECOVERY_CAP.as_secs(), ready_state(&cr).0);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

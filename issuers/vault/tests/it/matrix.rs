@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
+use certbridge::testing::matrix::{RowWatch, backoff_bound, leaf_has_key, sign_attempts};
 use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
 };
@@ -67,18 +68,6 @@ impl Row {
 }
 
 const HEADER: &str = "| fault (window) | request Ready during the fault | issuer Ready during the fault | sign attempts by the controller / sign calls reaching OpenBao, during the fault | Ready after the fault cleared | certificates OpenBao issued for the request |\n|---|---|---|---|---|---|\n";
-
-/// The most sign attempts the controller's backoff (first try, then 500 ms doubling) allows in
-/// `window`, plus one for a pass the issuer's status change may trigger.
-fn backoff_bound(window: Duration) -> u64 {
-    let (mut at, mut delay, mut n) = (Duration::ZERO, Duration::from_millis(500), 1u64);
-    while at + delay <= window {
-        at += delay;
-        delay *= 2;
-        n += 1;
-    }
-    n + 1
-}
 
 /// Faults that stop the request before OpenBao sees it: OpenBao must issue exactly one
 /// certificate, after the fault.
@@ -180,8 +169,7 @@ impl Rig {
 
     /// Whether the request's leaf carries its CSR's key.
     async fn right_key(&self, name: &str, csr: &str) -> bool {
-        let issued = certbridge::Issued { chain_pem: self.chain(name).await.unwrap(), ca_pem: None };
-        issued.leaf_public_key_der().ok() == Some(certbridge::Csr::from_pem(csr).unwrap().public_key_der)
+        leaf_has_key(&self.chain(name).await.unwrap(), csr)
     }
 
     /// Certificates OpenBao stored for `csr`'s key (its own records, `LIST pki/certs`).
@@ -198,74 +186,29 @@ impl Rig {
         n
     }
 
-    fn sign_attempts(&self) -> u64 {
-        let text = (self.handle.metrics_renderer())();
-        // One series per label set (`issuer_kind`, `issuer`, `result`): every completed call is
-        // their sum. (Reading only an unlabelled line, as this did before the labels came, gave 0
-        // and made the bound below vacuous; the row now also asserts the count moved.)
-        text.lines()
-            .filter(|l| l.starts_with("certbridge_sign_duration_seconds_count"))
-            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-
     /// Runs one row: `fault` on for `window`, then off until the request is Ready.
     async fn row(&self, index: usize, fault: Fault, window: Duration) -> Row {
         let name = format!("m{index:02}-{}", fault.name().replace(['_', '.'], "-"));
-        let requests = self.requests();
         let issuers = issuer_api::<VaultSpec>(&self.client, IssuerScope::Namespaced, NS);
+        let watch = RowWatch::new(&self.client, NS, &name, issuers, "vault");
         let seen_before = self.proxy.seen().len();
-        let attempts_before = self.sign_attempts();
+        let attempts_before = sign_attempts(&self.handle);
         self.proxy.set(fault.clone());
         let csr = self.create(&name).await;
-        let t = Instant::now();
-        let (mut request_states, mut issuer_states) = (Vec::<String>::new(), Vec::<String>::new());
-        let mut certificates = Vec::<String>::new();
-        let mut observe = async |request_states: &mut Vec<String>, issuer_states: &mut Vec<String>| {
-            let cr = serde_json::to_value(requests.get(&name).await.unwrap()).unwrap();
-            let iss = issuers.get("vault").await.unwrap().data;
-            for (v, list) in [(condition(&cr, "Ready"), request_states), (condition(&iss, "Ready"), issuer_states)] {
-                if list.last() != Some(&v) {
-                    list.push(v);
-                }
-            }
-            if let Some(c) = cr.pointer("/status/certificate").and_then(|c| c.as_str()).filter(|c| !c.is_empty())
-                && certificates.last().map(String::as_str) != Some(c)
-            {
-                certificates.push(c.to_owned());
-            }
-        };
-        while t.elapsed() < window {
-            observe(&mut request_states, &mut issuer_states).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let attempts = self.sign_attempts() - attempts_before;
+        let mut watched = watch.during(window).await;
+        let attempts = sign_attempts(&self.handle) - attempts_before;
         let calls_to_vault = self.proxy.seen()[seen_before..]
             .iter()
             .filter(|s| s.path.contains(&format!("/sign/{MATRIX_ROLE}")))
             .count();
         self.proxy.clear();
-        let cleared = Instant::now();
-        let mut after = (Vec::new(), Vec::new());
-        let recovered = loop {
-            observe(&mut after.0, &mut after.1).await;
-            if self.ready(&name).await {
-                let at = cleared.elapsed();
-                // Ready may have been written after this pass's observation: record it.
-                observe(&mut after.0, &mut after.1).await;
-                break Some(at);
-            }
-            if cleared.elapsed() > RECOVERY_CAP {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let recovered = watch.until(&mut watched, RECOVERY_CAP, |r| r.status == "True").await.map(|(at, _)| at);
         let issued_by_vault = self.issued_for(&csr).await;
         let row = Row {
             fault: fault.name(),
             window,
-            request_states,
-            issuer_states,
+            request_states: watched.request_states,
+            issuer_states: watched.issuer_states,
             attempts,
             calls_to_vault,
             recovered,
@@ -276,11 +219,16 @@ impl Rig {
         // What must hold whatever the timing.
         assert!(recovered.is_some(), "{name}: not Ready within {RECOVERY_CAP:?} of the fault clearing");
         assert!(
-            self.sign_attempts() > attempts_before,
+            sign_attempts(&self.handle) > attempts_before,
             "{name}: the sign-attempt count never moved: the metric reading is broken"
         );
         assert!(self.right_key(&name, &csr).await, "{name}: the request's certificate is for another key");
-        assert_eq!(certificates.len(), 1, "{name}: the request's certificate changed once set: {certificates:?}");
+        assert_eq!(
+            watched.certificates.len(),
+            1,
+            "{name}: the request's certificate changed once set: {:?}",
+            watched.certificates
+        );
         assert!(
             attempts <= backoff_bound(window),
             "{name}: {attempts} sign attempts in {window:?}, over the backoff bound {}",
@@ -304,14 +252,6 @@ impl Rig {
         self.handle.shutdown().await;
         self.kube.shutdown().await;
     }
-}
-
-fn condition(obj: &serde_json::Value, type_: &str) -> String {
-    obj.pointer("/status/conditions")
-        .and_then(|c| c.as_array())
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .map(|c| format!("{} {}", c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
-        .unwrap_or_else(|| "-".into())
 }
 
 /// A body rewrite that swaps the signed leaf for `other` (a certificate for another key).
@@ -379,13 +319,4 @@ async fn vault_fault_matrix() {
         std::fs::write(path, &table).unwrap();
     }
     rig.shutdown().await;
-}
-
-#[test]
-fn the_backoff_bound_follows_the_controllers_backoff() {
-    // Attempts at 0, 0.5, 1.5, 3.5, 7.5 s (next at 15.5 s), plus one.
-    assert_eq!(backoff_bound(Duration::from_secs(15)), 6);
-    assert_eq!(backoff_bound(Duration::from_secs(4)), 5);
-    // A minute: 0 … 31.5 s (next at 63.5 s): 7 attempts, plus one.
-    assert_eq!(backoff_bound(Duration::from_secs(60)), 8);
 }

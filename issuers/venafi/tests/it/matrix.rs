@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
+use certbridge::testing::matrix::{RowWatch, backoff_bound, leaf_has_key, sign_attempts};
 use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
 };
@@ -75,18 +76,6 @@ impl Row {
 }
 
 const HEADER: &str = "| fault (window) | request Ready during the fault | issuer Ready during the fault | sign attempts by the controller / certificate calls reaching the proxy, during the fault | after the fault cleared | TPP certificate requests / certificates issued for the CSR |\n|---|---|---|---|---|---|\n";
-
-/// The most sign attempts the controller's backoff (first try, then 500 ms doubling) allows in
-/// `window`, plus one for a pass the issuer's status change may trigger.
-fn backoff_bound(window: Duration) -> u64 {
-    let (mut at, mut delay, mut n) = (Duration::ZERO, Duration::from_millis(500), 1u64);
-    while at + delay <= window {
-        at += delay;
-        delay *= 2;
-        n += 1;
-    }
-    n + 1
-}
 
 struct Rig {
     kube: KubeSim,
@@ -168,17 +157,7 @@ impl Rig {
 
     /// Whether the request's leaf carries its CSR's key.
     async fn right_key(&self, name: &str, csr: &str) -> bool {
-        let issued = certbridge::Issued { chain_pem: self.chain(name).await.unwrap(), ca_pem: None };
-        issued.leaf_public_key_der().ok() == Some(certbridge::Csr::from_pem(csr).unwrap().public_key_der)
-    }
-
-    fn sign_attempts(&self) -> u64 {
-        let text = (self.handle.metrics_renderer())();
-        // One series per label set (`issuer`, `result`, ...): the sum is every completed call.
-        text.lines()
-            .filter(|l| l.starts_with("certbridge_sign_duration_seconds_count"))
-            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-            .sum::<f64>() as u64
+        leaf_has_key(&self.chain(name).await.unwrap(), csr)
     }
 
     /// Runs one row: `fault` on for `window`, then off until the request is settled.
@@ -186,52 +165,21 @@ impl Rig {
     async fn row(&self, index: usize, fault: Fault, window: Duration, wrong_key: bool) -> Row {
         let label = if wrong_key { "other-key-200".to_owned() } else { fault.name() };
         let name = format!("m{index:02}-{}", label.replace(['_', '.'], "-"));
-        let requests = self.requests();
         let issuers = issuer_api::<VenafiIssuerSpec>(&self.client, IssuerScope::Namespaced, NS);
+        let watch = RowWatch::new(&self.client, NS, &name, issuers, "venafi");
         let seen_before = self.proxy.seen().len();
-        let attempts_before = self.sign_attempts();
+        let attempts_before = sign_attempts(&self.handle);
         self.proxy.set(fault.clone());
         let csr = self.create(&name).await;
-        let t = Instant::now();
-        let (mut request_states, mut issuer_states) = (Vec::<String>::new(), Vec::<String>::new());
-        let mut certificates = Vec::<String>::new();
-        let mut observe = async |request_states: &mut Vec<String>, issuer_states: &mut Vec<String>| {
-            let cr = serde_json::to_value(requests.get(&name).await.unwrap()).unwrap();
-            let iss = issuers.get("venafi").await.unwrap().data;
-            for (v, list) in [(condition(&cr, "Ready"), request_states), (condition(&iss, "Ready"), issuer_states)] {
-                if list.last() != Some(&v) {
-                    list.push(v);
-                }
-            }
-            if let Some(c) = cr.pointer("/status/certificate").and_then(|c| c.as_str()).filter(|c| !c.is_empty())
-                && certificates.last().map(String::as_str) != Some(c)
-            {
-                certificates.push(c.to_owned());
-            }
-        };
-        while t.elapsed() < window {
-            observe(&mut request_states, &mut issuer_states).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let attempts = self.sign_attempts() - attempts_before;
+        let mut watched = watch.during(window).await;
+        let attempts = sign_attempts(&self.handle) - attempts_before;
         let calls_to_tpp =
             self.proxy.seen()[seen_before..].iter().filter(|s| s.path.contains("/vedsdk/certificates/")).count();
         self.proxy.clear();
-        let cleared = Instant::now();
-        let mut after = (Vec::new(), Vec::new());
-        let settled = loop {
-            observe(&mut after.0, &mut after.1).await;
-            let (status, reason) = self.condition(&name).await;
-            if status == "True" || (wrong_key && reason == "Failed") {
-                let at = cleared.elapsed();
-                observe(&mut after.0, &mut after.1).await;
-                break Some((at, reason));
-            }
-            if cleared.elapsed() > RECOVERY_CAP {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let settled = watch
+            .until(&mut watched, RECOVERY_CAP, |r| r.status == "True" || (wrong_key && r.reason == "Failed"))
+            .await
+            .map(|(at, r)| (at, r.reason));
         let (requested, issued) = (self.venafi.requests_for(&csr), self.venafi.issued_for(&csr));
         let outcome = match &settled {
             Some((at, reason)) if reason == "Failed" => format!("Failed (another key) at {:.1} s", at.as_secs_f64()),
@@ -241,8 +189,8 @@ impl Rig {
         let row = Row {
             fault: label,
             window,
-            request_states,
-            issuer_states,
+            request_states: watched.request_states,
+            issuer_states: watched.issuer_states,
             attempts,
             calls_to_tpp,
             outcome,
@@ -254,13 +202,22 @@ impl Rig {
         // What must hold whatever the timing.
         assert!(settled.is_some(), "{name}: not settled within {RECOVERY_CAP:?} of the fault clearing");
         if wrong_key {
-            assert!(certificates.is_empty(), "{name}: stored a certificate for another key: {certificates:?}");
+            assert!(
+                watched.certificates.is_empty(),
+                "{name}: stored a certificate for another key: {:?}",
+                watched.certificates
+            );
             let cr = self.requests().get(&name).await.unwrap();
             let msg = cr.condition("Ready").and_then(|c| c.message.clone()).unwrap_or_default();
             assert!(msg.contains("another key"), "{name}: Failed without saying why: {msg}");
         } else {
             assert!(self.right_key(&name, &csr).await, "{name}: the request's certificate is for another key");
-            assert_eq!(certificates.len(), 1, "{name}: the request's certificate changed once set: {certificates:?}");
+            assert_eq!(
+                watched.certificates.len(),
+                1,
+                "{name}: the request's certificate changed once set: {:?}",
+                watched.certificates
+            );
         }
         assert!(
             attempts <= backoff_bound(window),
@@ -277,14 +234,6 @@ impl Rig {
         self.handle.shutdown().await;
         self.kube.shutdown().await;
     }
-}
-
-fn condition(obj: &serde_json::Value, type_: &str) -> String {
-    obj.pointer("/status/conditions")
-        .and_then(|c| c.as_array())
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .map(|c| format!("{} {}", c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
-        .unwrap_or_else(|| "-".into())
 }
 
 /// A body rewrite that swaps the retrieved certificate for `other` (a certificate for another key).
@@ -353,11 +302,4 @@ async fn venafi_fault_matrix() {
         std::fs::write(path, &table).unwrap();
     }
     rig.shutdown().await;
-}
-
-#[test]
-fn the_backoff_bound_follows_the_controllers_backoff() {
-    // Attempts at 0, 0.5, 1.5, 3.5, 7.5 s (next at 15.5 s), plus one.
-    assert_eq!(backoff_bound(Duration::from_secs(15)), 6);
-    assert_eq!(backoff_bound(Duration::from_secs(4)), 5);
 }
