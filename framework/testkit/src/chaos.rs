@@ -111,6 +111,42 @@ impl ChaosOptions {
             subject_cn: false,
         }
     }
+
+    /// `requests` requests and `kills` kills within `deadline` (an adapter's CI or soak size),
+    /// with watch expiries and API outages scaled to the kills, each overridable by the
+    /// documented knobs `CHAOS_SEED`, `CHAOS_REQUESTS`, `CHAOS_KILLS`, `CHAOS_DEADLINE_SECS` and
+    /// `CHAOS_LOG` (a file for the controller's output).
+    pub fn sized(namespace: &str, issuer: IssuerRef, requests: usize, kills: usize, deadline: Duration) -> Self {
+        let mut opts = ChaosOptions::ci(namespace, issuer);
+        opts.seed = knob("CHAOS_SEED", 1);
+        opts.requests = knob("CHAOS_REQUESTS", requests);
+        opts.kills = knob("CHAOS_KILLS", kills);
+        opts.deadline = Duration::from_secs(knob("CHAOS_DEADLINE_SECS", deadline.as_secs()));
+        opts.create_over = Duration::from_millis(100 * opts.requests as u64).min(Duration::from_secs(60));
+        opts.watch_expiries = (opts.kills / 5).max(2);
+        opts.api_outages = (opts.kills / 25).max(1);
+        opts.log = std::env::var("CHAOS_LOG").ok().map(Into::into);
+        opts
+    }
+}
+
+/// A knob from the environment (`CHAOS_KILLS`, ...), or `default` when unset or unreadable.
+pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// How the harness starts an adapter's controller binary: `<binary> run --kubeconfig <file>
+/// --namespace <namespace>` (the namespace its issuers live in).
+pub fn controller_command(
+    binary: &'static str,
+    namespace: &str,
+) -> impl Fn(&std::path::Path) -> tokio::process::Command + use<> {
+    let namespace = namespace.to_owned();
+    move |kubeconfig: &std::path::Path| {
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.arg("run").arg("--kubeconfig").arg(kubeconfig).arg("--namespace").arg(&namespace);
+        cmd
+    }
 }
 
 /// What a run found. Clean means `lost`, `duplicated` and `wrong` are all empty.

@@ -16,7 +16,7 @@ use certbridge::testing::{certificate_request, create_issuer, install_crds};
 use certbridge_ejbca::EjbcaIssuerSpec;
 use certbridge_ejbca::sim::{ApprovalMode, EjbcaSim};
 use certbridge_testkit::KubeSim;
-use certbridge_testkit::chaos::{ChaosCa, ChaosOptions, ChaosReport, IssuerRef};
+use certbridge_testkit::chaos::{ChaosCa, ChaosOptions, ChaosReport, IssuerRef, knob};
 use kube::api::{Api, PostParams};
 
 use crate::common::{NS, config_map, secret, sim, spec};
@@ -34,10 +34,6 @@ impl ChaosCa for Ca {
     fn advance(&self) {
         self.0.approve_all();
     }
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 async fn chaos(requests: usize, kills: usize, deadline: Duration) -> (ChaosReport, Vec<String>) {
@@ -72,21 +68,8 @@ async fn chaos(requests: usize, kills: usize, deadline: Duration) -> (ChaosRepor
     let named = certificate_request::<EjbcaIssuerSpec>(NS, "x", "", IssuerScope::Namespaced, "ejbca").spec.issuer_ref;
     let issuer =
         IssuerRef { group: named.group.unwrap_or_default(), kind: named.kind.unwrap_or_default(), name: named.name };
-    let mut opts = ChaosOptions::ci(NS, issuer);
-    opts.seed = env("CHAOS_SEED", 1);
-    opts.requests = env("CHAOS_REQUESTS", requests);
-    opts.kills = env("CHAOS_KILLS", kills);
-    opts.deadline = Duration::from_secs(env("CHAOS_DEADLINE_SECS", deadline.as_secs()));
-    opts.create_over = Duration::from_millis(100 * opts.requests as u64).min(Duration::from_secs(60));
-    opts.watch_expiries = (opts.kills / 5).max(2);
-    opts.api_outages = (opts.kills / 25).max(1);
-    opts.log = std::env::var("CHAOS_LOG").ok().map(Into::into);
-    let binary = env!("CARGO_BIN_EXE_certbridge-ejbca");
-    let controller = move |kubeconfig: &std::path::Path| {
-        let mut cmd = tokio::process::Command::new(binary);
-        cmd.arg("run").arg("--kubeconfig").arg(kubeconfig).arg("--namespace").arg(NS);
-        cmd
-    };
+    let opts = ChaosOptions::sized(NS, issuer, requests, kills, deadline);
+    let controller = certbridge_testkit::chaos::controller_command(env!("CARGO_BIN_EXE_certbridge-ejbca"), NS);
     let ca = Arc::new(Ca(ejbca));
     let report = certbridge_testkit::chaos::run(&kube, ca.clone(), &controller, &opts).await.expect("chaos run");
     let violations = ca.0.violations();
@@ -106,12 +89,12 @@ async fn chaos_ci() {
     // A liveness bound, not a speed target: alone the run settles in about 60 s, beside the rest of
     // the suite on 2 cores it needs longer (the signer re-polls pending approvals every 30 s).
     let (report, violations) = chaos(50, 10, Duration::from_secs(240)).await;
-    check(&report, &violations, env("CHAOS_KILLS", 10));
+    check(&report, &violations, knob("CHAOS_KILLS", 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: 1,000 requests, 50 kills; see RELIABILITY.md"]
 async fn chaos_soak() {
     let (report, violations) = chaos(1000, 50, Duration::from_secs(1800)).await;
-    check(&report, &violations, env("CHAOS_KILLS", 50));
+    check(&report, &violations, knob("CHAOS_KILLS", 50));
 }

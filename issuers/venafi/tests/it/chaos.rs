@@ -22,7 +22,7 @@ use std::time::Duration;
 use certbridge::IssuerScope;
 use certbridge::testing::{certificate_request, create_issuer, install_crds};
 use certbridge_testkit::KubeSim;
-use certbridge_testkit::chaos::{ChaosCa, ChaosOptions, ChaosReport, IssuerRef};
+use certbridge_testkit::chaos::{ChaosCa, ChaosOptions, ChaosReport, IssuerRef, knob};
 use certbridge_venafi::VenafiIssuerSpec;
 use certbridge_venafi::sim::{Issuance, RequestAnswer, VenafiSim};
 use k8s_openapi::api::core::v1::Secret;
@@ -43,10 +43,6 @@ impl ChaosCa for Ca {
     fn advance(&self) {
         self.0.approve_all();
     }
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The report, the simulator's body violations, and how many requests the CA received.
@@ -74,23 +70,10 @@ async fn chaos(auth: Auth, requests: usize, kills: usize, deadline: Duration) ->
     let named = certificate_request::<VenafiIssuerSpec>(NS, "x", "", IssuerScope::Namespaced, "venafi").spec.issuer_ref;
     let issuer =
         IssuerRef { group: named.group.unwrap_or_default(), kind: named.kind.unwrap_or_default(), name: named.name };
-    let mut opts = ChaosOptions::ci(NS, issuer);
-    opts.seed = env("CHAOS_SEED", 1);
-    opts.requests = env("CHAOS_REQUESTS", requests);
-    opts.kills = env("CHAOS_KILLS", kills);
-    opts.deadline = Duration::from_secs(env("CHAOS_DEADLINE_SECS", deadline.as_secs()));
-    opts.create_over = Duration::from_millis(100 * opts.requests as u64).min(Duration::from_secs(60));
-    opts.watch_expiries = (opts.kills / 5).max(2);
-    opts.api_outages = (opts.kills / 25).max(1);
-    opts.log = std::env::var("CHAOS_LOG").ok().map(Into::into);
+    let mut opts = ChaosOptions::sized(NS, issuer, requests, kills, deadline);
     // TPP names the certificate object after the CN: distinct requests need distinct CNs.
     opts.subject_cn = true;
-    let binary = env!("CARGO_BIN_EXE_certbridge-venafi");
-    let controller = move |kubeconfig: &std::path::Path| {
-        let mut cmd = tokio::process::Command::new(binary);
-        cmd.arg("run").arg("--kubeconfig").arg(kubeconfig).arg("--namespace").arg(NS);
-        cmd
-    };
+    let controller = certbridge_testkit::chaos::controller_command(env!("CARGO_BIN_EXE_certbridge-venafi"), NS);
     let ca = Arc::new(Ca(venafi));
     let report = certbridge_testkit::chaos::run(&kube, ca.clone(), &controller, &opts).await.expect("chaos run");
     let violations = ca.0.violations();
@@ -121,7 +104,7 @@ async fn chaos_ci_tpp() {
         _ => Auth::Password,
     };
     let (report, violations, _) = chaos(auth, 50, 10, Duration::from_secs(240)).await;
-    check("TPP", &report, &violations, env("CHAOS_KILLS", 10));
+    check("TPP", &report, &violations, knob("CHAOS_KILLS", 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +115,7 @@ async fn chaos_soak_tpp() {
         _ => Auth::Password,
     };
     let (report, violations, _) = chaos(auth, 1000, 50, Duration::from_secs(1800)).await;
-    check("TPP", &report, &violations, env("CHAOS_KILLS", 50));
+    check("TPP", &report, &violations, knob("CHAOS_KILLS", 50));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,6 +125,6 @@ async fn chaos_soak_cloud() {
     eprintln!("chaos (Venafi Cloud): {report}");
     assert!(report.lost.is_empty() && report.wrong.is_empty(), "{report}");
     assert_eq!(report.issued as u64, received, "one certificate per request received: duplicates are orphaned POSTs");
-    assert!(report.kills >= env("CHAOS_KILLS", 10), "{report}");
+    assert!(report.kills >= knob("CHAOS_KILLS", 10), "{report}");
     assert!(violations.is_empty(), "{violations:?}");
 }
