@@ -7,6 +7,7 @@
 
 pub(crate) mod decision;
 pub(crate) mod duration;
+pub(crate) mod event_sink;
 pub(crate) mod issuer;
 pub(crate) mod outage;
 pub(crate) mod prune;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::core::ApiResource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -244,8 +244,8 @@ pub(crate) struct Shared<S: Signer> {
     pub kinds: Kinds,
     pub source: Arc<dyn ResourceSource>,
     pub recorder: Recorder,
-    /// Who publishes events: [`Shared::publish_once`] names itself as the recorder does.
-    pub reporter: Reporter,
+    /// Creates the once-per-request events in the background ([`Shared::reserve_once`]).
+    pub events: crate::controllers::event_sink::EventSink,
     pub metrics: Arc<Metrics>,
     pub issuer_errors: IssuerErrors,
     pub references: References,
@@ -291,52 +291,24 @@ impl<S: Signer> Shared<S> {
         }
     }
 
-    /// Publishes an event that is sent once per object (a request's final Issued/Failed/Denied),
-    /// the event kube's [`Recorder`] would create, without its series cache: the recorder keeps
-    /// every event for 6 minutes to count repeats and scans the whole cache on each publish, so at
-    /// 100 requests/s it held ~36,000 events and its scan was the controller's hottest function
-    /// (issue 16). Repeating events (retries, waits) still go through [`Shared::publish`].
-    pub(crate) async fn publish_once(
+    /// Reserves an event that is sent once per object (a request's final Issued/Failed/Denied):
+    /// it is created in the background once the returned ticket is committed, after the status
+    /// write it reports (see `event_sink`). It bypasses kube's [`Recorder`] and its series cache:
+    /// the recorder keeps every event for 6 minutes to count repeats and scans the whole cache on
+    /// each publish, so at 100 requests/s it held ~36,000 events and its scan was the
+    /// controller's hottest function (issue 16). Repeating events (retries, waits) still go
+    /// through [`Shared::publish`].
+    pub(crate) async fn reserve_once(
         &self,
         ev: &EventOut,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
         related: Option<k8s_openapi::api::core::v1::ObjectReference>,
-    ) {
-        use k8s_openapi::api::events::v1::Event as K8sEvent;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-        let now = Timestamp::now();
-        let namespace = reference.namespace.clone().unwrap_or_else(|| "default".to_owned());
-        let event = K8sEvent {
-            action: Some(ev.action.to_owned()),
-            reason: Some(ev.reason.to_owned()),
-            event_time: Some(MicroTime(now)),
-            regarding: Some(reference.clone()),
-            related,
-            note: Some(truncate(&ev.note, 1000)),
-            metadata: ObjectMeta {
-                namespace: Some(namespace.clone()),
-                name: Some(format!(
-                    "{}.{:x}",
-                    reference.name.as_deref().unwrap_or(&self.reporter.controller),
-                    now.as_nanosecond()
-                )),
-                ..Default::default()
-            },
-            reporting_controller: Some(self.reporter.controller.clone()),
-            reporting_instance: Some(
-                self.reporter.instance.clone().unwrap_or_else(|| self.reporter.controller.clone()),
-            ),
-            type_: Some(if ev.warning { "Warning" } else { "Normal" }.to_owned()),
-            ..Default::default()
-        };
-        let api: kube::Api<K8sEvent> = kube::Api::namespaced(self.client.clone(), &namespace);
-        if let Err(e) = api.create(&Default::default(), &event).await {
-            tracing::warn!(error = %e, reason = ev.reason, "cannot publish event");
-        }
+    ) -> crate::controllers::event_sink::Ticket {
+        self.events.reserve(ev, reference, related).await
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

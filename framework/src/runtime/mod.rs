@@ -20,6 +20,7 @@ pub(crate) mod process;
 pub(crate) mod serve;
 
 use crate::api::CertificateRequest;
+use crate::controllers::event_sink::{EventSink, SinkTask};
 use crate::controllers::issuer;
 use crate::controllers::request::controller;
 use crate::controllers::shared::{IssuerErrors, Kinds, References, Settings, Shared};
@@ -112,6 +113,9 @@ pub struct ControllerHandle {
     readiness: JoinHandle<()>,
     ready: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    /// Creates the requests' final events in the background; closed (drained) on shutdown.
+    events: EventSink,
+    event_task: SinkTask,
 }
 
 impl ControllerHandle {
@@ -152,7 +156,16 @@ impl ControllerHandle {
         self.failure().is_none()
     }
 
-    /// Stops every controller, letting in-flight reconciles finish.
+    /// Waits until the event of every request whose final status (Issued, Failed, Denied) has
+    /// been written so far is created. Those events are written in the background, after the
+    /// status they report (as client-go's recorder does for issuer-lib), so a reader that has just
+    /// seen a request finish calls this before listing its events.
+    pub async fn flush_events(&self) {
+        self.events.flush().await
+    }
+
+    /// Stops every controller, letting in-flight reconciles finish, then creates the events they
+    /// queued (giving up after 10 s if the API server cannot take them).
     pub async fn shutdown(self) {
         self.metrics.leader.set(0);
         self.token.cancel();
@@ -160,6 +173,7 @@ impl ControllerHandle {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.event_task.close().await;
     }
 }
 
@@ -194,6 +208,8 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         opts.instance.clone().or_else(|| std::env::var("POD_NAME").ok()).or_else(|| std::env::var("HOSTNAME").ok());
     let reporter = Reporter { controller: format!("{group}-controller"), instance };
     let recorder = Recorder::new(client.clone(), reporter.clone());
+    // As many event creates in flight as reconciles, so the sink keeps up with the workers.
+    let (events, event_task) = EventSink::start(client.clone(), reporter, usize::from(opts.concurrency.max(1)));
     let metrics = Arc::new(Metrics::default());
     // Running the controllers is what leading means (the `run` command starts them only once it
     // holds the lease).
@@ -214,7 +230,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         kinds: Kinds::of::<S::Spec>(),
         source: Arc::new(ApiSource::new(client)),
         recorder,
-        reporter,
+        events: events.clone(),
         metrics: metrics.clone(),
         issuer_errors: IssuerErrors::default(),
         references: References::default(),
@@ -262,7 +278,7 @@ pub async fn start<S: Signer>(signer: S, client: kube::Client, opts: Options) ->
         flag.send_replace(true);
         tracing::info!("caches synced; ready");
     });
-    Ok(ControllerHandle { token, failure, tasks, readiness, ready, metrics })
+    Ok(ControllerHandle { token, failure, tasks, readiness, ready, metrics, events, event_task })
 }
 
 /// Runs one controller; if it ends by itself (returns or panics) before shutdown was requested,

@@ -474,23 +474,33 @@ fn validate_csr(old: Option<&Value>, new: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// A regex compiled once: validation runs on every write, and compiling a pattern costs far more
+/// than matching a name (issue 16's profile found it on every create).
+macro_rules! static_regex {
+    ($re:expr) => {{
+        static RE: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new($re).expect("static regex"));
+        &*RE
+    }};
+}
+
 /// `metadata.name` rules: DNS-1123 label for namespaces, subdomain otherwise.
 pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Option<FieldError> {
     let (re, max, what) = if def.class == Kind::Namespace {
         (
-            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+            static_regex!("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
             63,
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
         )
     } else {
         (
-            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+            static_regex!("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
             253,
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
         )
     };
     // Event names carry a timestamp suffix with dots; core events accept any subdomain too.
-    let ok = name.len() <= max && regex::Regex::new(re).map(|r| r.is_match(name)).unwrap_or(true);
+    let ok = name.len() <= max && re.is_match(name);
     (!ok).then(|| FieldError::invalid("metadata.name", json!(name), what))
 }
 
@@ -498,8 +508,8 @@ pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Option<FieldError>
 pub(crate) fn validate_labels(obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) else { return errs };
-    let value_re = regex::Regex::new("^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").expect("static regex");
-    let name_re = regex::Regex::new("^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("static regex");
+    let value_re = static_regex!("^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$");
+    let name_re = static_regex!("^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$");
     for (k, v) in labels {
         let key_name = k.rsplit_once('/').map(|(_, n)| n).unwrap_or(k);
         if key_name.len() > 63 || !name_re.is_match(key_name) {
@@ -528,5 +538,30 @@ pub(crate) fn stamp_new(def: &ResourceDef, obj: &mut Value) {
         m.insert("generation".into(), json!(1));
     } else {
         m.remove("generation");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_validated_as_kubernetes_does() {
+        let reg = registry();
+        let ns = reg.lookup("", "v1", "namespaces").unwrap();
+        let cm = reg.lookup("", "v1", "configmaps").unwrap();
+        assert!(validate_name(&cm, "r1.example.com").is_none());
+        assert!(validate_name(&cm, "web.1865f0a1b2c3d4e5").is_none());
+        assert!(validate_name(&ns, "team-a").is_none());
+        for bad in ["Upper", "-lead", "trail-", "a..b", "a_b", ""] {
+            assert!(validate_name(&cm, bad).is_some(), "{bad:?} accepted");
+        }
+        assert!(validate_name(&ns, "a.b").is_some(), "a namespace is a label, not a subdomain");
+        assert!(validate_name(&ns, &"a".repeat(64)).is_some());
+        assert!(validate_name(&cm, &"a".repeat(253)).is_none());
+        assert!(validate_name(&cm, &"a".repeat(254)).is_some());
+        let obj = |labels: Value| json!({"metadata": {"labels": labels}});
+        assert!(validate_labels(&obj(json!({"app.kubernetes.io/name": "web", "tier": ""}))).is_empty());
+        assert_eq!(validate_labels(&obj(json!({"-bad": "ok", "good": "bad value"}))).len(), 2);
     }
 }

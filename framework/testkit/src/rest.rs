@@ -45,9 +45,14 @@ impl Req {
         crate::events::storage_key(&self.def)
     }
 
-    /// The stored object in the form this request's API serves (see `events`).
-    fn current(&self, store: &Store) -> Option<Value> {
-        store.get(&self.key(), self.ns_key(), self.name()).map(|o| crate::events::served(&self.def, o).into_owned())
+    /// The stored object in the form this request's API serves (see `events`), shared with the
+    /// store unless that form differs.
+    fn current(&self, store: &Store) -> Option<Arc<Value>> {
+        let o = store.get_shared(&self.key(), self.ns_key(), self.name())?;
+        Some(match crate::events::served(&self.def, o) {
+            std::borrow::Cow::Borrowed(_) => o.clone(),
+            std::borrow::Cow::Owned(v) => Arc::new(v),
+        })
     }
 
     fn ns_key(&self) -> &str {
@@ -158,14 +163,9 @@ pub(crate) fn list(store: &Store, req: &Req) -> ApiResult<Value> {
     let limit: Option<usize> = req.q("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
     let mut items = Vec::new();
     let mut next = None;
-    for o in store.list(&req.key(), req.ns.as_deref()) {
+    for o in store.list_after(&req.key(), req.ns.as_deref(), start_after.as_ref()) {
         let shown = crate::events::served(&req.def, o);
         if !ls.as_ref().is_none_or(|s| s.matches(&shown)) || !fs.as_ref().is_none_or(|s| s.matches(&shown)) {
-            continue;
-        }
-        let k =
-            (objects::namespace(o).unwrap_or_default().to_string(), objects::name(o).unwrap_or_default().to_string());
-        if start_after.as_ref().is_some_and(|s| k <= *s) {
             continue;
         }
         if limit.is_some_and(|l| items.len() >= l) {
@@ -254,7 +254,7 @@ pub(crate) fn update(store: &mut Store, req: &Req) -> ApiResult<Reply> {
         }
         _ => {}
     }
-    finish_write(store, req, Some(&old), new, None)
+    finish_write(store, req, Some(&*old), new, None)
 }
 
 /// PATCH (merge, JSON, strategic, or server-side apply).
@@ -266,7 +266,7 @@ pub(crate) fn patch(store: &mut Store, req: &Req) -> ApiResult<Reply> {
         return server_side_apply(store, req, old);
     }
     let old = old.ok_or_else(|| req.not_found())?;
-    let mut new = old.clone();
+    let mut new = Value::clone(&old);
     match kind {
         PatchKind::Json => json_patch(&mut new, &req.body).map_err(|e| {
             ApiError::new(
@@ -295,10 +295,10 @@ pub(crate) fn patch(store: &mut Store, req: &Req) -> ApiResult<Reply> {
     if objects::resource_version(&new) != objects::resource_version(&old) && objects::resource_version(&new).is_some() {
         return Err(ApiError::modified(&req.def.group, &req.def.plural, req.name()));
     }
-    finish_write(store, req, Some(&old), new, None)
+    finish_write(store, req, Some(&*old), new, None)
 }
 
-fn server_side_apply(store: &mut Store, req: &Req, old: Option<Value>) -> ApiResult<Reply> {
+fn server_side_apply(store: &mut Store, req: &Req, old: Option<Arc<Value>>) -> ApiResult<Reply> {
     let mut applied: Value =
         serde_yaml::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     if !applied.is_object() {
@@ -364,23 +364,25 @@ fn server_side_apply(store: &mut Store, req: &Req, old: Option<Value>) -> ApiRes
     {
         prune_unknown(r, &mut applied);
     }
-    let live = match &old {
-        Some(o) => o.clone(),
+    let fresh;
+    let live: &Value = match &old {
+        Some(o) => o,
         None => {
             if !req.sub.is_empty() {
                 return Err(req.not_found());
             }
-            json!({"apiVersion": req.api_version(), "kind": req.def.kind, "metadata": {"name": req.name(), "namespace": req.ns}})
+            fresh = json!({"apiVersion": req.api_version(), "kind": req.def.kind, "metadata": {"name": req.name(), "namespace": req.ns}});
+            &fresh
         }
     };
-    let entries = old.as_ref().map(read_entries).unwrap_or_default();
+    let entries = old.as_deref().map(read_entries).unwrap_or_default();
     let who = Applier {
         manager,
         subresource: &req.sub,
         api_version: &req.api_version(),
         force: req.q("force") == Some("true"),
     };
-    let (mut merged, entries) = apply(&live, &applied, entries, &who, root.as_deref()).map_err(|conflicts| {
+    let (mut merged, entries) = apply(live, &applied, entries, &who, root.as_deref()).map_err(|conflicts| {
         let mut e = ApiError::new(409, "Conflict", conflict_message(&conflicts));
         let causes: Vec<Value> = conflicts
             .iter()
@@ -390,7 +392,7 @@ fn server_side_apply(store: &mut Store, req: &Req, old: Option<Value>) -> ApiRes
         e
     })?;
     match old {
-        Some(o) => finish_write(store, req, Some(&o), merged, Some(entries)),
+        Some(o) => finish_write(store, req, Some(&*o), merged, Some(entries)),
         None => {
             if let Some(m) = merged.get_mut("metadata").and_then(Value::as_object_mut)
                 && m.get("namespace").is_some_and(Value::is_null)
@@ -426,16 +428,25 @@ fn prune_unknown(root: &Value, obj: &mut Value) {
     }
 }
 
-/// Spec-ish content: everything except metadata (and status when it is a subresource).
-fn generation_content(def: &ResourceDef, obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        if def.has_status() {
-            m.remove("status");
+/// Whether the spec-ish content (everything except metadata, and status when it is a
+/// subresource) differs: compared in place, since objects carry large status fields (a
+/// certificate chain) that copying would only throw away.
+fn generation_content_differs(def: &ResourceDef, old: &Value, new: &Value) -> bool {
+    let counted = |k: &String| k != "metadata" && !(def.has_status() && k == "status");
+    match (old.as_object(), new.as_object()) {
+        (Some(o), Some(n)) => {
+            let mut a = o.iter().filter(|(k, _)| counted(k));
+            let mut b = n.iter().filter(|(k, _)| counted(k));
+            loop {
+                match (a.next(), b.next()) {
+                    (None, None) => return false,
+                    (Some(x), Some(y)) if x == y => {}
+                    _ => return true,
+                }
+            }
         }
+        _ => old != new,
     }
-    o
 }
 
 /// The shared tail of every write. `applied` carries managedFields computed by SSA;
@@ -566,7 +577,7 @@ fn finish_write(
 
     if let Some(old) = old
         && def.tracks_generation
-        && generation_content(def, old) != generation_content(def, &new)
+        && generation_content_differs(def, old, &new)
     {
         let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));

@@ -7,7 +7,7 @@
 //! history get 410 Gone, as with etcd compaction.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -41,6 +41,8 @@ pub(crate) struct Change {
     pub object: Arc<Value>,
     /// The previous state (for MODIFIED), so selector watches can synthesise ADDED/DELETED.
     pub old: Option<Arc<Value>>,
+    /// `object` serialised, once for every watcher that serves it as stored (see `watch`).
+    pub json: OnceLock<bytes::Bytes>,
 }
 
 /// (namespace or "", name)
@@ -49,7 +51,8 @@ pub(crate) type ObjKey = (String, String);
 pub(crate) struct Store {
     pub registry: Registry,
     rv: u64,
-    objects: HashMap<ResKey, BTreeMap<ObjKey, Value>>,
+    /// Shared with the change log and watchers: a write stores its object once, never copies it.
+    objects: HashMap<ResKey, BTreeMap<ObjKey, Arc<Value>>>,
     log: VecDeque<Arc<Change>>,
     history: usize,
     /// Highest resourceVersion no longer in `log`; watches from before it are Gone.
@@ -75,27 +78,44 @@ impl Store {
     }
 
     pub fn get(&self, key: &ResKey, ns: &str, name: &str) -> Option<&Value> {
+        self.get_shared(key, ns, name).map(|o| &**o)
+    }
+
+    /// [`Store::get`], as the shared stored object (a reader that must outlive the lock, such as
+    /// a write about to replace it, takes it without copying it).
+    pub fn get_shared(&self, key: &ResKey, ns: &str, name: &str) -> Option<&Arc<Value>> {
         self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))
     }
 
     /// Objects of a resource, optionally restricted to one namespace, in (namespace, name) order.
     pub fn list<'a>(&'a self, key: &ResKey, ns: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
+        self.list_after(key, ns, None)
+    }
+
+    /// [`Store::list`] from the object after `after` (a list's `continue` point): a page starts
+    /// where the previous one ended instead of scanning every object before it, as etcd's range
+    /// reads do.
+    pub fn list_after<'a>(
+        &'a self,
+        key: &ResKey,
+        ns: Option<&'a str>,
+        after: Option<&ObjKey>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        use std::ops::Bound;
+        let from = match after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => Bound::Unbounded,
+        };
         self.objects
             .get(key)
             .into_iter()
-            .flat_map(|m| m.iter())
+            .flat_map(move |m| m.range((from.clone(), Bound::Unbounded)))
             .filter(move |((ons, _), _)| ns.is_none_or(|n| n == ons))
-            .map(|(_, v)| v)
+            .map(|(_, v)| &**v)
     }
 
-    fn record(&mut self, key: &ResKey, kind: EventType, object: Value, old: Option<Value>) -> Value {
-        let change = Arc::new(Change {
-            rv: self.rv,
-            key: key.clone(),
-            kind,
-            object: Arc::new(object.clone()),
-            old: old.map(Arc::new),
-        });
+    fn record(&mut self, key: &ResKey, kind: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
+        let change = Arc::new(Change { rv: self.rv, key: key.clone(), kind, object, old, json: OnceLock::new() });
         self.log.push_back(change.clone());
         while self.log.len() > self.history {
             if let Some(c) = self.log.pop_front() {
@@ -104,26 +124,30 @@ impl Store {
         }
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(change);
-        object
     }
 
     /// Stores `obj` (new or replacing) under a fresh resourceVersion and emits ADDED/MODIFIED.
-    pub fn put(&mut self, key: &ResKey, mut obj: Value) -> Value {
+    pub fn put(&mut self, key: &ResKey, mut obj: Value) -> Arc<Value> {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         let ns = crate::objects::namespace(&obj).unwrap_or_default().to_string();
         let name = crate::objects::name(&obj).unwrap_or_default().to_string();
+        let obj = Arc::new(obj);
         let old = self.objects.entry(key.clone()).or_default().insert((ns, name), obj.clone());
         let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
-        self.record(key, kind, obj, old)
+        self.record(key, kind, obj.clone(), old);
+        obj
     }
 
     /// Deletes an object and emits DELETED carrying the deletion's resourceVersion.
-    pub fn remove(&mut self, key: &ResKey, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objects.get_mut(key)?.remove(&(ns.to_string(), name.to_string()))?;
+    pub fn remove(&mut self, key: &ResKey, ns: &str, name: &str) -> Option<Arc<Value>> {
+        let obj = self.objects.get_mut(key)?.remove(&(ns.to_string(), name.to_string()))?;
+        let mut obj = Arc::unwrap_or_clone(obj);
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
-        Some(self.record(key, EventType::Deleted, obj, None))
+        let obj = Arc::new(obj);
+        self.record(key, EventType::Deleted, obj.clone(), None);
+        Some(obj)
     }
 
     /// Deletes every object of a resource (CRD removal).
@@ -145,5 +169,37 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_page_starts_after_the_continue_point_in_any_namespace() {
+        let (tx, _) = broadcast::channel(16);
+        let mut store = Store::new(Registry::default(), 100, tx);
+        let key = ResKey { group: String::new(), plural: "configmaps".into() };
+        for (ns, name) in [("a", "x"), ("a", "y"), ("b", "w"), ("b", "x"), ("c", "a")] {
+            store.put(&key, json!({"metadata": {"namespace": ns, "name": name}}));
+        }
+        let names = |it: Box<dyn Iterator<Item = &Value> + '_>| -> Vec<String> {
+            it.map(|o| {
+                format!("{}/{}", o["metadata"]["namespace"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())
+            })
+            .collect()
+        };
+        let after = ("a".to_string(), "y".to_string());
+        assert_eq!(names(Box::new(store.list_after(&key, None, Some(&after)))), ["b/w", "b/x", "c/a"]);
+        let after = ("b".to_string(), "w".to_string());
+        assert_eq!(names(Box::new(store.list_after(&key, Some("b"), Some(&after)))), ["b/x"]);
+        assert_eq!(names(Box::new(store.list_after(&key, Some("a"), Some(&after)))), Vec::<String>::new());
+        assert_eq!(names(Box::new(store.list(&key, Some("a")))), ["a/x", "a/y"]);
+        // A continue point that is no longer stored still pages from where it was.
+        let gone = ("a".to_string(), "z".to_string());
+        assert_eq!(names(Box::new(store.list_after(&key, None, Some(&gone)))), ["b/w", "b/x", "c/a"]);
     }
 }

@@ -76,10 +76,35 @@ fn event(ty: &str, obj: Value) -> Bytes {
 struct Render {
     def: Arc<ResourceDef>,
     version: String,
+    /// `def.api_version(version)`, what a served object's `apiVersion` says.
+    api_version: String,
     table: Option<Option<String>>,
 }
 
 impl Render {
+    /// The watch event of a committed change. An object this watch serves exactly as stored (no
+    /// Table, no events.k8s.io renaming, stored at the watched version — the common case) is
+    /// serialised once per change for every watcher and the response, not copied and serialised
+    /// per watcher.
+    fn change(&self, ty: EventType, c: &Change) -> Bytes {
+        let o = &*c.object;
+        let as_stored = self.table.is_none()
+            && self.def.class != crate::resources::Kind::Event
+            && o.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str())
+            && o.get("kind").and_then(Value::as_str) == Some(self.def.kind.as_str());
+        if !as_stored {
+            return event(ty.as_str(), self.object(o));
+        }
+        let json = c.json.get_or_init(|| Bytes::from(serde_json::to_vec(o).unwrap_or_default()));
+        let mut line = Vec::with_capacity(json.len() + 40);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(ty.as_str().as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(json);
+        line.extend_from_slice(b"}\n");
+        Bytes::from(line)
+    }
+
     fn object(&self, o: &Value) -> Value {
         let obj = present(&self.def, &self.version, o);
         match &self.table {
@@ -130,6 +155,7 @@ pub(crate) fn watch(shared: Arc<Shared>, req: Req) -> ApiResult<Response> {
     let render = Render {
         def: def.clone(),
         version: version.clone(),
+        api_version: def.api_version(&version),
         table: req.wants_table.then(|| req.q("includeObject").map(String::from)),
     };
 
@@ -205,7 +231,7 @@ pub(crate) fn watch(shared: Arc<Shared>, req: Req) -> ApiResult<Response> {
                     Ok(c) => {
                         last_rv = last_rv.max(c.rv);
                         if let Some(t) = filter.translate(&c)
-                            && tx.send(Ok(event(t.as_str(), render.object(&c.object)))).await.is_err()
+                            && tx.send(Ok(render.change(t, &c))).await.is_err()
                         {
                             return;
                         }

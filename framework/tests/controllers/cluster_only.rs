@@ -47,6 +47,7 @@ async fn cluster_issuer_requests_are_issued_and_namespaced_issuer_requests_left_
             cr.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
         assert!(!managers.iter().any(|m| m.starts_with("test.certbridge.io")), "{name} written by {managers:?}");
     }
+    env.handle.as_ref().unwrap().flush_events().await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), NS);
     let about: Vec<String> = events
         .list(&Default::default())

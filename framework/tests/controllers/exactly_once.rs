@@ -203,6 +203,7 @@ impl LikeEnv {
     }
 
     async fn events(&self) -> Vec<(String, String)> {
+        self.handle.flush_events().await;
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), NS);
         let list = api.list(&Default::default()).await.unwrap().items;
         list.into_iter().map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default())).collect()

@@ -260,8 +260,12 @@ impl Env {
         certbridge::testing::wait_issuer_ready::<TestSpec>(&self.client, scope, NS, name, TIMEOUT).await.unwrap();
     }
 
-    /// Events in `namespace` as (reason, note).
+    /// Events in `namespace` as (reason, note), once the controllers have created the final
+    /// events of every request finished so far (they are written in the background).
     pub async fn events(&self, namespace: &str) -> Vec<(String, String)> {
+        if let Some(h) = &self.handle {
+            h.flush_events().await;
+        }
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), namespace);
         api.list(&Default::default())
             .await

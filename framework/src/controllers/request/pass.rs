@@ -71,19 +71,27 @@ pub(crate) async fn reconcile<S: Signer, R: RequestApi>(
         ctx.backoff.reset(&key);
         return Ok(Action::await_change());
     };
+    let finished = matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied));
+    // A request is issued, failed or denied once: its event never repeats, and is created in the
+    // background (see `event_sink`). Reserved before the status write so that a reader who sees
+    // the status and flushes the sink sees the event; created only if the write succeeds.
+    let ticket = match &outcome.event {
+        Some(ev) if finished => {
+            let issuer = Some(span::issuer_reference(&shared.kinds, &target));
+            Some(shared.reserve_once(ev, object_reference::<R>(&view), issuer).await)
+        }
+        _ => None,
+    };
     if let Some(body) = R::status_body(&view, &outcome, Timestamp::now()) {
         ssa::apply_status(&api, &view.name, &field_manager, body).await?;
     }
-    if let Some(ev) = &outcome.event {
-        // A request is issued, failed or denied once: its event never repeats (see `publish_once`).
+    if let Some(ticket) = ticket {
+        ticket.commit();
+    } else if let Some(ev) = &outcome.event {
         let issuer = Some(span::issuer_reference(&shared.kinds, &target));
-        if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
-            shared.publish_once(ev, &object_reference::<R>(&view), issuer).await;
-        } else {
-            shared.publish_related(ev, &object_reference::<R>(&view), issuer).await;
-        }
+        shared.publish_related(ev, &object_reference::<R>(&view), issuer).await;
     }
-    if matches!(outcome.verdict, Some(Verdict::Issued | Verdict::Failed | Verdict::Denied)) {
+    if finished {
         shared.saved_states.forget(&view.uid);
     }
     let kind = shared.kinds.get(target.scope);

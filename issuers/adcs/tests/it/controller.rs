@@ -117,6 +117,8 @@ async fn ntlm_and_kerberos_epa_required_and_client_certificate_issue_through_the
         let cr = wait_ready(&c.client, NS, "web", TIMEOUT).await.unwrap_or_else(|e| panic!("{opts:?}: {e}"));
         assert_issued(&c.sim, &cr);
         assert_eq!(c.sim.enrollments(&csr), 1);
+        // The final events are created in the background: wait for them so the search covers them.
+        handle.flush_events().await;
         let events = Api::<k8s_openapi::api::events::v1::Event>::all(c.client.clone())
             .list(&ListParams::default())
             .await

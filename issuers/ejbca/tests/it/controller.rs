@@ -200,6 +200,8 @@ async fn both_auth_modes_issue_through_the_controller() {
         let (_, key) = c.ejbca.client_identity();
         let key_line = key.lines().nth(1).expect("key body").to_owned();
         let issuer = issuer_api::<EjbcaIssuerSpec>(&c.client, scope, NS).get("ejbca").await.expect("issuer");
+        // The final events are created in the background: wait for them so the search covers them.
+        handle.flush_events().await;
         let events = Api::<k8s_openapi::api::events::v1::Event>::all(c.client.clone())
             .list(&ListParams::default())
             .await

@@ -74,6 +74,8 @@ async fn vault_issuer_signs_an_approved_certificate_request() {
 
     // One login served the check and both requests; no JWT or token in events or conditions.
     assert_eq!(bao.token_count().await.unwrap(), 1);
+    // The final events are created in the background: wait for them so the search covers them.
+    handle.flush_events().await;
     let events: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         NS,

@@ -177,6 +177,8 @@ async fn tpp_and_cloud_issue_through_the_controller() {
         }
         // No credential reaches the requests, the issuer or the events.
         let o = c.venafi.options().clone();
+        // The final events are created in the background: wait for them so the search covers them.
+        handle.flush_events().await;
         let crs = Api::<CertificateRequest>::namespaced(c.client.clone(), NS).list(&Default::default()).await.unwrap();
         let events =
             Api::<k8s_openapi::api::events::v1::Event>::all(c.client.clone()).list(&Default::default()).await.unwrap();
