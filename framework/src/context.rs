@@ -51,6 +51,12 @@ impl SignContext {
         SignContext { resources, saved: state.clone(), state, store }
     }
 
+    /// Hands `sign` state that a failed save could not write (the controller kept it in memory):
+    /// it is newer than the saved state, and the next [`SignContext::save_state`] writes it.
+    pub(crate) fn restore_unsaved(&mut self, state: BTreeMap<String, String>) {
+        self.state = state;
+    }
+
     /// A context without persistence (command line, unit tests).
     pub fn offline(resources: Resources) -> Self {
         SignContext::new(resources, BTreeMap::new(), None)

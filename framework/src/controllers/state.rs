@@ -98,11 +98,15 @@ where
         let mut patch = state_patch(&self.prefix, &previous, state);
         patch["metadata"]["annotations"][&self.mac_annotation] = self.mac(state).map_or(Value::Null, Value::String);
         let params = PatchParams { field_manager: Some(self.field_manager.clone()), ..Default::default() };
-        let saved = self
-            .api
-            .patch(&self.name, &params, &Patch::Merge(&patch))
-            .await
-            .map_err(|e| SignError::transient(format!("cannot save the request state on {}: {e}", self.name)))?;
+        let saved = match self.api.patch(&self.name, &params, &Patch::Merge(&patch)).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                // Kept in memory for the next pass (state_cache): a CA's request ID must not be
+                // lost because the API server was away when it arrived.
+                self.saved.record_unsaved(&self.owner.3, state);
+                return Err(SignError::transient(format!("cannot save the request state on {}: {e}", self.name)));
+            }
+        };
         self.saved.record(&self.owner.3, saved.meta().resource_version.clone(), state);
         if let Ok(mut w) = self.written.lock() {
             *w = state.keys().cloned().collect();

@@ -10,6 +10,13 @@
 //!
 //! Entries go when the cache has caught up with them (or moved past them), when the request is
 //! finished, and after [`SavedStates::MAX_AGE`] (a deleted request's entry would stay otherwise).
+//!
+//! The same goes for state a save could *not* write (the API server down or refusing): an
+//! asynchronous CA's request ID that reached the controller while its save failed is the only
+//! link to a request the CA already holds, and for a CA without search (AD CS) losing it means
+//! submitting again. So a failed save keeps the state in memory ([`SavedStates::record_unsaved`])
+//! and the next pass hands it to `sign`, which saves it again ([`SavedStates::unsaved`]); only a
+//! process exit before a save succeeds loses it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -22,10 +29,11 @@ struct Saved {
     at: Instant,
 }
 
-/// The last saved state per request uid.
+/// The last saved state per request uid, and the state saves failed to write.
 #[derive(Default)]
 pub(crate) struct SavedStates {
     by_uid: Mutex<HashMap<String, Saved>>,
+    unsaved: Mutex<HashMap<String, (BTreeMap<String, String>, Instant)>>,
 }
 
 impl SavedStates {
@@ -33,12 +41,38 @@ impl SavedStates {
     /// (and kube's watcher relists it), and deleted requests must not pile up.
     pub(crate) const MAX_AGE: Duration = Duration::from_secs(600);
 
+    /// How long state no save could write is kept: longer than any API outage a request rides
+    /// out with its backoff, short enough that a deleted request's entry goes.
+    pub(crate) const UNSAVED_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+
+    /// A save of `state` on request `uid` failed: keep it for the next pass.
+    pub(crate) fn record_unsaved(&self, uid: &str, state: &BTreeMap<String, String>) {
+        if uid.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if let Ok(mut m) = self.unsaved.lock() {
+            m.retain(|_, (_, at)| now.duration_since(*at) < Self::UNSAVED_MAX_AGE);
+            m.insert(uid.to_owned(), (state.clone(), now));
+        }
+    }
+
+    /// The state the last failed save of request `uid` could not write, if no save succeeded
+    /// since: newer than anything on the object.
+    pub(crate) fn unsaved(&self, uid: &str) -> Option<BTreeMap<String, String>> {
+        let m = self.unsaved.lock().ok()?;
+        m.get(uid).filter(|(_, at)| at.elapsed() < Self::UNSAVED_MAX_AGE).map(|(s, _)| s.clone())
+    }
+
     /// The state just saved on request `uid`; `resource_version` is what the patch returned.
     pub(crate) fn record(&self, uid: &str, resource_version: Option<String>, state: &BTreeMap<String, String>) {
         if uid.is_empty() {
             return;
         }
         let now = Instant::now();
+        if let Ok(mut m) = self.unsaved.lock() {
+            m.remove(uid);
+        }
         if let Ok(mut m) = self.by_uid.lock() {
             m.retain(|_, s| now.duration_since(s.at) < Self::MAX_AGE);
             m.insert(uid.to_owned(), Saved { resource_version, state: state.clone(), at: now });
@@ -76,6 +110,9 @@ impl SavedStates {
 
     /// Forgets a finished request.
     pub(crate) fn forget(&self, uid: &str) {
+        if let Ok(mut m) = self.unsaved.lock() {
+            m.remove(uid);
+        }
         if let Ok(mut m) = self.by_uid.lock() {
             m.remove(uid);
         }
@@ -126,5 +163,21 @@ mod tests {
         // A request without a uid is never recorded.
         saved.record("", Some("1".into()), &state(&[("k", "v")]));
         assert_eq!(saved.len(), 0);
+    }
+
+    #[test]
+    fn state_a_save_could_not_write_is_kept_until_a_save_succeeds() {
+        let saved = SavedStates::default();
+        assert_eq!(saved.unsaved("u1"), None);
+        saved.record_unsaved("u1", &state(&[("req-id", "7")]));
+        assert_eq!(saved.unsaved("u1"), Some(state(&[("req-id", "7")])));
+        assert_eq!(saved.unsaved("u2"), None, "per request");
+        saved.record("u1", Some("9".into()), &state(&[("req-id", "7")]));
+        assert_eq!(saved.unsaved("u1"), None, "written at last");
+        saved.record_unsaved("u1", &state(&[("req-id", "8")]));
+        saved.forget("u1");
+        assert_eq!(saved.unsaved("u1"), None, "finished");
+        saved.record_unsaved("", &state(&[("k", "v")]));
+        assert_eq!(saved.unsaved(""), None);
     }
 }

@@ -44,6 +44,9 @@ enum Mode {
     TimeoutWhileTheWatchLags,
     /// Every enrollment waits for an approval that never comes.
     ApprovalNeverComes,
+    /// A CA without search (AD CS): its order id is the only way back to an order, and the
+    /// first order's id arrives while the API server refuses every state save of that pass.
+    NoSearchSaveFails,
 }
 
 struct Ca {
@@ -103,6 +106,20 @@ impl LikeSigner {
         faults.drop_watches();
     }
 
+    /// The next `n` patches of CertificateRequests fail (the pass's state saves come before its
+    /// status write).
+    fn state_saves_fail(&self, n: u32) {
+        let mut f = self.0.faults.lock().unwrap();
+        let (faults, _) = f.as_mut().expect("faults handle set");
+        faults.inject(
+            // 500, not 503: kube's client retries a 503 by itself.
+            FaultRule::error(500, "InternalError", "the API server is away")
+                .verb(Verb::Patch)
+                .resource("certificaterequests")
+                .times(n),
+        );
+    }
+
     fn watch_catches_up(&self) {
         if let Some((faults, ids)) = self.0.faults.lock().unwrap().as_mut() {
             for id in ids.drain(..) {
@@ -126,6 +143,19 @@ impl Signer for LikeSigner {
         if self.0.down.load(Ordering::SeqCst) {
             return Err(SignError::transient("connection refused by the CA"));
         }
+        if mode == Mode::NoSearchSaveFails {
+            if ctx.state("order-id").is_some() {
+                return self.issue(req);
+            }
+            // No search: without the id, ordering again is all the signer can do.
+            self.0.enrolled.lock().unwrap().push(req.csr.public_key_der.clone());
+            ctx.set_state("order-id", format!("o-{call}"));
+            if call == 1 {
+                self.state_saves_fail(2);
+            }
+            ctx.save_state().await?;
+            return Err(SignError::pending("the CA is processing the order", Duration::from_millis(300)));
+        }
         if let Some(id) = ctx.state("approval-id").map(str::to_owned) {
             // Collect the approved certificate: with a forged id, someone else's.
             self.0.approvals_used.lock().unwrap().push(id.clone());
@@ -146,7 +176,7 @@ impl Signer for LikeSigner {
         ctx.save_state().await?;
         self.0.enrolled.lock().unwrap().push(req.csr.public_key_der.clone());
         match mode {
-            Mode::Issue => self.issue(req),
+            Mode::Issue | Mode::NoSearchSaveFails => self.issue(req),
             Mode::TimeoutWhileTheWatchLags if call == 1 => Err(SignError::transient("enroll timed out")),
             Mode::TimeoutWhileTheWatchLags => self.issue(req),
             Mode::ApprovalNeverComes => {
@@ -212,6 +242,27 @@ impl LikeEnv {
 
 fn options() -> Options {
     Options { max_retry_duration: Duration::from_secs(180), ..Options::default() }
+}
+
+/// A CA's order id that arrived while the API server refused the state save is kept in memory
+/// and handed to the next `sign`: a CA without search is not asked twice (AD CS's "ID could not
+/// be saved" window, found by its chaos run).
+#[tokio::test]
+async fn state_a_failed_save_could_not_write_reaches_the_next_sign() {
+    let env = LikeEnv::start(LikeSigner::new(Mode::NoSearchSaveFails), options()).await;
+    let (req, key) = LikeEnv::request("unsaved");
+    create_certificate_request(&env.client, &req).await.unwrap();
+    approve(&env.client, NS, "unsaved").await.unwrap();
+    let done = wait_ready(&env.client, NS, "unsaved", TIMEOUT).await.unwrap();
+    assert_eq!(leaf_key(&done.status.unwrap().certificate.unwrap().0), key);
+    let seen = env.signer.0.seen.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert_eq!(seen[1].get("order-id").map(String::as_str), Some("o-1"), "{seen:?}");
+    assert_eq!(env.signer.enrollments(), 1, "ordered again: {seen:?}");
+    // Written once the API server answered again.
+    let annotations = done.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.get(&format!("{STATE}order-id")).map(String::as_str), Some("o-1"));
+    env.stop().await;
 }
 
 /// Issue 12, "stale cache": the enrollment's answer is lost and the request watch lags, so the

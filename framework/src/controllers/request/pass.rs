@@ -178,6 +178,10 @@ async fn decide<S: Signer, R: RequestApi>(
         AnnotationState::new(api, view, group, field_manager, shared.state_key.clone(), shared.saved_states.clone());
     let resources = Resources::new(shared.source.clone(), shared.resource_namespace(target));
     let mut sign_ctx = SignContext::new(resources, saved, Some(Arc::new(store)));
+    if let Some(unsaved) = shared.saved_states.unsaved(&view.uid) {
+        tracing::info!("handing sign the state a failed save could not write");
+        sign_ctx.restore_unsaved(unsaved);
+    }
     let started = Instant::now();
     let sign_span = span::sign();
     let result = shared.signer.sign(&request, &issuer, &mut sign_ctx).instrument(sign_span.clone()).await;
