@@ -13,9 +13,13 @@ absent or all-zero binding (ca-protocols.md 7.5): "required" refuses both, "when
 the binding only when the client sent a non-zero one. NTLM authenticates the connection (as IIS
 does): later requests on it need no header. Basic and TLS client certificates are the other modes.
 
-An admin handle (plain HTTP on a second loopback port) approves or denies pending requests,
-injects faults, renews the CA (nRenewals > 0), sets latency and reads counters (enrollments per
-CSR, connections, handshakes) and the request log.
+An admin handle (plain HTTP on a second loopback port) approves or denies pending requests (one,
+or every pending one), injects faults, renews the CA (nRenewals > 0), sets latency and reads
+counters (enrollments per CSR, connections, handshakes), the request log, the DER of every
+certificate the CA issued, a cheap submits/issued pair for pollers (/events) and the client's
+protocol violations (a submit that is not Mode=newreq, names no template or carries a CSR that
+does not parse or verify; certnew.cer for a request ID the CA never gave out). A request whose
+body ends before its Content-Length (the client died mid-send) is dropped unprocessed, as IIS does.
 
 Faults (admin /fault?kind=K&at=PAGE&count=N, /clear-faults) come in three kinds, faithful to who
 would answer in front of or inside IIS:
@@ -97,6 +101,7 @@ class Ca:
     """Root -> issuing CA (renewable: a new key under the same name) -> leaves."""
 
     def __init__(self):
+        self.issued = []  # DER of every leaf this CA signed, in order (list.append is atomic)
         self.root_key = ec.generate_private_key(ec.SECP256R1())
         self.root = make_cert(name("Sim Root CA"), self.root_key.public_key(), name("Sim Root CA"), self.root_key, True, days=3650)
         self.issuing = []  # [(key, cert)] by renewal
@@ -117,7 +122,9 @@ class Ca:
             sans = list(sans)
         except x509.ExtensionNotFound:
             sans = None
-        return make_cert(csr.subject, public_key, cert.subject, key, False, sans=sans, days=30)
+        leaf = make_cert(csr.subject, public_key, cert.subject, key, False, sans=sans, days=30)
+        self.issued.append(der(leaf))
+        return leaf
 
 
 class State:
@@ -130,6 +137,7 @@ class State:
         self.counters = {"connections": 0, "handshakes": 0, "auth_failures": 0, "requests": 0, "submits": 0}
         self.faults = []  # [(kind, remaining, at, params)]
         self.log = []  # one entry per request that got past the 401 legs or met a front fault
+        self.violations = []  # what a correct client never sends (module documentation)
         self.latency = args.latency_ms / 1000.0
         self.epa = args.epa
         self.auth = args.auth
@@ -154,6 +162,10 @@ class State:
                         self.faults[i] = (kind, left - 1, at, params)
                     return kind, params
         return None, {}
+
+    def violation(self, what):
+        with self.lock:
+            self.violations.append(what)
 
     def record(self, method, where, fault, status):
         with self.lock:
@@ -464,7 +476,13 @@ class Handler(BaseHTTPRequestHandler):
     def route(self, method):
         st = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode() if length else ""
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            # The client went away mid-body (killed): IIS never hands an incomplete request to
+            # the page, so nothing is recorded.
+            self.close_connection = True
+            return
+        body = raw.decode()
         if st.latency:
             time.sleep(st.latency)
         with st.lock:
@@ -520,11 +538,14 @@ class Handler(BaseHTTPRequestHandler):
     def submit(self, form):
         st = self.server.state
         if form.get("Mode", [""])[0] != "newreq":
+            st.violation(f"submit with Mode={form.get('Mode', [''])[0]!r}, not newreq")
             self.reply(200, error_page("Mode is not newreq 0x80070057 (WIN32: 87 ERROR_INVALID_PARAMETER)"))
             return
         attrib = form.get("CertAttrib", [""])[0]
         m = re.search(r"CertificateTemplate:([^\r\n]*)", attrib)
         template = m.group(1).strip() if m else ""
+        if not template:
+            st.violation("submit without a CertificateTemplate attribute")
         csr_pem = form.get("CertRequest", [""])[0]
         csr_sha = hashlib.sha256(csr_pem.strip().encode()).hexdigest()
         with st.lock:
@@ -537,6 +558,7 @@ class Handler(BaseHTTPRequestHandler):
             if not csr.is_signature_valid:
                 raise ValueError("bad signature")
         except Exception:
+            st.violation(f"submit {req_id}: the CSR does not parse or its signature does not verify")
             with st.lock:
                 st.requests[req_id] = dict(csr_sha=csr_sha, template=template, status="error",
                                            disposition="Error Parsing Request  ASN1 bad tag value met. 0x8009310b (ASN: 267 CRYPT_E_ASN1_BADTAG)")
@@ -572,6 +594,7 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             rec = st.requests.get(int(rid)) if rid.isdigit() else None
         if rec is None:
+            st.violation(f"certnew.cer for request ID {rid!r}, which this CA never gave out")
             self.reply(200, status_page("1 - (Error)", "Error retrieving request",
                                         "The requested property value is empty. 0x80094004 (-2146877436 CERTSRV_E_PROPERTY_EMPTY)"))
         elif rec["status"] == "issued" and other_key:
@@ -651,6 +674,13 @@ class Admin(BaseHTTPRequestHandler):
             if url.path == "/approve":
                 rec = st.requests[int(q["id"])]
                 rec.update(status="issued", cert=st.ca.issue(rec["csr"]), disposition="Issued")
+            elif url.path == "/approve-pending":
+                # A certificate manager approving everything waiting (the chaos harness's pending flow).
+                ids = [i for i, r in st.requests.items() if r["status"] == "pending"]
+                for i in ids:
+                    rec = st.requests[i]
+                    rec.update(status="issued", cert=st.ca.issue(rec["csr"]), disposition="Issued")
+                out["approved"] = ids
             elif url.path == "/deny":
                 rec = st.requests[int(q["id"])]
                 rec.update(status="admin-denied", disposition=q.get("by", "Denied by CORP\\caadmin"))
@@ -662,6 +692,15 @@ class Admin(BaseHTTPRequestHandler):
                 st.faults.append((q["kind"], int(q.get("count", "1")), q.get("at", "any"), params))
             elif url.path == "/clear-faults":
                 st.faults.clear()
+            elif url.path == "/issued":
+                out = {"ok": True, "der": [base64.b64encode(d).decode() for d in st.ca.issued]}
+            elif url.path == "/events":
+                # Cheap enough to poll every few milliseconds: submits recorded, certificates issued.
+                # last_id: the newest request ID given out (IDs are handed out in submit order).
+                out = {"ok": True, "submits": st.counters["submits"], "last_id": st.next_id - 1,
+                       "issued": len(st.ca.issued)}
+            elif url.path == "/violations":
+                out = {"ok": True, "violations": list(st.violations)}
             elif url.path == "/log":
                 out = {"ok": True, "log": st.log[int(q.get("since", "0")):]}
             elif url.path == "/latency":

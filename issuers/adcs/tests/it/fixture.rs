@@ -170,16 +170,35 @@ impl Sim {
 
     /// One admin call (plain HTTP on loopback); returns the JSON answer.
     pub fn admin(&self, path_and_query: &str) -> serde_json::Value {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).expect("admin port");
-        write!(s, "POST {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("admin {path_and_query}: {out:?}: {e}"))
+        admin_at(self.admin_port, path_and_query).unwrap_or_else(|e| panic!("admin {path_and_query}: {e}"))
     }
 
     pub fn approve(&self, id: u64) {
         self.admin(&format!("/approve?id={id}"));
+    }
+    /// Approves every pending request (a certificate manager clearing the queue); their IDs.
+    pub fn approve_pending(&self) -> Vec<u64> {
+        let out = self.admin("/approve-pending");
+        out["approved"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
+    }
+    /// DER of every certificate the CA signed (its own record, not what it answered).
+    pub fn issued_der(&self) -> Vec<Vec<u8>> {
+        use base64::Engine as _;
+        let out = self.admin("/issued");
+        out["der"]
+            .as_array()
+            .expect("issued: der")
+            .iter()
+            .map(|d| base64::engine::general_purpose::STANDARD.decode(d.as_str().expect("base64")).expect("base64 DER"))
+            .collect()
+    }
+    /// What the client sent that a correct client never sends (the simulator's module documentation).
+    pub fn violations(&self) -> Vec<String> {
+        let out = self.admin("/violations");
+        out["violations"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default()
     }
     pub fn deny(&self, id: u64) {
         self.admin(&format!("/deny?id={id}"));
@@ -226,6 +245,20 @@ impl Sim {
     pub fn enrollments(&self, csr_pem: &str) -> u64 {
         self.counters()["enrollments"][csr_sha(csr_pem)].as_u64().unwrap_or(0)
     }
+}
+
+/// One admin call to the simulator whose admin handle listens on `port`: `{submits, last_id,
+/// issued}` from `/events` is cheap enough to poll every few milliseconds from a thread that
+/// holds only the port. Errors are returned, not panicked on, so a poller outliving the
+/// simulator just stops.
+pub fn admin_at(port: u16, path_and_query: &str) -> Result<serde_json::Value, String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("admin port: {e}"))?;
+    write!(s, "POST {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        .map_err(|e| format!("writing: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| format!("reading: {e}"))?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).map_err(|e| format!("{out:?}: {e}"))
 }
 
 /// How the simulator names a CSR: SHA-256 of its trimmed PEM, hex.
