@@ -33,8 +33,11 @@ struct Saved {
 #[derive(Default)]
 pub(crate) struct SavedStates {
     by_uid: Mutex<HashMap<String, Saved>>,
-    unsaved: Mutex<HashMap<String, (BTreeMap<String, String>, Instant)>>,
+    unsaved: Mutex<HashMap<String, Unsaved>>,
 }
+
+/// State a save failed to write, and when.
+type Unsaved = (BTreeMap<String, String>, Instant);
 
 impl SavedStates {
     /// How long an entry is kept at most: a watch that lags longer than this is broken anyway

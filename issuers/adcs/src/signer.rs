@@ -406,7 +406,7 @@ impl Signer for AdcsSigner {
             // Before anything else: from here on, a restart only polls.
             ctx.set_state(state::REQ_ID, id.to_string());
             if let Err(e) = ctx.save_state().await {
-                warn!(req_id = id, error = %e, "AD CS recorded the request but its ID could not be saved; the next attempt submits again");
+                warn!(req_id = id, error = %e, "AD CS recorded the request but its ID could not be saved; the controller keeps it in memory for the next attempt, a restart before it is saved submits again");
                 return Err(e.context(format!("saving AD CS request ID {id}")));
             }
             info!(req_id = id, "AD CS request ID saved");
