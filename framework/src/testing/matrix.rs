@@ -28,6 +28,13 @@ pub fn backoff_bound(window: Duration) -> u64 {
     n + 1
 }
 
+/// Asserts that row `name` made no more sign attempts in `window` than the backoff allows: a
+/// fault must never cause a retry storm.
+pub fn assert_within_backoff(name: &str, attempts: u64, window: Duration) {
+    let bound = backoff_bound(window);
+    assert!(attempts <= bound, "{name}: {attempts} sign attempts in {window:?}, over the backoff bound {bound}");
+}
+
 /// Completed sign calls so far, read from the controller's own metrics. The histogram has one
 /// series per label set (issuer kind, issuer, result), so every series is summed: reading an
 /// unlabelled line gave 0 once the labels came, and made a matrix's retry bound vacuous.

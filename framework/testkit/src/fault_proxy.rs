@@ -81,6 +81,40 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// A [`Fault::Rewrite`] that, in JSON answers to paths containing one of `paths`, sets every
+    /// field named by `fields` that the answer has to the current `value`: the "certificate for
+    /// another key" row of a fault matrix. A field is a `/`-separated path where `*` stands for
+    /// every element of an array (`certificates/*/certificate`).
+    pub fn replace_json(paths: &'static [&'static str], fields: &'static [&'static str], value: Arc<Mutex<String>>) -> Fault {
+        fn set(v: &mut serde_json::Value, segments: &[&str], new: &str) {
+            match segments {
+                [] => {}
+                ["*", rest @ ..] => v.as_array_mut().into_iter().flatten().for_each(|e| set(e, rest, new)),
+                [last] => {
+                    if let Some(field) = v.get_mut(*last) {
+                        *field = new.into();
+                    }
+                }
+                [first, rest @ ..] => {
+                    if let Some(child) = v.get_mut(*first) {
+                        set(child, rest, new);
+                    }
+                }
+            }
+        }
+        Fault::Rewrite(Arc::new(move |path: &str, body: &[u8]| {
+            if !paths.iter().any(|p| path.contains(p)) {
+                return body.to_vec();
+            }
+            let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else { return body.to_vec() };
+            let new = value.lock().map(|s| s.clone()).unwrap_or_default();
+            for field in fields {
+                set(&mut v, &field.split('/').collect::<Vec<_>>(), &new);
+            }
+            serde_json::to_vec(&v).unwrap_or_default()
+        }))
+    }
+
     /// A short name for tables and logs (`status-503`, `slow-drip`, ...).
     pub fn name(&self) -> String {
         match self {

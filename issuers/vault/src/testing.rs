@@ -108,6 +108,18 @@ fn leaf(
 impl OpenBao {
     /// Starts, initializes and unseals a fresh server.
     pub async fn start() -> anyhow::Result<OpenBao> {
+        // `free_port` finds ports that were free a moment ago; a test running beside this one can
+        // take one before bao binds it ("address already in use"). Then start over on new ports.
+        let mut attempts = 1;
+        loop {
+            match Self::start_on_free_ports().await {
+                Err(e) if attempts < 5 && format!("{e:#}").contains("address already in use") => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_on_free_ports() -> anyhow::Result<OpenBao> {
         certbridge::runtime::install_crypto_provider();
         let bao = bao_binary()?;
         let dir = tempfile::Builder::new().prefix("certbridge-openbao-").tempdir()?;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
-use certbridge::testing::matrix::{RowWatch, backoff_bound, leaf_has_key, sign_attempts};
+use certbridge::testing::matrix::{RowWatch, assert_within_backoff, leaf_has_key, sign_attempts};
 use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
     wait_issuer_ready,
@@ -346,11 +346,7 @@ impl Rig {
                 ),
             }
         }
-        assert!(
-            attempts <= backoff_bound(window),
-            "{name}: {attempts} sign attempts in {window:?}, over the backoff bound {}",
-            backoff_bound(window)
-        );
+        assert_within_backoff(&name, attempts, window);
         if let Inject::Sim { retry_after: Some(secs), .. } = case.inject {
             // No submit sooner than a 429 asked (the simulator's clock on both ends).
             let all = self.sim.log(log_before);

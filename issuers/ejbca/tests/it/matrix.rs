@@ -28,21 +28,11 @@ const FAULT_WINDOW: Duration = Duration::from_secs(8);
 const RECOVERY_CAP: Duration = Duration::from_secs(60);
 
 fn faults(replacement: Arc<Mutex<String>>) -> Vec<Fault> {
-    let other_key = Fault::Rewrite(Arc::new(move |path: &str, body: &[u8]| {
-        if !path.contains("pkcs10enroll") && !path.contains("finalize") && !path.contains("search") {
-            return body.to_vec();
-        }
-        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        let other = replacement.lock().unwrap().clone();
-        if v.get("certificate").is_some() {
-            v["certificate"] = other.into();
-        } else if let Some(list) = v.get_mut("certificates").and_then(|l| l.as_array_mut()) {
-            for c in list {
-                c["certificate"] = other.clone().into();
-            }
-        }
-        serde_json::to_vec(&v).unwrap_or_default()
-    }));
+    let other_key = Fault::replace_json(
+        &["pkcs10enroll", "finalize", "search"],
+        &["certificate", "certificates/*/certificate"],
+        replacement,
+    );
     vec![
         Fault::Refuse,
         Fault::Blackhole,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
-use certbridge::testing::matrix::{RowWatch, backoff_bound, leaf_has_key, sign_attempts};
+use certbridge::testing::matrix::{RowWatch, assert_within_backoff, leaf_has_key, sign_attempts};
 use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
 };
@@ -229,11 +229,7 @@ impl Rig {
             "{name}: the request's certificate changed once set: {:?}",
             watched.certificates
         );
-        assert!(
-            attempts <= backoff_bound(window),
-            "{name}: {attempts} sign attempts in {window:?}, over the backoff bound {}",
-            backoff_bound(window)
-        );
+        assert_within_backoff(&name, attempts, window);
         if stops_before_vault(&fault) {
             assert_eq!(issued_by_vault, 1, "{name}: OpenBao issued {issued_by_vault} certificates for one request");
         } else {
@@ -256,16 +252,7 @@ impl Rig {
 
 /// A body rewrite that swaps the signed leaf for `other` (a certificate for another key).
 fn other_key(other: Arc<Mutex<String>>) -> Fault {
-    Fault::Rewrite(Arc::new(move |path: &str, body: &[u8]| {
-        if !path.contains("/sign/") {
-            return body.to_vec();
-        }
-        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        if v.pointer("/data/certificate").is_some() {
-            v["data"]["certificate"] = other.lock().unwrap().clone().into();
-        }
-        serde_json::to_vec(&v).unwrap_or_default()
-    }))
+    Fault::replace_json(&["/sign/"], &["data/certificate"], other)
 }
 
 fn all_faults(other: Arc<Mutex<String>>) -> Vec<(Fault, Duration)> {

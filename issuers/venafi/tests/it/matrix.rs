@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
-use certbridge::testing::matrix::{RowWatch, backoff_bound, leaf_has_key, sign_attempts};
+use certbridge::testing::matrix::{RowWatch, assert_within_backoff, leaf_has_key, sign_attempts};
 use certbridge::testing::{
     approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
 };
@@ -219,11 +219,7 @@ impl Rig {
                 watched.certificates
             );
         }
-        assert!(
-            attempts <= backoff_bound(window),
-            "{name}: {attempts} sign attempts in {window:?}, over the backoff bound {}",
-            backoff_bound(window)
-        );
+        assert_within_backoff(&name, attempts, window);
         assert_eq!(requested, 1, "{name}: TPP got {requested} certificate requests for one CertificateRequest");
         assert_eq!(issued, 1, "{name}: TPP issued {issued} certificates for one CertificateRequest");
         assert!(self.venafi.violations().is_empty(), "{:?}", self.venafi.violations());
@@ -238,16 +234,7 @@ impl Rig {
 
 /// A body rewrite that swaps the retrieved certificate for `other` (a certificate for another key).
 fn other_key(other: Arc<Mutex<String>>) -> Fault {
-    Fault::Rewrite(Arc::new(move |path: &str, body: &[u8]| {
-        if !path.contains("/certificates/retrieve") {
-            return body.to_vec();
-        }
-        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        if v.get("CertificateData").is_some() {
-            v["CertificateData"] = other.lock().unwrap().clone().into();
-        }
-        serde_json::to_vec(&v).unwrap_or_default()
-    }))
+    Fault::replace_json(&["/certificates/retrieve"], &["CertificateData"], other)
 }
 
 /// `(fault, window, wrong_key)` for every row.
