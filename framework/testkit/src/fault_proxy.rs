@@ -85,7 +85,11 @@ impl Fault {
     /// field named by `fields` that the answer has to the current `value`: the "certificate for
     /// another key" row of a fault matrix. A field is a `/`-separated path where `*` stands for
     /// every element of an array (`certificates/*/certificate`).
-    pub fn replace_json(paths: &'static [&'static str], fields: &'static [&'static str], value: Arc<Mutex<String>>) -> Fault {
+    pub fn replace_json(
+        paths: &'static [&'static str],
+        fields: &'static [&'static str],
+        value: Arc<Mutex<String>>,
+    ) -> Fault {
         fn set(v: &mut serde_json::Value, segments: &[&str], new: &str) {
             match segments {
                 [] => {}
@@ -827,4 +831,29 @@ pub fn tally(seen: &[Seen]) -> BTreeMap<String, usize> {
         *out.entry(s.fault.clone().unwrap_or_else(|| "none".into())).or_insert(0) += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_json_sets_the_named_fields_of_matching_answers_only() {
+        let other = Arc::new(Mutex::new("OTHER".to_owned()));
+        let Fault::Rewrite(rewrite) =
+            Fault::replace_json(&["enroll", "search"], &["certificate", "certificates/*/certificate"], other)
+        else {
+            panic!("a rewrite");
+        };
+        let json = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+        let one = br#"{"certificate":"MINE","serial":"1"}"#;
+        assert_eq!(json(rewrite("/v1/enroll", one)), serde_json::json!({"certificate":"OTHER","serial":"1"}));
+        let list = br#"{"certificates":[{"certificate":"A"},{"certificate":"B"},{"x":1}]}"#;
+        assert_eq!(
+            json(rewrite("/v1/search", list)),
+            serde_json::json!({"certificates":[{"certificate":"OTHER"},{"certificate":"OTHER"},{"x":1}]})
+        );
+        assert_eq!(rewrite("/v1/status", one), one.to_vec(), "other paths pass untouched");
+        assert_eq!(rewrite("/v1/enroll", b"not json"), b"not json".to_vec(), "non-JSON passes untouched");
+    }
 }
