@@ -67,6 +67,29 @@ pub fn leaf_has_key(chain_pem: &str, csr_pem: &str) -> bool {
     csr.is_some() && issued.leaf_public_key_der().ok() == csr
 }
 
+/// Creates the approved request `name` (a fresh P-256 key for `<name>.<domain>`) in `namespace`
+/// naming the namespaced issuer `issuer` of kind `S`; returns its CSR.
+pub async fn create_approved<S: crate::IssuerSpec>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    issuer: &str,
+    domain: &str,
+) -> String {
+    use crate::testing::{approve, certificate_request, create_certificate_request, generate_csr};
+    let (csr, _) = generate_csr(&crate::KeyKind::EcP256, &[&format!("{name}.{domain}")]).expect("a CSR");
+    let cr = certificate_request::<S>(namespace, name, &csr, crate::IssuerScope::Namespaced, issuer);
+    create_certificate_request(client, &cr).await.expect("the request is created");
+    approve(client, namespace, name).await.expect("the request is approved");
+    csr
+}
+
+/// The certificate chain request `name` carries, if any.
+pub async fn chain(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
+    let cr = Api::<CertificateRequest>::namespaced(client.clone(), namespace).get(name).await.expect("the request");
+    cr.status.and_then(|s| s.certificate).and_then(|c| String::from_utf8(c.0).ok()).filter(|c| !c.is_empty())
+}
+
 /// What a row saw.
 #[derive(Debug, Default, Clone)]
 pub struct Watched {

@@ -35,12 +35,11 @@ use std::time::{Duration, Instant};
 
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
-use certbridge::testing::matrix::{RowWatch, assert_within_backoff, leaf_has_key, sign_attempts};
-use certbridge::testing::{
-    approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
-    wait_issuer_ready,
+use certbridge::testing::matrix::{
+    RowWatch, assert_within_backoff, chain, create_approved, leaf_has_key, sign_attempts,
 };
-use certbridge::{IssuerScope, KeyKind, Reaction, SignContext, Signer};
+use certbridge::testing::{create_issuer, install_crds, issuer_api, wait_issuer_ready};
+use certbridge::{IssuerScope, Reaction, SignContext, Signer};
 use certbridge_adcs::{AdcsIssuerSpec, AdcsSigner};
 use certbridge_testkit::KubeSim;
 use certbridge_testkit::fault_proxy::{Fault, FaultProxy, ProxyOptions};
@@ -190,11 +189,7 @@ impl Rig {
     }
 
     async fn create(&self, name: &str) -> String {
-        let (csr, _) = generate_csr(&KeyKind::EcP256, &[&format!("{name}.team-a.example")]).unwrap();
-        let cr = certificate_request::<AdcsIssuerSpec>(NS, name, &csr, IssuerScope::Namespaced, "adcs");
-        create_certificate_request(&self.client, &cr).await.unwrap();
-        approve(&self.client, NS, name).await.unwrap();
-        csr
+        create_approved::<AdcsIssuerSpec>(&self.client, NS, name, "adcs", "team-a.example").await
     }
 
     async fn condition(&self, name: &str) -> (String, String, String) {
@@ -209,8 +204,7 @@ impl Rig {
     }
 
     async fn chain(&self, name: &str) -> Option<String> {
-        let cr = self.requests().get(name).await.unwrap();
-        cr.status.and_then(|s| s.certificate).map(|c| String::from_utf8(c.0).unwrap()).filter(|c| !c.is_empty())
+        chain(&self.client, NS, name).await
     }
 
     async fn annotation(&self, name: &str, key: &str) -> Option<String> {

@@ -20,13 +20,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use certbridge::IssuerScope;
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
-use certbridge::testing::matrix::{RowWatch, assert_within_backoff, leaf_has_key, sign_attempts};
-use certbridge::testing::{
-    approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
+use certbridge::testing::matrix::{
+    RowWatch, assert_within_backoff, chain, create_approved, leaf_has_key, sign_attempts,
 };
-use certbridge::{IssuerScope, KeyKind};
+use certbridge::testing::{create_issuer, install_crds, issuer_api};
 use certbridge_testkit::KubeSim;
 use certbridge_testkit::fault_proxy::{Fault, FaultProxy, ProxyOptions};
 use kube::api::{Api, PostParams};
@@ -145,11 +145,7 @@ impl Rig {
     }
 
     async fn create(&self, name: &str) -> String {
-        let (csr, _) = generate_csr(&KeyKind::EcP256, &[&format!("{name}.example.com")]).unwrap();
-        let cr = certificate_request::<VaultSpec>(NS, name, &csr, IssuerScope::Namespaced, "vault");
-        create_certificate_request(&self.client, &cr).await.unwrap();
-        approve(&self.client, NS, name).await.unwrap();
-        csr
+        create_approved::<VaultSpec>(&self.client, NS, name, "vault", "example.com").await
     }
 
     async fn ready(&self, name: &str) -> bool {
@@ -158,8 +154,7 @@ impl Rig {
     }
 
     async fn chain(&self, name: &str) -> Option<String> {
-        let cr = self.requests().get(name).await.unwrap();
-        cr.status.and_then(|s| s.certificate).map(|c| String::from_utf8(c.0).unwrap()).filter(|c| !c.is_empty())
+        chain(&self.client, NS, name).await
     }
 
     async fn leaf_der(&self, name: &str) -> Vec<u8> {

@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use certbridge::IssuerScope;
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
-use certbridge::testing::matrix::{RowWatch, assert_within_backoff, leaf_has_key, sign_attempts};
-use certbridge::testing::{
-    approve, certificate_request, create_certificate_request, create_issuer, generate_csr, install_crds, issuer_api,
+use certbridge::testing::matrix::{
+    RowWatch, assert_within_backoff, chain, create_approved, leaf_has_key, sign_attempts,
 };
-use certbridge::{IssuerScope, KeyKind};
+use certbridge::testing::{create_issuer, install_crds, issuer_api};
 use certbridge_testkit::KubeSim;
 use certbridge_testkit::fault_proxy::{Fault, FaultProxy, ProxyOptions, UpstreamTls};
 use certbridge_venafi::sim::VenafiSim;
@@ -134,11 +134,7 @@ impl Rig {
     }
 
     async fn create(&self, name: &str) -> String {
-        let (csr, _) = generate_csr(&KeyKind::EcP256, &[&format!("{name}.team-a.example")]).unwrap();
-        let cr = certificate_request::<VenafiIssuerSpec>(NS, name, &csr, IssuerScope::Namespaced, "venafi");
-        create_certificate_request(&self.client, &cr).await.unwrap();
-        approve(&self.client, NS, name).await.unwrap();
-        csr
+        create_approved::<VenafiIssuerSpec>(&self.client, NS, name, "venafi", "team-a.example").await
     }
 
     async fn condition(&self, name: &str) -> (String, String) {
@@ -151,8 +147,7 @@ impl Rig {
     }
 
     async fn chain(&self, name: &str) -> Option<String> {
-        let cr = self.requests().get(name).await.unwrap();
-        cr.status.and_then(|s| s.certificate).map(|c| String::from_utf8(c.0).unwrap()).filter(|c| !c.is_empty())
+        chain(&self.client, NS, name).await
     }
 
     /// Whether the request's leaf carries its CSR's key.
