@@ -31,14 +31,14 @@
 //! fault and prints the table RELIABILITY.md records (`#[ignore]`, a measurement). The row runner
 //! is a copy of the Venafi matrix's, adapted to certsrv's counters.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
 use certbridge::testing::matrix::{
     RowWatch, assert_within_backoff, chain, create_approved, leaf_has_key, sign_attempts,
 };
-use certbridge::testing::{create_issuer, install_crds, issuer_api, wait_issuer_ready};
+use certbridge::testing::{create_issuer, install_crds, issuer_api, wait_issuer_ready, wait_ready};
 use certbridge::{IssuerScope, Reaction, SignContext, Signer};
 use certbridge_adcs::{AdcsIssuerSpec, AdcsSigner};
 use certbridge_testkit::KubeSim;
@@ -173,11 +173,7 @@ async fn rig() -> Rig {
 
     // A baseline request: proves the path (and the binding through the proxy) works.
     let csr = rig.create("baseline").await;
-    let t = Instant::now();
-    while !rig.ready("baseline").await {
-        assert!(t.elapsed() < RECOVERY_CAP, "the baseline request never became Ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&rig.client, NS, "baseline", RECOVERY_CAP).await.expect("the baseline request becomes Ready");
     assert!(rig.right_key("baseline", &csr).await);
     assert_eq!(rig.sim.enrollments(&csr), 1);
     rig
@@ -197,10 +193,6 @@ impl Rig {
         cr.condition("Ready")
             .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
             .unwrap_or_default()
-    }
-
-    async fn ready(&self, name: &str) -> bool {
-        self.condition(name).await.0 == "True"
     }
 
     async fn chain(&self, name: &str) -> Option<String> {

@@ -18,15 +18,14 @@
 //! every fault and prints the table RELIABILITY.md records (`#[ignore]`, a measurement).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certbridge::IssuerScope;
-use certbridge::api::CertificateRequest;
 use certbridge::runtime::{ControllerHandle, Options};
 use certbridge::testing::matrix::{
     RowWatch, assert_within_backoff, chain, create_approved, leaf_has_key, sign_attempts,
 };
-use certbridge::testing::{create_issuer, install_crds, issuer_api};
+use certbridge::testing::{create_issuer, install_crds, issuer_api, wait_ready};
 use certbridge_testkit::KubeSim;
 use certbridge_testkit::fault_proxy::{Fault, FaultProxy, ProxyOptions};
 use kube::api::{Api, PostParams};
@@ -128,11 +127,7 @@ async fn rig() -> Rig {
 
     // A baseline request: proves the path works and gives the "certificate for another key".
     let csr = rig.create("baseline").await;
-    let t = Instant::now();
-    while !rig.ready("baseline").await {
-        assert!(t.elapsed() < RECOVERY_CAP, "the baseline request never became Ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&rig.client, NS, "baseline", RECOVERY_CAP).await.expect("the baseline request becomes Ready");
     assert!(rig.right_key("baseline", &csr).await);
     let leaf = rig.leaf_der("baseline").await;
     *rig.other_leaf_pem.lock().unwrap() = pem::encode(&pem::Pem::new("CERTIFICATE", leaf));
@@ -140,17 +135,8 @@ async fn rig() -> Rig {
 }
 
 impl Rig {
-    fn requests(&self) -> Api<CertificateRequest> {
-        Api::namespaced(self.client.clone(), NS)
-    }
-
     async fn create(&self, name: &str) -> String {
         create_approved::<VaultSpec>(&self.client, NS, name, "vault", "example.com").await
-    }
-
-    async fn ready(&self, name: &str) -> bool {
-        let cr = self.requests().get(name).await.unwrap();
-        cr.condition("Ready").is_some_and(|c| c.status == "True")
     }
 
     async fn chain(&self, name: &str) -> Option<String> {

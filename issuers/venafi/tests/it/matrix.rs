@@ -24,7 +24,7 @@
 //! every fault and prints the table RELIABILITY.md records (`#[ignore]`, a measurement).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use certbridge::IssuerScope;
@@ -33,7 +33,7 @@ use certbridge::runtime::{ControllerHandle, Options};
 use certbridge::testing::matrix::{
     RowWatch, assert_within_backoff, chain, create_approved, leaf_has_key, sign_attempts,
 };
-use certbridge::testing::{create_issuer, install_crds, issuer_api};
+use certbridge::testing::{create_issuer, install_crds, issuer_api, wait_ready};
 use certbridge_testkit::KubeSim;
 use certbridge_testkit::fault_proxy::{Fault, FaultProxy, ProxyOptions, UpstreamTls};
 use certbridge_venafi::sim::VenafiSim;
@@ -117,11 +117,7 @@ async fn rig() -> Rig {
 
     // A baseline request: proves the path works and gives the "certificate for another key".
     let csr = rig.create("baseline").await;
-    let t = Instant::now();
-    while !rig.ready("baseline").await {
-        assert!(t.elapsed() < RECOVERY_CAP, "the baseline request never became Ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&rig.client, NS, "baseline", RECOVERY_CAP).await.expect("the baseline request becomes Ready");
     assert!(rig.right_key("baseline", &csr).await);
     let chain = rig.chain("baseline").await.unwrap();
     *rig.other.lock().unwrap() = base64::engine::general_purpose::STANDARD.encode(chain.replace('\n', "\r\n"));
@@ -135,15 +131,6 @@ impl Rig {
 
     async fn create(&self, name: &str) -> String {
         create_approved::<VenafiIssuerSpec>(&self.client, NS, name, "venafi", "team-a.example").await
-    }
-
-    async fn condition(&self, name: &str) -> (String, String) {
-        let cr = self.requests().get(name).await.unwrap();
-        cr.condition("Ready").map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default())).unwrap_or_default()
-    }
-
-    async fn ready(&self, name: &str) -> bool {
-        self.condition(name).await.0 == "True"
     }
 
     async fn chain(&self, name: &str) -> Option<String> {
