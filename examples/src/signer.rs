@@ -2,7 +2,7 @@
 
 use certbridge::pki::{certificate_params, key_pair_from_pem, subject_public_key};
 use certbridge::{
-    Issued, Issuer, IssuerCache, Ready, Resources, SignContext, SignError, SignRequest, Signer, async_trait,
+    CaChain, Issued, Issuer, IssuerCache, Ready, Resources, SignContext, SignError, SignRequest, Signer, async_trait,
 };
 use rcgen::{KeyPair, PublicKeyData};
 use x509_parser::{pem::parse_x509_pem, time::ASN1Time};
@@ -16,7 +16,7 @@ pub struct LocalCaSigner(IssuerCache<Ca>);
 
 /// A CA loaded from its Secret.
 struct Ca {
-    pem: String, // `tls.crt` as stored: the CA certificate first, then any chain above it.
+    chain: CaChain, // `tls.crt`: the CA certificate first, then any chain above it; ordered once.
     issuer: rcgen::Issuer<'static, KeyPair>,
     not_after: ASN1Time,
     subject: String,
@@ -41,10 +41,11 @@ impl Ca {
         if cert.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(bad("key \"tls.key\" does not match the certificate in \"tls.crt\""));
         }
+        let chain = CaChain::from_pem_bundle(&pem).map_err(|e| bad(&format!("key \"tls.crt\" {e}")))?;
         let (not_after, subject) = (cert.validity().not_after, cert.subject().to_string());
         let issuer = rcgen::Issuer::from_ca_cert_der(&block.contents.clone().into(), key)
             .map_err(|e| bad(&format!("key \"tls.crt\" cannot be used as an issuer: {e}")))?;
-        Ok(Ca { pem: pem.to_string(), issuer, not_after, subject })
+        Ok(Ca { chain, issuer, not_after, subject })
     }
 }
 
@@ -68,7 +69,7 @@ impl Signer for LocalCaSigner {
         let leaf = params
             .signed_by(&subject_public_key(request)?, &ca.issuer)
             .map_err(|e| SignError::permanent(format!("signing failed: {e}")))?;
-        Issued::from_pem_bundle(&format!("{}\n{}", leaf.pem(), ca.pem)).map_err(SignError::permanent)
+        Ok(ca.chain.issued(leaf.der()))
     }
 
     async fn check(&self, issuer: &Issuer<LocalCaSpec>, resources: &Resources) -> Result<Ready, SignError> {

@@ -47,7 +47,7 @@ pub use cli::{run, run_with};
 pub use context::SignContext;
 pub use error::{Reaction, RequestCondition, SignError};
 pub use issuer::{Issuer, IssuerScope, IssuerSpec};
-pub use pki::{Csr, CsrLimits, Issued, KeyKind, OtherName};
+pub use pki::{CaChain, Csr, CsrLimits, Issued, KeyKind, OtherName};
 pub use redact::redact;
 pub use request::{ExtKeyUsage, KeyUsage, RequestKind, RequestObject, Requester, SignRequest};
 pub use resources::Resources;

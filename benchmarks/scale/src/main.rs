@@ -10,7 +10,9 @@
 //! `BIN_DIR` (where `kube-sim` and `certbridge-example-ca` are; default: next to this binary),
 //! `CONTROLLER_BIN` (another build of the controller to measure, e.g. a copy of main's),
 //! `PHASES` (comma list of `bare,full,restart,pending,rate,backlog`, default all), `PERF_OUT` (a path: record
-//! the controller and kube-sim with `perf record -e cpu-clock -g` during the full-speed phase).
+//! the controller and kube-sim with `perf record -e cpu-clock --call-graph dwarf` during the phase
+//! `PERF_PHASE` names: `full`, the default, or `backlog`). Each phase prints the CPU time per
+//! request of each process (controller, kube-sim, the benchmark's client).
 //!
 //! Every completion is seen through one watch per phase (never by listing in a loop: a list of
 //! 10k objects per poll would load kube-sim more than the controller does). The *bare API-write
@@ -22,7 +24,10 @@
 //!   controller must make;
 //! * `bare as controller`: the calls this controller makes per request (apply Issued, create an
 //!   Event: no Initializing write and no CA Secret read since issue 16), to tell API cost from our
-//!   own overhead.
+//!   own overhead;
+//! * `bare under load`: the full-speed phase's creates and approvals while a minimal watch-driven
+//!   loop in this process does read+apply for each approved request: what a controller with no
+//!   overhead of its own reaches while the creates compete for the same API server and CPUs.
 //!
 //! Memory comes from `/proc/<pid>/status` (`VmRSS`, sampled every 50 ms, and `VmHWM`).
 
@@ -87,6 +92,65 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// User + system CPU seconds used so far by `pid` (`/proc/<pid>/stat` fields 14 and 15, clock
+/// ticks of 1/100 s on Linux), read after the last `)` so a process name cannot shift the fields.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // After the `)`: field 3 (state) is index 0, so utime (14) is index 11 and stime (15) index 12.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU time per request of each process in a phase: where a request's cost goes (controller,
+/// kube-sim, the benchmark's own client), independent of how busy the host is.
+struct CpuMeter {
+    start: Vec<(&'static str, u32, f64)>,
+}
+
+impl CpuMeter {
+    fn start(procs: &[(&'static str, u32)]) -> CpuMeter {
+        CpuMeter { start: procs.iter().map(|&(name, pid)| (name, pid, cpu_seconds(pid))).collect() }
+    }
+
+    /// "CPU per request: controller 210 µs, kube-sim 300 µs, …"
+    fn per_request(&self, n: usize) -> String {
+        let parts: Vec<String> = self
+            .start
+            .iter()
+            .map(|&(name, pid, t0)| format!("{name} {:.0} µs", (cpu_seconds(pid) - t0) * 1e6 / n as f64))
+            .collect();
+        format!("CPU per request: {}", parts.join(", "))
+    }
+}
+
+/// With `PERF_OUT` set and `PERF_PHASE` naming `phase` (default `full`): `perf record` of `pids`
+/// (cpu-clock, DWARF call graphs: the release build has no frame pointers) until [`perf_stop`].
+fn perf_start(phase: &str, pids: &[u32]) -> Option<Proc> {
+    let out = std::env::var("PERF_OUT").ok()?;
+    if std::env::var("PERF_PHASE").unwrap_or_else(|_| "full".into()) != phase {
+        return None;
+    }
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let child = Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,8192", "-o", &out, "-p"])
+        .arg(pids.join(","))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perf");
+    Some(Proc { child, name: "perf" })
+}
+
+fn perf_stop(perf: Option<Proc>) {
+    if let Some(mut perf) = perf {
+        // SIGINT makes perf write its data and exit.
+        let _ = Command::new("kill").args(["-INT", &perf.pid().to_string()]).status();
+        let _ = perf.child.wait();
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -182,7 +246,15 @@ struct Controller {
     health: u16,
 }
 
+/// Starts the controller and waits for `/readyz`.
 fn start_controller(bin: &Path, kubeconfig: &Path, log: &Path) -> Controller {
+    let c = spawn_controller(bin, kubeconfig, log);
+    c.wait_ready(log);
+    c
+}
+
+/// Starts the controller process without waiting for it to be ready.
+fn spawn_controller(bin: &Path, kubeconfig: &Path, log: &Path) -> Controller {
     let health = free_port();
     let exe =
         std::env::var_os("CONTROLLER_BIN").map(PathBuf::from).unwrap_or_else(|| bin.join("certbridge-example-ca"));
@@ -196,13 +268,18 @@ fn start_controller(bin: &Path, kubeconfig: &Path, log: &Path) -> Controller {
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
         .spawn()
         .expect("controller");
-    let c = Controller { proc: Proc { child, name: "controller" }, health };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready(c.health) {
-        assert!(Instant::now() < deadline, "the controller did not become ready; see {}", log.display());
-        std::thread::sleep(Duration::from_millis(50));
+    Controller { proc: Proc { child, name: "controller" }, health }
+}
+
+impl Controller {
+    /// Waits (polling `/readyz` every 5 ms) until the controller is ready.
+    fn wait_ready(&self, log: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready(self.health) {
+            assert!(Instant::now() < deadline, "the controller did not become ready; see {}", log.display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
-    c
 }
 
 async fn client(kubeconfig: &Path) -> kube::Client {
@@ -425,6 +502,78 @@ async fn create_all(
         .unwrap()
 }
 
+/// The status apply a controller makes when it issues request `name` in the bare namespace
+/// (Ready=True, chain, CA).
+fn issued_status(name: &str, chain: &str, ca: &str) -> Patch<serde_json::Value> {
+    Patch::Apply(json!({
+        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+        "metadata": {"name": name, "namespace": "bare"},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Issued",
+                            "message": "Succeeded signing the certificate",
+                            "lastTransitionTime": jiff::Timestamp::now().to_string()}],
+            "certificate": base64(chain.as_bytes()), "ca": base64(ca.as_bytes()),
+        },
+    }))
+}
+
+/// The bare rate under the full-speed phase's load: while the client creates and approves `n`
+/// requests (`in_flight` at once, as in that phase), a minimal controller in this process — one
+/// watch on the namespace, then per approved request one GET and one status apply (the read+apply
+/// calls), `workers` at once; no signing, no event, no cache — finishes them. Requests/s from the
+/// first create to the last apply: what a controller with no overhead of its own would reach while
+/// the creates compete for the same API server and CPUs.
+async fn bare_loaded(
+    client: &kube::Client,
+    csrs: &[String],
+    chain: &str,
+    ca: &str,
+    workers: usize,
+    in_flight: usize,
+) -> f64 {
+    let n = csrs.len();
+    let api: Api<CertificateRequest> = Api::namespaced(client.clone(), "bare");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    let watch_api = api.clone();
+    let watch = tokio::spawn(async move {
+        let mut synced = Some(synced_tx);
+        let mut queued = std::collections::HashSet::new();
+        let mut events = std::pin::pin!(watcher(watch_api, watcher::Config::default()));
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = synced.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(watcher::Event::Apply(cr)) => {
+                    let approved = cr.condition("Approved").is_some_and(|c| c.status == "True");
+                    let name = cr.metadata.name.unwrap_or_default();
+                    if approved && queued.insert(name.clone()) {
+                        let _ = tx.send(name);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let _ = synced_rx.await;
+    let started = Instant::now();
+    let queue = stream::poll_fn(|cx| rx.poll_recv(cx)).take(n);
+    let issue = queue.for_each_concurrent(workers, |name| {
+        let api = api.clone();
+        async move {
+            let pp = PatchParams::apply("bench.certbridge.io/bare").force();
+            api.get(&name).await.unwrap();
+            api.patch_status(&name, &pp, &issued_status(&name, chain, ca)).await.unwrap();
+        }
+    });
+    futures::join!(create_all(client, "bare", csrs, "bare.invalid", true, in_flight), issue);
+    watch.abort();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 /// The bare API-write rate: per request what a controller must do (GET, then apply the issued
 /// status), or with `as_controller` what this controller does (apply Issued, create an Event);
 /// `workers` requests at once. Returns requests/s.
@@ -438,22 +587,7 @@ async fn bare(client: &kube::Client, n: usize, chain: &str, ca: &str, as_control
             let (api, events, pp) = (api.clone(), events.clone(), pp.clone());
             async move {
                 let name = format!("r{i}");
-                let now = jiff::Timestamp::now().to_string();
-                let status = |ready: serde_json::Value, extra: serde_json::Value| {
-                    let mut s = json!({"conditions": [ready]});
-                    if let serde_json::Value::Object(m) = extra {
-                        s.as_object_mut().unwrap().extend(m);
-                    }
-                    Patch::Apply(json!({
-                        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-                        "metadata": {"name": name, "namespace": "bare"}, "status": s,
-                    }))
-                };
-                let issued = status(
-                    json!({"type": "Ready", "status": "True", "reason": "Issued",
-                           "message": "Succeeded signing the certificate", "lastTransitionTime": now}),
-                    json!({"certificate": base64(chain.as_bytes()), "ca": base64(ca.as_bytes())}),
-                );
+                let issued = issued_status(&name, chain, ca);
                 if as_controller {
                     api.patch_status(&name, &pp, &issued).await.unwrap();
                     let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
@@ -515,8 +649,10 @@ async fn main() {
     let kube = client(&sim.kubeconfig).await;
     setup(&kube, &ca_pem, &ca_key).await;
 
+    let (me, sim_pid) = (std::process::id(), sim.pid);
     let mut bare_rates = Vec::new();
     let mut bare_ctl = Vec::new();
+    let mut bare_loaded_rates = Vec::new();
     let run_bare = |label: &'static str| {
         let kube = kube.clone();
         let (csrs, chain, ca_pem) = (&csrs, &chain, &ca_pem);
@@ -524,20 +660,33 @@ async fn main() {
             let created = Instant::now();
             create_all(&kube, "bare", &csrs[..n], "bare.invalid", true, in_flight).await;
             let create_rate = n as f64 / created.elapsed().as_secs_f64();
+            let cpu = CpuMeter::start(&[("kube-sim", sim_pid), ("client", me)]);
             let r = bare(&kube, n, chain, ca_pem, false, workers).await;
+            let r_cpu = cpu.per_request(n);
+            let cpu = CpuMeter::start(&[("kube-sim", sim_pid), ("client", me)]);
             let c = bare(&kube, n, chain, ca_pem, true, workers).await;
+            let c_cpu = cpu.per_request(n);
+            clear_bare(&kube).await;
+            let cpu = CpuMeter::start(&[("kube-sim", sim_pid), ("client", me)]);
+            let loaded = bare_loaded(&kube, &csrs[..n], chain, ca_pem, workers, in_flight).await;
+            let loaded_cpu = cpu.per_request(n);
             clear_bare(&kube).await;
             println!(
                 "bare ({label}): create+approve {create_rate:.0}/s ({in_flight} in flight); read+apply {r:.0} requests/s; as controller {c:.0} requests/s ({workers} at once); load {}",
                 load_average()
             );
-            (r, c)
+            println!("bare ({label}): read+apply {r_cpu}; as controller {c_cpu}");
+            println!(
+                "bare ({label}): under load: creates as at full speed while a watch-driven read+apply loop issues them: {loaded:.0} requests/s; {loaded_cpu}"
+            );
+            (r, c, loaded)
         }
     };
     if phase("bare") {
-        let (r, c) = run_bare("before").await;
+        let (r, c, l) = run_bare("before").await;
         bare_rates.push(r);
         bare_ctl.push(c);
+        bare_loaded_rates.push(l);
     }
 
     let ctl = start_controller(&bin, &sim.kubeconfig, &log);
@@ -550,16 +699,8 @@ async fn main() {
     if phase("full") {
         let sampler = RssSampler::start(ctl.proc.pid());
         let done = Completion::start(&kube, BENCH_NS).await;
-        let perf = std::env::var("PERF_OUT").ok().map(|out| {
-            let child = Command::new("perf")
-                .args(["record", "-e", "cpu-clock", "-F", "499", "-g", "-o", &out, "-p"])
-                .arg(format!("{},{}", ctl.proc.pid(), sim.pid))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("perf");
-            Proc { child, name: "perf" }
-        });
+        let perf = perf_start("full", &[ctl.proc.pid(), sim.pid]);
+        let cpu = CpuMeter::start(&[("controller", ctl.proc.pid()), ("kube-sim", sim.pid), ("benchmark", me)]);
         let started = Instant::now();
         let created = create_all(&kube, BENCH_NS, &csrs[..n], GROUP, true, in_flight).await;
         let create_s = started.elapsed().as_secs_f64();
@@ -567,17 +708,14 @@ async fn main() {
         let elapsed = started.elapsed().as_secs_f64();
         let (p50, p99, max) = latencies(&created, &done.issued.lock().unwrap());
         let (rss, hwm) = rss_kib(ctl.proc.pid());
-        if let Some(mut perf) = perf {
-            // SIGINT makes perf write its data and exit.
-            let _ = Command::new("kill").args(["-INT", &perf.pid().to_string()]).status();
-            let _ = perf.child.wait();
-        }
+        perf_stop(perf);
         let rate = n as f64 / elapsed;
         full_rate = Some(rate);
         println!(
             "full speed: {n} requests created+approved in {create_s:.1} s, all Issued after {elapsed:.1} s = {rate:.0} requests/s; create→Issued p50 {p50:.0} ms p99 {p99:.0} ms max {max:.0} ms; load {}",
             load_average()
         );
+        println!("full speed: {} (the benchmark creates, approves and watches)", cpu.per_request(n));
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (settled, _) = rss_kib(ctl.proc.pid());
         println!(
@@ -662,13 +800,19 @@ async fn main() {
     if phase("backlog") {
         create_all(&kube, "backlog", &csrs[..n], GROUP, true, in_flight).await;
         let done = Completion::start(&kube, "backlog").await;
+        let cpu = CpuMeter::start(&[("kube-sim", sim.pid), ("benchmark", me)]);
         let started = Instant::now();
-        let ctl = start_controller(&bin, &sim.kubeconfig, &log);
+        let ctl = spawn_controller(&bin, &sim.kubeconfig, &log);
+        let perf = perf_start("backlog", &[ctl.proc.pid(), sim.pid]);
+        ctl.wait_ready(&log);
         // Its start and the list of N requests, for the reader: the rate stays from the spawn.
         let ready_s = started.elapsed().as_secs_f64();
         let issued_at_ready = done.count.load(Ordering::Relaxed);
         done.wait(n, Duration::from_secs(600)).await;
         let elapsed = started.elapsed().as_secs_f64();
+        perf_stop(perf);
+        // The controller's CPU from its spawn (its start and initial list included).
+        let controller_us = cpu_seconds(ctl.proc.pid()) * 1e6 / n as f64;
         let rate = n as f64 / elapsed;
         backlog_rate = Some(rate);
         println!(
@@ -676,21 +820,25 @@ async fn main() {
             (n - issued_at_ready) as f64 / (elapsed - ready_s),
             load_average()
         );
+        println!("backlog: controller {controller_us:.0} µs from its spawn; {}", cpu.per_request(n));
         drop(ctl);
     }
 
     if phase("bare") {
-        let (r, c) = run_bare("after").await;
+        let (r, c, l) = run_bare("after").await;
         bare_rates.push(r);
         bare_ctl.push(c);
+        bare_loaded_rates.push(l);
     }
     if let (Some(full), false) = (full_rate, bare_rates.is_empty()) {
         let r = bare_rates.iter().sum::<f64>() / bare_rates.len() as f64;
         let c = bare_ctl.iter().sum::<f64>() / bare_ctl.len() as f64;
+        let l = bare_loaded_rates.iter().sum::<f64>() / bare_loaded_rates.len() as f64;
         println!(
-            "ratio: end-to-end {full:.0}/s = {:.2} × bare read+apply ({r:.0}/s), {:.2} × bare as controller ({c:.0}/s)",
+            "ratio: end-to-end {full:.0}/s = {:.2} × bare read+apply ({r:.0}/s), {:.2} × bare as controller ({c:.0}/s), {:.2} × bare read+apply under the same creates ({l:.0}/s)",
             full / r,
-            full / c
+            full / c,
+            full / l
         );
     }
     if let (Some(backlog), false) = (backlog_rate, bare_rates.is_empty()) {

@@ -34,48 +34,7 @@ impl Issued {
     /// Like [`Issued::from_pem_bundle`] for DER certificates, plus an optional extra CA/root (e.g. a
     /// configured CA bundle) used only to pick the CA.
     pub fn from_der_certs(ders: Vec<Vec<u8>>) -> Result<Issued, String> {
-        let mut certs: Vec<Cert> = Vec::new();
-        for der in ders {
-            if certs.iter().any(|c| c.der == der) {
-                continue;
-            }
-            let (_, x) = X509Certificate::from_der(&der)
-                .map_err(|e| format!("the CA returned a certificate that does not parse: {e}"))?;
-            let subject = x.subject().as_raw().to_vec();
-            let issuer = x.issuer().as_raw().to_vec();
-            let self_signed = subject == issuer && x.verify_signature(None).is_ok();
-            certs.push(Cert { der, subject, issuer, self_signed });
-        }
-        if certs.is_empty() {
-            return Err("the CA returned no certificate".into());
-        }
-        // The leaf is the certificate no other certificate names as its issuer.
-        let is_issuer_of_another =
-            |c: &Cert| certs.iter().any(|o| !std::ptr::eq(o, c) && !o.self_signed && o.issuer == c.subject);
-        let leaves: Vec<usize> = (0..certs.len()).filter(|&i| !is_issuer_of_another(&certs[i])).collect();
-        let leaf = match leaves.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err("the certificates returned by the CA form a loop; no leaf found".into());
-            }
-            _ if certs.len() == 1 => 0,
-            _ => {
-                return Err(format!("the CA returned {} unrelated certificates, not a single chain", leaves.len()));
-            }
-        };
-        let mut order = vec![leaf];
-        while let Some(&cur) = order.last() {
-            if certs[cur].self_signed {
-                break;
-            }
-            match (0..certs.len()).find(|&i| !order.contains(&i) && certs[i].subject == certs[cur].issuer) {
-                Some(next) => order.push(next),
-                None => break,
-            }
-        }
-        if order.len() != certs.len() {
-            return Err("the CA returned certificates that are not part of the leaf's chain".into());
-        }
+        let (certs, order) = ordered(ders)?;
         let last = *order.last().expect("non-empty");
         let (chain, ca): (Vec<usize>, Option<usize>) = if order.len() > 1 && certs[last].self_signed {
             (order[..order.len() - 1].to_vec(), Some(last))
@@ -103,6 +62,88 @@ impl Issued {
         let (_, x) =
             X509Certificate::from_der(block.contents()).map_err(|e| format!("issued leaf does not parse: {e}"))?;
         Ok(x.public_key().raw.to_vec())
+    }
+}
+
+/// Parses `ders` (duplicates dropped) and orders them leaf first up to a self-signed root or the
+/// highest certificate: the certificates and that order, which covers every certificate.
+fn ordered(ders: Vec<Vec<u8>>) -> Result<(Vec<Cert>, Vec<usize>), String> {
+    let mut certs: Vec<Cert> = Vec::new();
+
+    for der in ders {
+        if certs.iter().any(|c| c.der == der) {
+            continue;
+        }
+        let (_, x) = X509Certificate::from_der(&der)
+            .map_err(|e| format!("the CA returned a certificate that does not parse: {e}"))?;
+        let subject = x.subject().as_raw().to_vec();
+        let issuer = x.issuer().as_raw().to_vec();
+        let self_signed = subject == issuer && x.verify_signature(None).is_ok();
+        certs.push(Cert { der, subject, issuer, self_signed });
+    }
+    if certs.is_empty() {
+        return Err("the CA returned no certificate".into());
+    }
+    // The leaf is the certificate no other certificate names as its issuer.
+    let is_issuer_of_another =
+        |c: &Cert| certs.iter().any(|o| !std::ptr::eq(o, c) && !o.self_signed && o.issuer == c.subject);
+    let leaves: Vec<usize> = (0..certs.len()).filter(|&i| !is_issuer_of_another(&certs[i])).collect();
+    let leaf = match leaves.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err("the certificates returned by the CA form a loop; no leaf found".into());
+        }
+        _ if certs.len() == 1 => 0,
+        _ => {
+            return Err(format!("the CA returned {} unrelated certificates, not a single chain", leaves.len()));
+        }
+    };
+    let mut order = vec![leaf];
+    while let Some(&cur) = order.last() {
+        if certs[cur].self_signed {
+            break;
+        }
+        match (0..certs.len()).find(|&i| !order.contains(&i) && certs[i].subject == certs[cur].issuer) {
+            Some(next) => order.push(next),
+            None => break,
+        }
+    }
+    if order.len() != certs.len() {
+        return Err("the CA returned certificates that are not part of the leaf's chain".into());
+    }
+    Ok((certs, order))
+}
+
+/// A CA's own chain, ordered once when the CA is loaded; each leaf it issues is put in front.
+///
+/// An adapter that holds its CA certificate (a CA in a Secret, an HSM-held key) would otherwise
+/// call [`Issued::from_pem_bundle`] on leaf + CA for every request, which checks the root's
+/// self-signature again each time: a signature verification per request, 15 % of the example
+/// controller's CPU at full speed (BENCHMARKS.md, issue 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaChain {
+    /// PEM of the certificates that follow a leaf: the CA up to, not including, a self-signed root.
+    above_leaf: String,
+    /// PEM of the CA cert-manager shows: the self-signed root, or the highest certificate.
+    ca_pem: String,
+}
+
+impl CaChain {
+    /// Orders `bundle`: the issuing CA's certificate and any chain above it, in any order.
+    pub fn from_pem_bundle(bundle: &str) -> Result<CaChain, String> {
+        let (certs, order) = ordered(certificates_from_pem(bundle)?)?;
+        let last = *order.last().expect("non-empty");
+        let above = if certs[last].self_signed { &order[..order.len() - 1] } else { &order[..] };
+        Ok(CaChain {
+            above_leaf: above.iter().map(|&i| to_pem(&certs[i].der)).collect(),
+            ca_pem: to_pem(&certs[last].der),
+        })
+    }
+
+    /// The result for a leaf this CA issued (DER): what [`Issued::from_pem_bundle`] returns for
+    /// the leaf followed by the CA's bundle, without parsing or verifying anything again.
+    pub fn issued(&self, leaf_der: &[u8]) -> Issued {
+        Issued { chain_pem: format!("{}{}", to_pem(leaf_der), self.above_leaf), ca_pem: Some(self.ca_pem.clone()) }
     }
 }
 
@@ -158,6 +199,24 @@ mod tests {
         assert_eq!(issued.chain_pem, leaf);
         assert_eq!(issued.ca_pem.as_deref(), Some(root));
         assert_eq!(issued.leaf_public_key_der().unwrap(), rcgen::PublicKeyData::subject_public_key_info(&lk));
+    }
+
+    #[test]
+    fn a_ca_chain_issues_what_ordering_leaf_and_bundle_gives() {
+        let root_ca = TestCa::new(&KeyKind::EcP256).unwrap();
+        let inter_ca = root_ca.intermediate(&KeyKind::EcP256).unwrap();
+        let (root, inter) = (root_ca.cert_pem(), inter_ca.cert_pem());
+        let lk = generate_key(&KeyKind::EcP256).unwrap();
+        // A self-signed CA alone, an intermediate with its root (either order), an intermediate alone.
+        for (ca, bundle) in
+            [(&root_ca, root.to_owned()), (&inter_ca, format!("{root}{inter}")), (&inter_ca, inter.to_owned())]
+        {
+            let leaf = ca.sign_key(&lk, &["x.example.com"]).unwrap();
+            let der = pem::parse(&leaf).unwrap().into_contents();
+            let chain = CaChain::from_pem_bundle(&bundle).unwrap();
+            assert_eq!(chain.issued(&der), Issued::from_pem_bundle(&format!("{leaf}{bundle}")).unwrap(), "{bundle}");
+        }
+        assert!(CaChain::from_pem_bundle("").unwrap_err().contains("no PEM block"));
     }
 
     #[test]

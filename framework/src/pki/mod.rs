@@ -8,7 +8,7 @@ mod csr;
 mod key;
 mod template;
 
-pub use chain::{Issued, certificates_from_pem, to_pem};
+pub use chain::{CaChain, Issued, certificates_from_pem, to_pem};
 pub use csr::{Csr, CsrLimits, DirectoryName, KeyKind, OtherName};
 pub use key::{KeyError, KeyForm, Pkcs8Key, key_pair_from_pem};
 pub use template::{certificate_params, random_serial, subject_public_key};

@@ -54,7 +54,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(dispatch).layer(DefaultBodyLimit::max(16 * 1024 * 1024)).with_state(shared)
 }
 
-fn json_response(code: u16, v: &Value) -> Response {
+fn json_response(code: u16, v: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     Response::builder()
         .status(code)
@@ -225,21 +225,20 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             }
             Verb::List => {
                 let list = rest::list(&store, &req)?;
-                if wants_table {
-                    let items = list["items"].as_array().cloned().unwrap_or_default();
-                    let rv = list
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let mut t = crate::table::table(&def, version, &items, &rv, req.q("includeObject"));
-                    if let Some(c) = list.pointer("/metadata/continue") {
-                        t["metadata"]["continue"] = c.clone();
-                    }
-                    (200, t)
-                } else {
-                    (200, list)
+                if !wants_table {
+                    // Serialised from the shared stored objects once the lock is released.
+                    drop(store);
+                    return Ok(json_response(200, &list));
                 }
+                let list = serde_json::to_value(&list).unwrap_or_default();
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let rv =
+                    list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+                let mut t = crate::table::table(&def, version, &items, &rv, req.q("includeObject"));
+                if let Some(c) = list.pointer("/metadata/continue") {
+                    t["metadata"]["continue"] = c.clone();
+                }
+                (200, t)
             }
             Verb::Create if req.sub == "token" => {
                 let name = req.name.clone().unwrap_or_default();

@@ -101,6 +101,17 @@ impl Store {
         ns: Option<&'a str>,
         after: Option<&ObjKey>,
     ) -> impl Iterator<Item = &'a Value> + 'a {
+        self.list_after_shared(key, ns, after).map(|v| &**v)
+    }
+
+    /// [`Store::list_after`], as the shared stored objects (a list reply that is serialised after
+    /// the lock is released holds them without copying them).
+    pub fn list_after_shared<'a>(
+        &'a self,
+        key: &ResKey,
+        ns: Option<&'a str>,
+        after: Option<&ObjKey>,
+    ) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
         use std::ops::Bound;
         let from = match after {
             Some(k) => Bound::Excluded(k.clone()),
@@ -111,7 +122,7 @@ impl Store {
             .into_iter()
             .flat_map(move |m| m.range((from.clone(), Bound::Unbounded)))
             .filter(move |((ons, _), _)| ns.is_none_or(|n| n == ons))
-            .map(|(_, v)| &**v)
+            .map(|(_, v)| v)
     }
 
     fn record(&mut self, key: &ResKey, kind: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
