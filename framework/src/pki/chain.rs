@@ -69,7 +69,6 @@ impl Issued {
 /// highest certificate: the certificates and that order, which covers every certificate.
 fn ordered(ders: Vec<Vec<u8>>) -> Result<(Vec<Cert>, Vec<usize>), String> {
     let mut certs: Vec<Cert> = Vec::new();
-
     for der in ders {
         if certs.iter().any(|c| c.der == der) {
             continue;
