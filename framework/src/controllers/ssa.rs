@@ -15,7 +15,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::controllers::decision::{IssuerCond, SetCond, transition_time};
@@ -34,7 +33,7 @@ pub(crate) async fn apply_status<K>(
     body: Value,
 ) -> Result<(), kube::Error>
 where
-    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone,
 {
     let mut request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &PatchParams::apply(field_manager).force(), &Patch::Apply(body))

@@ -230,8 +230,11 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
                     drop(store);
                     return Ok(json_response(200, &list));
                 }
-                let list = serde_json::to_value(&list).unwrap_or_default();
-                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let mut list = serde_json::to_value(&list).unwrap_or_default();
+                let items = match list["items"].take() {
+                    Value::Array(items) => items,
+                    _ => Vec::new(),
+                };
                 let rv =
                     list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
                 let mut t = crate::table::table(&def, version, &items, &rv, req.q("includeObject"));
