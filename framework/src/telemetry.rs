@@ -39,13 +39,33 @@ pub(crate) struct TelemetryArgs {
 /// of every span it is in onto the top level (json-subscriber; tracing-subscriber's own JSON
 /// formatter nests span fields under `span`/`spans`, where a log query cannot address them by one
 /// stable name). Span field names never repeat an event field name in certbridge.
+///
+/// Text lines carry no colour escape codes: `writer` may be a file or a buffer.
 pub fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync + 'static>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    log_layer_with(format, writer, false)
+}
+
+/// Whether text lines on stderr are coloured: only on a terminal, and never with `NO_COLOR` set
+/// (no-color.org). A container's stderr is a pipe, so `kubectl logs` and log shippers get plain
+/// lines; tracing-subscriber's default colours every line wherever it goes, and formatting the
+/// escape codes into every span's fields was about 3 % of the controller's CPU samples in a profile
+/// of the scale benchmark (BENCHMARKS.md).
+fn stderr_ansi() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn log_layer_with<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
         LogFormat::Json => {
             let mut layer = json_subscriber::JsonLayer::new(writer);
             layer
@@ -125,7 +145,7 @@ pub(crate) fn init(
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let logs = log_layer(format, std::io::stderr);
+    let logs = log_layer_with(format, std::io::stderr, stderr_ansi());
     type Traces = Option<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync + 'static>>;
     let (traces, guard): (Traces, TracingGuard) = match otlp_endpoint.filter(|e| !e.is_empty()) {
         #[cfg(feature = "otlp")]
@@ -172,6 +192,36 @@ mod tests {
         let command = Run::command();
         let otlp = command.get_arguments().find(|a| a.get_id() == "otlp_endpoint").unwrap();
         assert_eq!(otlp.get_env().and_then(|e| e.to_str()), Some("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    }
+
+    /// A writer that keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_lines_carry_span_fields_and_no_colour_codes() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(log_layer(LogFormat::Text, move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let _span = tracing::info_span!("reconcile", request.name = "r1").entered();
+            tracing::warn!(reason = "x", "cannot sign");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("reconcile{request.name=\"r1\"}") && text.contains("cannot sign reason=\"x\""), "{text}");
+        assert!(!text.contains('\u{1b}'), "escape codes in {text:?}");
     }
 
     #[cfg(feature = "otlp")]

@@ -3,7 +3,7 @@
 //! request view ([`view`]); Kubernetes reads and writes stay in the controller modules, status
 //! writes in [`ssa`], per-request state in [`state`] (authenticated by [`state_mac`], kept fresh by
 //! [`state_cache`]), CA-outage re-checks in [`outage`], watch plumbing and cache readiness in
-//! [`watch`].
+//! [`watch`], the request watch's decoding without managedFields in [`watch_decode`].
 
 pub(crate) mod decision;
 pub(crate) mod duration;
@@ -19,3 +19,4 @@ pub(crate) mod state_cache;
 pub(crate) mod state_mac;
 pub(crate) mod view;
 pub(crate) mod watch;
+pub(crate) mod watch_decode;

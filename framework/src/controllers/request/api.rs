@@ -12,6 +12,7 @@ use crate::controllers::decision::request::Outcome;
 use crate::controllers::prune::Prune;
 use crate::controllers::shared::Kinds;
 use crate::controllers::view::{IssuerTarget, RequestView};
+use crate::controllers::watch_decode::WithoutManagedFields;
 
 /// A request API the controller serves.
 pub(crate) trait RequestApi:
@@ -23,8 +24,9 @@ pub(crate) trait RequestApi:
     /// so their controller does not watch that kind at all).
     const NAMES_NAMESPACED_ISSUERS: bool;
 
-    /// The API to watch; `namespace` (`--namespace`) limits a namespaced resource to one namespace.
-    fn watch_api(client: &kube::Client, namespace: Option<&str>) -> Api<Self>;
+    /// The API to watch, decoding without managedFields; `namespace` (`--namespace`) limits a
+    /// namespaced resource to one namespace.
+    fn watch_api(client: &kube::Client, namespace: Option<&str>) -> Api<WithoutManagedFields<Self>>;
     /// The API serving this object (where the signer's state annotations are saved).
     fn object_api(&self, client: &kube::Client) -> Api<Self>;
     /// The normalized view the decisions read.

@@ -14,6 +14,7 @@ use crate::controllers::shared::Kinds;
 use crate::controllers::ssa;
 use crate::controllers::view::{Cond, IssuerTarget, RequestView};
 use crate::controllers::watch;
+use crate::controllers::watch_decode::WithoutManagedFields;
 use crate::issuer::{IssuerScope, KindNames};
 use crate::request::{RequestKind, Requester};
 
@@ -21,7 +22,7 @@ impl RequestApi for CertificateRequest {
     const CONTROLLER: &'static str = "certificaterequests";
     const NAMES_NAMESPACED_ISSUERS: bool = true;
 
-    fn watch_api(client: &kube::Client, namespace: Option<&str>) -> Api<Self> {
+    fn watch_api(client: &kube::Client, namespace: Option<&str>) -> Api<WithoutManagedFields<Self>> {
         watch::api(client, namespace)
     }
 

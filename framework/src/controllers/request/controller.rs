@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::DynamicObject;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -22,6 +22,7 @@ use crate::controllers::request::revoke;
 use crate::controllers::shared::{Error, Kinds, Shared, issuer_target};
 use crate::controllers::watch;
 use crate::controllers::watch::CacheReady;
+use crate::controllers::watch_decode::WithoutManagedFields;
 use crate::issuer::IssuerScope;
 use crate::signer::Signer;
 
@@ -37,8 +38,11 @@ pub(crate) async fn run<S: Signer, R: RequestApi>(
     let client = shared.client.clone();
     let kinds = shared.kinds.clone();
     let (reader, writer) = reflector::store::<R>();
-    // Pruned before the store: a cluster keeps thousands of finished requests (see `prune`).
-    let pruned = watcher(R::watch_api(&client, namespace.as_deref()), any_semantic()).modify(R::prune);
+    // Pruned before the store: a cluster keeps thousands of finished requests (see `prune`);
+    // managedFields are skipped while decoding (see `watch_decode`).
+    let pruned = watcher(R::watch_api(&client, namespace.as_deref()), any_semantic())
+        .map_ok(WithoutManagedFields::into_event)
+        .modify(R::prune);
     let (reflected, ready) = watch::mark_ready(reflector::reflector(writer, pruned));
     let stream = reflected
         .default_backoff()

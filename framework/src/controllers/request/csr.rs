@@ -14,6 +14,7 @@ use crate::controllers::request::api::RequestApi;
 use crate::controllers::shared::Kinds;
 use crate::controllers::ssa;
 use crate::controllers::view::{Cond, IssuerTarget, RequestView};
+use crate::controllers::watch_decode::WithoutManagedFields;
 use crate::issuer::{IssuerScope, KindNames};
 use crate::request::{RequestKind, Requester};
 
@@ -22,7 +23,7 @@ impl RequestApi for CertificateSigningRequest {
     const NAMES_NAMESPACED_ISSUERS: bool = false;
 
     /// CSRs are cluster-scoped: `--namespace` does not apply.
-    fn watch_api(client: &kube::Client, _namespace: Option<&str>) -> Api<Self> {
+    fn watch_api(client: &kube::Client, _namespace: Option<&str>) -> Api<WithoutManagedFields<Self>> {
         Api::all(client.clone())
     }
 
