@@ -11,7 +11,9 @@
 //! `CONTROLLER_BIN` (another build of the controller to measure, e.g. a copy of main's),
 //! `PHASES` (comma list of `bare,full,restart,pending,rate,backlog`, default all), `PERF_OUT` (a path: record
 //! the controller and kube-sim with `perf record -e cpu-clock --call-graph dwarf` during the phase
-//! `PERF_PHASE` names: `full`, the default, or `backlog`). Each phase prints the CPU time per
+//! `PERF_PHASE` names: `full`, the default, or `backlog`), `SIM_CPUS` (a `taskset` CPU list for
+//! kube-sim; run this binary under `taskset -c` the other CPUs, and the controller inherits them).
+//! Each phase prints the CPU time per
 //! request of each process (controller, kube-sim, the benchmark's client).
 //!
 //! Every completion is seen through one watch per phase (never by listing in a loop: a list of
@@ -225,7 +227,18 @@ fn start_sim(dir: &Path, bin: &Path) -> Sim {
     assert!(out.status.success());
     std::fs::write(&crds, out.stdout).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    let mut child = Command::new(bin.join("kube-sim"))
+    // SIM_CPUS (a taskset CPU list) gives kube-sim CPUs of its own, as an API server has on a real
+    // cluster; run the benchmark itself under `taskset -c <the others>` and the controller it
+    // spawns inherits them. taskset execs kube-sim, so the pid is still kube-sim's.
+    let mut command = match std::env::var("SIM_CPUS") {
+        Ok(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus]).arg(bin.join("kube-sim"));
+            c
+        }
+        Err(_) => Command::new(bin.join("kube-sim")),
+    };
+    let mut child = command
         .args(["--cert-manager-crds", "--crds"])
         .arg(&crds)
         .arg("--kubeconfig-out")
@@ -238,7 +251,16 @@ fn start_sim(dir: &Path, bin: &Path) -> Sim {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("kube-sim listening"), "kube-sim said: {line}");
     let pid = child.id();
+    println!("CPUs: kube-sim {}, benchmark and controller {}", cpus_allowed(pid), cpus_allowed(std::process::id()));
     Sim { _proc: Proc { child, name: "kube-sim" }, kubeconfig, pid }
+}
+
+/// The CPUs a process may run on (`Cpus_allowed_list` in /proc/<pid>/status).
+fn cpus_allowed(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_owned())))
+        .unwrap_or_else(|| "?".into())
 }
 
 struct Controller {
